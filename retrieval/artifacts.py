@@ -1,0 +1,93 @@
+"""Cache keys, atomic writes and meta files: every stage's outputs live here.
+
+An artifact is a folder `<cache>/<stage>/<key>/` where `key` hashes exactly the settings that
+determine its content. Beside the data sit `config.yaml` (those settings) and `meta.json`
+(counts, timings, versions, skipped inputs). `meta.json` is written last, so its presence
+means the artifact is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+META = "meta.json"
+
+
+def config_key(settings: dict[str, Any], length: int = 12) -> str:
+    """Short stable hash of a JSON-able settings dict (key order does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return path
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    return write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def artifact_dir(cache: Path, stage: str, settings: dict[str, Any]) -> Path:
+    """Folder of the artifact of `stage` for these settings; writes `config.yaml` on first use."""
+    folder = Path(cache) / stage / config_key(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_file = folder / "config.yaml"
+    if not config_file.exists():
+        write_text(config_file, yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
+    return folder
+
+
+def is_complete(folder: Path) -> bool:
+    return (Path(folder) / META).exists()
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    return read_json(Path(folder) / META)
+
+
+def write_meta(folder: Path, **fields: Any) -> Path:
+    """Mark an artifact complete, with provenance that a person can read."""
+    import numpy
+    import torch
+
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        **fields,
+    }
+    return write_json(Path(folder) / META, meta)

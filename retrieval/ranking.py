@@ -1,0 +1,68 @@
+"""The ranking artifact: what `search` writes and `evaluate` reads, and nothing else.
+
+File format (`ranking.npz`, readable with plain numpy):
+
+| array         | shape / dtype         | meaning                                                   |
+|---------------|-----------------------|-----------------------------------------------------------|
+| `indices`     | (n_query, k) int64    | gallery indices, best first; -1 pads a short row          |
+| `scores`      | (n_query, k) float32  | similarity of each entry (higher is better); -inf pads    |
+| `query_ids`   | (n_query,) str        | query keys (image path relative to the dataset root)      |
+| `gallery_ids` | (n_gallery,) str      | gallery keys, in the order `indices` refers to            |
+| `boxes`       | (n_query, k, 4) f32   | optional: where in each returned image the object is      |
+| `masks`       | (n_query, k) str      | optional: JSON COCO RLE of each returned mask, "" if none |
+| `provenance`  | () str                | JSON list of the steps that produced the ranking          |
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.artifacts import atomic_path
+
+
+@dataclass
+class Ranking:
+    indices: np.ndarray
+    scores: np.ndarray
+    query_ids: np.ndarray
+    gallery_ids: np.ndarray
+    boxes: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    provenance: list[dict] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return self.indices.shape[1]
+
+    def save(self, path: Path) -> Path:
+        arrays = dict(
+            indices=self.indices.astype(np.int64),
+            scores=self.scores.astype(np.float32),
+            query_ids=np.asarray(self.query_ids, dtype=str),
+            gallery_ids=np.asarray(self.gallery_ids, dtype=str),
+            provenance=np.array(json.dumps(self.provenance)),
+        )
+        if self.boxes is not None:
+            arrays["boxes"] = self.boxes.astype(np.float32)
+        if self.masks is not None:
+            arrays["masks"] = np.asarray(self.masks, dtype=str)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Ranking":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                indices=data["indices"],
+                scores=data["scores"],
+                query_ids=data["query_ids"],
+                gallery_ids=data["gallery_ids"],
+                boxes=data["boxes"] if "boxes" in data else None,
+                masks=data["masks"] if "masks" in data else None,
+                provenance=json.loads(str(data["provenance"])),
+            )
