@@ -1,0 +1,150 @@
+"""Query modes: which pixels of a query image describe the object asked for.
+
+Each mode is a function `(image, instance) -> image` registered by name; gallery images are
+always embedded whole (`full`). A mode that cannot apply (an empty mask, a box entirely
+outside the image) raises `QueryError`, which extraction counts and skips.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.records import Box, Instance
+
+
+class QueryError(Exception):
+    """A query whose object cannot be cut out as asked."""
+
+
+QueryFn = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class QueryMode:
+    name: str
+    fn: QueryFn
+    description: str
+
+    def __call__(self, image: np.ndarray, instance: Instance | None, **options: Any) -> np.ndarray:
+        return self.fn(image, instance, **options)
+
+
+_MODES: dict[str, QueryMode] = {}
+
+
+def register(name: str) -> Callable[[QueryFn], QueryFn]:
+    def decorate(fn: QueryFn) -> QueryFn:
+        _MODES[name] = QueryMode(name, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return decorate
+
+
+def get_query_mode(name: str) -> QueryMode:
+    if name not in _MODES:
+        raise ValueError(f"Unknown query mode {name!r}. Valid modes: {', '.join(sorted(_MODES))}.")
+    return _MODES[name]
+
+
+def available() -> dict[str, str]:
+    return {name: mode.description for name, mode in sorted(_MODES.items())}
+
+
+def _pixel_box(box: Box, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
+    """Round like Pillow's `crop` (half to even), after growing by `margin` x box size; clip."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    height, width = shape[:2]
+    left, top = max(round(x1 - dx), 0), max(round(y1 - dy), 0)
+    right, bottom = min(round(x2 + dx), width), min(round(y2 + dy), height)
+    if right <= left or bottom <= top:
+        raise QueryError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    return left, top, right, bottom
+
+
+def _object_mask(image: np.ndarray, instance: Instance | None) -> np.ndarray:
+    from retrieval.masks import decode
+
+    if instance is None or instance.mask is None:
+        raise QueryError("query mode 'mask' needs a mask; this query has none (use query=box)")
+    mask = decode(instance.mask, image.shape[:2])
+    if mask.shape != image.shape[:2]:
+        raise QueryError(f"mask of size {mask.shape} does not match image {image.shape[:2]}")
+    if not mask.any():
+        raise QueryError("empty mask")
+    return mask
+
+
+def _box_of(image: np.ndarray, instance: Instance | None) -> Box | None:
+    if instance is None:
+        return None
+    if instance.box is not None:
+        return instance.box
+    if instance.mask is not None:
+        from retrieval.masks import tight_box
+
+        return tight_box(_object_mask(image, instance))
+    return None
+
+
+@register("full")
+def full_image(image: np.ndarray, instance: Instance | None, **_: Any) -> np.ndarray:
+    """The whole image, as the gallery is embedded."""
+    return image
+
+
+@register("box")
+def box_crop(image: np.ndarray, instance: Instance | None, margin: float = 0.0, **_: Any) -> np.ndarray:
+    """Crop to the object's box grown by `margin` x its size (whole image if it has no box)."""
+    box = _box_of(image, instance)
+    if box is None:
+        return image
+    left, top, right, bottom = _pixel_box(box, image.shape, margin)
+    return image[top:bottom, left:right]
+
+
+@register("mask")
+def masked_crop(
+    image: np.ndarray,
+    instance: Instance | None,
+    margin: float = 0.0,
+    fill: str | float = "mean",
+    blur_sigma: float = 8.0,
+    **_: Any,
+) -> np.ndarray:
+    """Crop to the box and replace the background: a constant, the image mean, or a blur."""
+    mask = _object_mask(image, instance)
+    if fill == "mean":
+        background = np.broadcast_to(image.reshape(-1, 3).mean(0).round().astype(np.uint8), image.shape)
+    elif fill == "blur":
+        import cv2
+
+        background = cv2.GaussianBlur(image, (0, 0), sigmaX=blur_sigma)
+    else:
+        background = np.full_like(image, int(fill))
+    filled = np.where(mask[..., None], image, background)
+    left, top, right, bottom = _pixel_box(_box_of(image, instance), image.shape, margin)
+    return filled[top:bottom, left:right]
+
+
+@register("square")
+def square_crop(image: np.ndarray, instance: Instance | None, **_: Any) -> np.ndarray:
+    """Find-your-Needle reference: square of side max(w, h) centred on the box, zero padding."""
+    box = _box_of(image, instance)
+    if box is None:
+        return image
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(cx - side / 2), int(cy - side / 2)
+    right, bottom = int(cx + side / 2), int(cy + side / 2)
+    height, width = image.shape[:2]
+    canvas = np.zeros((bottom - top, right - left, 3), dtype=image.dtype)
+    sx1, sy1, sx2, sy2 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+    if sx2 <= sx1 or sy2 <= sy1:
+        raise QueryError(f"box {tuple(box)} lies outside the {width}x{height} image")
+    canvas[sy1 - top : sy2 - top, sx1 - left : sx2 - left] = image[sy1:sy2, sx1:sx2]
+    return canvas
