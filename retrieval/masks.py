@@ -7,6 +7,7 @@ are a `str` so that records stay small and JSON-able.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def decode(ref: Any, size_hw: SizeHW | None = None) -> np.ndarray:
             "COCO polygons, a path to a mask image, or a 2-D numpy array / torch tensor"
         )
     if size_hw is not None and tuple(mask.shape) != tuple(size_hw):
-        raise ValueError(f"mask is {mask.shape[0]}x{mask.shape[1]}, expected {size_hw[0]}x{size_hw[1]}")
+        raise ValueError(
+            f"mask is {mask.shape[0]}x{mask.shape[1]}, expected {size_hw[0]}x{size_hw[1]}"
+        )
     return mask
 
 
@@ -51,7 +54,8 @@ def encode(mask: Any, size_hw: SizeHW | None = None) -> dict[str, Any]:
     """Compressed COCO RLE `{"size": [h, w], "counts": str}` of any mask `decode` accepts."""
     dense = decode(mask, size_hw)
     rle = coco_mask.encode(np.asfortranarray(dense, dtype=np.uint8))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    height, width = (int(v) for v in rle["size"])
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -77,7 +81,9 @@ def decode_runs(
     if runs.size and runs.min() < 0:
         raise ValueError("RLE counts must not be negative")
     if int(runs.sum()) != height * width:
-        raise ValueError(f"RLE counts sum to {int(runs.sum())}, expected {height}x{width}={height * width}")
+        raise ValueError(
+            f"RLE counts sum to {int(runs.sum())}, expected {height}x{width}={height * width}"
+        )
     values = (np.arange(runs.size) % 2 == 1) != first_value
     flat = np.repeat(values, runs)
     if column_major:
@@ -93,22 +99,36 @@ def _decode_dict(rle: dict) -> np.ndarray:
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     if isinstance(counts, bytes):
-        decoded = coco_mask.decode({"size": [height, width], "counts": counts})
-        return decoded.astype(bool)
+        return _coco_decode({"size": [height, width], "counts": counts})
     # An int list: the builder's dict says its order; without `transpose` it is COCO's
     # column-major order, as the reference decoder reads it.
     column_major = bool(rle.get("transpose", True))
     return decode_runs(counts, (height, width), column_major=column_major)
 
 
+def _coco_decode(rle: dict) -> np.ndarray:
+    # pycocotools (2.0.11 and older) trips numpy 2's copy-keyword deprecation on every call;
+    # silence exactly that so real warnings stay visible.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning
+        )
+        return coco_mask.decode(rle).astype(bool)
+
+
 def _decode_polygons(polygons: list, size_hw: SizeHW) -> np.ndarray:
     height, width = int(size_hw[0]), int(size_hw[1])
     if not polygons:
         return np.zeros((height, width), dtype=bool)
-    if not all(isinstance(p, (list, tuple, np.ndarray)) and len(p) >= 6 and len(p) % 2 == 0 for p in polygons):
-        raise ValueError("COCO polygons must be a list of flat [x1, y1, x2, y2, ...] lists (>= 3 points)")
+    if not all(
+        isinstance(p, (list, tuple, np.ndarray)) and len(p) >= 6 and len(p) % 2 == 0
+        for p in polygons
+    ):
+        raise ValueError(
+            "COCO polygons must be a list of flat [x1, y1, x2, y2, ...] lists (>= 3 points)"
+        )
     rles = coco_mask.frPyObjects([[float(v) for v in p] for p in polygons], height, width)
-    return coco_mask.decode(coco_mask.merge(rles)).astype(bool)
+    return _coco_decode(coco_mask.merge(rles))
 
 
 def _decode_image(path: Path) -> np.ndarray:

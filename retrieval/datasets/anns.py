@@ -1,0 +1,312 @@
+"""VoxDet-SoIR `anns.pt` reader (FORMATS.md section 1).
+
+The file is a pickle written by the reference builder: paths are absolute on the machine that
+built it, query masks use the builder's own (sometimes inverted) row-major RLE, query boxes are
+inclusive, and instance ids collide across the OWID and RoboTools sets. This adapter loads it
+without executing arbitrary pickled code, repairs what it can, and reports the rest.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval import masks
+from retrieval.datasets import register
+from retrieval.records import Box, Dataset, Instance, Record, truth_by_instance
+
+log = logging.getLogger(__name__)
+
+LAYOUT = """\
+  <root>/anns.pt                                  (or set dataset.anns=<file>)
+  <root>/OWID/P1/<cat_id>/{rgb,mask}/*            OWID queries
+  <root>/OWID/P2/images/*                         OWID gallery
+  <root>/RoboTools/test_video/<name>_<cat_id>/{rgb,mask}/*   RoboTools queries
+  <root>/RoboTools/test/<scene>/rgb/*             RoboTools gallery"""
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The annotation file needs types beyond the safe allow-list (an opt-in is required)."""
+
+
+@register("anns")
+def load(
+    root: str | Path,
+    anns: str | Path | None = None,
+    trusted: bool = False,
+    sets: Iterable[str] | None = None,
+    name: str = "voxdet",
+) -> Dataset:
+    """VoxDet-SoIR anns.pt instance retrieval (OWID / RoboTools; ids per set, boxes and masks).
+
+    `root` is the folder holding OWID/ and RoboTools/; `anns` defaults to `<root>/anns.pt` and
+    is read relative to `root` unless absolute; `trusted=True` allows full pickle loading;
+    `sets` keeps only the named sets (e.g. ["RoboTools"]).
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"VoxDet root not found: {root}\nExpected layout:\n{LAYOUT}\n"
+            "Set dataset.root=<folder containing OWID/ and RoboTools/>."
+        )
+    anns_path = root / "anns.pt" if anns is None else Path(anns).expanduser()
+    if not anns_path.is_absolute():
+        anns_path = root / anns_path
+    if not anns_path.is_file():
+        raise FileNotFoundError(
+            f"VoxDet annotation file not found: {anns_path}\n"
+            "It is written by VoxDet-SoIR's create_dataset.py; set dataset.anns=<file> "
+            "(absolute, or relative to dataset.root)."
+        )
+    entries = read_anns(anns_path, trusted=trusted)
+    if not isinstance(entries, dict):
+        raise ValueError(f"{anns_path}: expected a dict of image path -> annotation, got {type(entries).__name__}")
+
+    wanted = _select_sets(entries, sets, anns_path)
+    reroot = _Rerooter(root)
+    queries: list[Record] = []
+    gallery: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    report: dict[str, list[str]] = {"repaired": [], "mismatched": [], "empty": []}
+    seen: set[str] = set()
+    for raw_key, entry in entries.items():
+        if not isinstance(entry, dict):
+            skipped.append((str(raw_key), f"annotation is a {type(entry).__name__}, not a dict"))
+            continue
+        if entry.get("set") not in wanted:
+            continue
+        path = reroot(str(raw_key))
+        if path is None:
+            skipped.append((str(raw_key), "image not found, also not under the dataset root by any path suffix"))
+            continue
+        key = _key(path, root)
+        if key in seen:
+            skipped.append((str(raw_key), f"duplicate of {key}"))
+            continue
+        seen.add(key)
+        try:
+            if entry["is_query"]:
+                queries.append(_query(path, key, entry, report))
+            else:
+                gallery.append(_gallery(path, key, entry))
+        except (KeyError, TypeError, ValueError) as error:
+            skipped.append((str(raw_key), f"malformed annotation: {type(error).__name__}: {error}"))
+
+    queries.sort(key=lambda record: record.key)
+    gallery.sort(key=lambda record: record.key)
+    extra = _summary(anns_path, queries, gallery, reroot.rerooted, report, skipped)
+    _log(anns_path, extra, skipped)
+    return Dataset(
+        name=name,
+        root=root,
+        queries=queries,
+        gallery=gallery,
+        truth={"all": truth_by_instance(queries, gallery)},
+        protocol="instance",
+        skipped=skipped,
+        extra=extra,
+    )
+
+
+def read_anns(path: Path, trusted: bool = False) -> Any:
+    """Unpickle an anns.pt; unless `trusted`, only plain containers and numpy values may occur."""
+    import torch
+
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_numpy_allow_list()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
+        raise UnsafePickleError(
+            f"refused to load {path}: it contains objects outside the safe list (plain "
+            f"containers, numbers, strings, numpy scalars and arrays). "
+            f"{detail.group(1) if detail else error}\n"
+            "Only if you trust this file, set dataset.trusted=true to load it with full pickle."
+        ) from error
+
+
+def _numpy_allow_list() -> list[Any]:
+    """Numpy scalars, dtypes and arrays under both module names (numpy 1.x `numpy.core`, 2.x `numpy._core`)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    allowed: list[Any] = [np.dtype, np.ndarray]
+    for module in ("numpy.core", "numpy._core"):
+        allowed.append((multiarray.scalar, f"{module}.multiarray.scalar"))
+        allowed.append((multiarray._reconstruct, f"{module}.multiarray._reconstruct"))
+    allowed += [
+        dtype_class
+        for dtype_class in vars(np.dtypes).values()
+        if isinstance(dtype_class, type) and issubclass(dtype_class, np.dtype) and dtype_class is not np.dtypes.ObjectDType
+    ]
+    return allowed
+
+
+def _select_sets(entries: dict, sets: Iterable[str] | None, anns_path: Path) -> set[Any]:
+    present = {entry.get("set") for entry in entries.values() if isinstance(entry, dict)}
+    if sets is None:
+        return present
+    wanted = {str(s) for s in sets}
+    unknown = wanted - present
+    if unknown:
+        names = ", ".join(sorted(str(s) for s in present))
+        raise ValueError(f"dataset.sets: {sorted(unknown)} not in {anns_path} (it has: {names})")
+    return wanted
+
+
+class _Rerooter:
+    """Maps recorded image paths to files under the dataset root.
+
+    A path that does not exist is re-rooted by its longest suffix that exists under the root;
+    the foreign prefix that worked is tried first for the next paths, so a whole file of paths
+    from another machine costs one extra lookup each.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.prefixes: list[tuple[str, ...]] = []
+        self.rerooted = 0
+
+    def __call__(self, recorded: str) -> Path | None:
+        path = Path(recorded)
+        if not path.is_absolute():
+            path = self.root / path
+        if path.is_file():
+            return path
+        parts = tuple(part for part in re.split(r"[\\/]+", recorded) if part)
+        known = [len(prefix) for prefix in self.prefixes if parts[: len(prefix)] == prefix]
+        for start in known + list(range(1, len(parts))):
+            candidate = self.root.joinpath(*parts[start:])
+            if candidate.is_file():
+                self.rerooted += 1
+                if parts[:start] not in self.prefixes:
+                    self.prefixes.append(parts[:start])
+                return candidate
+        return None
+
+
+def _key(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _instance_id(entry: dict, ins: Any) -> str:
+    return f"{entry['set']}/{int(ins)}"
+
+
+def _query(path: Path, key: str, entry: dict, report: dict[str, list[str]]) -> Record:
+    """One query: the builder's inclusive bbox becomes exclusive; the mask is read the way that
+    agrees with that bbox (repairs the builder's missing leading zero-run)."""
+    x1, y1, x2, y2 = (int(v) for v in entry["bbox"])
+    ref = entry["mask"]
+    if isinstance(ref, dict) and "transpose" in ref and not isinstance(ref["counts"], (str, bytes)):
+        size = (int(ref["size"][0]), int(ref["size"][1]))
+        column_major = bool(ref["transpose"])
+        mask = masks.decode_runs(ref["counts"], size, column_major)
+        if masks.tight_box(mask) != (x1, y1, x2 + 1, y2 + 1):
+            inverted = masks.decode_runs(ref["counts"], size, column_major, first_value=True)
+            if masks.tight_box(inverted) == (x1, y1, x2 + 1, y2 + 1):
+                mask = inverted
+                report["repaired"].append(key)
+    else:
+        mask = masks.decode(ref, _image_size(path) if isinstance(ref, list) else None)
+    height, width = mask.shape
+    found = masks.tight_box(mask)
+    if found is None:
+        # The builder writes (0, 0, W, H) for an empty mask: nothing to point at, so the query
+        # is the whole image and carries no mask.
+        report["empty"].append(key)
+        return Record(path, key, (Instance(_instance_id(entry, entry["ins"]), (0, 0, width, height)),), entry["set"])
+    box: Box = (x1, y1, x2 + 1, y2 + 1)
+    if found != box:
+        report["mismatched"].append(key)
+    instance = Instance(_instance_id(entry, entry["ins"]), box, masks.encode(mask))
+    return Record(path, key, (instance,), entry["set"])
+
+
+def _gallery(path: Path, key: str, entry: dict) -> Record:
+    """One gallery image: one instance per annotation, boxes already exclusive, masks if any."""
+    boxes, ids, refs = list(entry["bbox"]), list(entry["ins"]), list(entry.get("mask") or [])
+    if len(boxes) != len(ids):
+        raise ValueError(f"{len(boxes)} boxes but {len(ids)} instance ids")
+    if refs and len(refs) != len(boxes):
+        raise ValueError(f"{len(refs)} masks but {len(boxes)} boxes")
+    size: tuple[int, int] | None = None
+    instances = []
+    for index, (box, ins) in enumerate(zip(boxes, ids)):
+        ref = refs[index] if refs else None
+        if isinstance(ref, list) and ref and size is None:
+            size = _image_size(path)
+        mask = _compact(ref, size)
+        instances.append(Instance(_instance_id(entry, ins), tuple(int(v) for v in box), mask))
+    return Record(path, key, tuple(instances), entry["set"])
+
+
+def _compact(ref: Any, size: tuple[int, int] | None) -> dict | None:
+    """Store a gallery mask as compressed COCO RLE (small); None when the annotation has none."""
+    if ref is None or (isinstance(ref, list) and not ref):
+        return None
+    return masks.encode(ref, size)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header; polygons need it to be rasterised."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def _summary(
+    anns_path: Path,
+    queries: list[Record],
+    gallery: list[Record],
+    rerooted: int,
+    report: dict[str, list[str]],
+    skipped: list[tuple[str, str]],
+) -> dict[str, Any]:
+    query_sets = Counter(record.group for record in queries)
+    gallery_sets = Counter(record.group for record in gallery)
+    return {
+        "anns": str(anns_path),
+        "sets": {
+            group: {"queries": query_sets[group], "gallery": gallery_sets[group]}
+            for group in sorted(set(query_sets) | set(gallery_sets))
+        },
+        "rerooted_paths": rerooted,
+        "mask_repairs": len(report["repaired"]),
+        "repaired_queries": sorted(report["repaired"]),
+        "mask_box_mismatches": sorted(report["mismatched"]),
+        "empty_query_masks": sorted(report["empty"]),
+        "skipped_entries": len(skipped),
+    }
+
+
+def _log(anns_path: Path, extra: dict[str, Any], skipped: list[tuple[str, str]]) -> None:
+    counts = ", ".join(f"{group}: {n['queries']} queries / {n['gallery']} gallery" for group, n in extra["sets"].items())
+    log.info("%s: %s; %d paths re-rooted", anns_path, counts, extra["rerooted_paths"])
+    if extra["mask_repairs"]:
+        log.info(
+            "repaired %d query masks with the builder's missing leading zero-run: %s",
+            extra["mask_repairs"],
+            ", ".join(extra["repaired_queries"]),
+        )
+    if extra["mask_box_mismatches"]:
+        log.warning("%d query masks do not match their bbox in either reading", len(extra["mask_box_mismatches"]))
+    if extra["empty_query_masks"]:
+        log.warning("%d queries have an empty mask; they use the whole image", len(extra["empty_query_masks"]))
+    if skipped:
+        shown = "; ".join(f"{recorded}: {reason}" for recorded, reason in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        log.warning("skipped %d entries of %s: %s%s", len(skipped), anns_path, shown, more)

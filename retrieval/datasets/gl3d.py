@@ -1,0 +1,111 @@
+"""GL3D matchable-image retrieval (MIRorR benchmark): an image list plus a ground-truth pair list.
+
+Every image is a query and the whole list is the gallery, the query included, as the reference
+pipeline retrieves it (FORMATS.md section 5). The query itself is put in its own junk so it is
+dropped before scoring. Pairs are directed: line `i j` makes j a positive of i only.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.datasets import register
+from retrieval.records import Dataset, Instance, QueryTruth, Record
+
+
+def layout_help(root: Path, image_list: str, pairs: str) -> str:
+    return (
+        f"Expected layout:\n"
+        f"  {root}/{image_list}   one image path per line (relative to the image root); id = line\n"
+        f"  {root}/{pairs}   lines 'i j ...': image j is a positive of image i\n"
+        f"  {root}/<paths listed>\n"
+        f"For where to get GL3D: python -m retrieval.datasets prepare gl3d --root {root}"
+    )
+
+
+def read_image_list(path: Path) -> list[str]:
+    """Relative image paths; an image's id is its 0-based line, so inner blank lines are errors."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    blank = [number + 1 for number, line in enumerate(lines) if not line]
+    if blank:
+        raise ValueError(f"{path}: blank line(s) {blank[:5]} would shift every later image id")
+    return lines
+
+
+def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], int]:
+    """Positives per image from `i j ...` lines (i == j skipped), and the duplicate count.
+
+    The reference keeps duplicate lines in its normaliser; we count them instead so a pair
+    list that has any is visible in the run's output.
+    """
+    positives: list[set[int]] = [set() for _ in range(n_images)]
+    duplicates = 0
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) < 2:
+            raise ValueError(f"{path}:{number}: expected 'i j ...', got {line!r}")
+        i, j = int(tokens[0]), int(tokens[1])
+        if not (0 <= i < n_images and 0 <= j < n_images):
+            raise ValueError(f"{path}:{number}: pair ({i}, {j}) outside 0..{n_images - 1}")
+        if i == j:
+            continue
+        duplicates += j in positives[i]
+        positives[i].add(j)
+    return positives, duplicates
+
+
+@register("gl3d")
+def load(
+    root: str | os.PathLike,
+    image_list: str = "eval_img_list.txt",
+    pairs: str = "gl3d_gt_pairs",
+    image_root: str | os.PathLike | None = None,
+    name: str = "gl3d",
+) -> Dataset:
+    """GL3D (eval_img_list.txt + pair list): every image queries the whole set, itself as junk."""
+    root = Path(root).expanduser()
+    list_file, pair_file = root / image_list, root / pairs
+    for path in (list_file, pair_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found.\n" + layout_help(root, image_list, pairs))
+    images_at = Path(image_root).expanduser() if image_root is not None else root
+    paths = [images_at / entry for entry in read_image_list(list_file)]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} listed images are missing, e.g.\n  {shown}\n"
+            + layout_help(root, image_list, pairs)
+        )
+    positives, duplicates = read_pairs(pair_file, len(paths))
+    keys = [os.path.relpath(path, root) for path in paths]
+    return Dataset(
+        name=name,
+        root=root,
+        queries=[
+            Record(path=p, key=k, instances=(Instance(id=f"q{i}"),))
+            for i, (p, k) in enumerate(zip(paths, keys))
+        ],
+        gallery=[Record(path=p, key=k) for p, k in zip(paths, keys)],
+        truth={
+            "all": [
+                QueryTruth(
+                    positives=np.array(sorted(found), dtype=np.int64),
+                    junk=np.array([i], dtype=np.int64),
+                )
+                for i, found in enumerate(positives)
+            ]
+        },
+        protocol="gl3d",
+        extra={
+            "query_in_gallery": True,
+            "duplicate_pairs": duplicates,
+            "queries_without_positives": sum(not found for found in positives),
+        },
+    )

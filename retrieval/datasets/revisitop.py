@@ -1,0 +1,189 @@
+"""Revisited Oxford and Paris (revisitop): `<root>/<name>/gnd_<name>.pkl` plus `jpg/`.
+
+The ground truth is resolved here into the three published setups (FORMATS.md section 2), so
+the scoring protocol only ever sees positives and junk:
+
+| setup  | positives   | junk        |
+|--------|-------------|-------------|
+| easy   | easy        | junk + hard |
+| medium | easy + hard | junk        |
+| hard   | hard        | junk + easy |
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.datasets import register
+from retrieval.records import Dataset, Instance, QueryTruth, Record
+
+SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "easy": (("easy",), ("junk", "hard")),
+    "medium": (("easy", "hard"), ("junk",)),
+    "hard": (("hard",), ("junk", "easy")),
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DISTRACTOR_LIST = "revisitop1m.txt"
+
+
+class _GroundTruthUnpickler(pickle.Unpickler):
+    """Only rebuilds numpy arrays and scalars: a ground-truth file has no reason to run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a ground-truth file")
+
+
+def layout_help(root: Path, name: str) -> str:
+    """The expected files and the command that fetches them, for error messages."""
+    return (
+        f"Expected layout:\n"
+        f"  {root}/{name}/gnd_{name}.pkl\n"
+        f"  {root}/{name}/jpg/<image>.jpg\n"
+        f"Download it with:\n"
+        f"  python -m retrieval.datasets prepare {name} --root {root}"
+    )
+
+
+def read_ground_truth(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        data = _GroundTruthUnpickler(handle).load()
+    missing = {"imlist", "qimlist", "gnd"} - set(data)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; is it a revisitop gnd_*.pkl file?")
+    if len(data["gnd"]) != len(data["qimlist"]):
+        raise ValueError(f"{path}: {len(data['gnd'])} gnd entries for {len(data['qimlist'])} queries")
+    return data
+
+
+def _indices(entry: dict[str, Any], keys: tuple[str, ...], n_gallery: int, query: int) -> np.ndarray:
+    values = [np.asarray(entry.get(key, []), dtype=np.int64).reshape(-1) for key in keys]
+    merged = np.unique(np.concatenate(values)) if values else np.empty(0, dtype=np.int64)
+    if merged.size and (merged.min() < 0 or merged.max() >= n_gallery):
+        raise ValueError(f"query {query}: index outside imlist (size {n_gallery}) in {keys}")
+    return merged
+
+
+def resolve_truth(gnd: list[dict[str, Any]], n_gallery: int) -> dict[str, list[QueryTruth]]:
+    """Positives and junk of every query in each setup (table in the module docstring)."""
+    return {
+        setup: [
+            QueryTruth(
+                positives=_indices(entry, positive_keys, n_gallery, q),
+                junk=_indices(entry, junk_keys, n_gallery, q),
+            )
+            for q, entry in enumerate(gnd)
+        ]
+        for setup, (positive_keys, junk_keys) in SETUPS.items()
+    }
+
+
+def _query_record(folder: Path, image: Path, index: int, bbx: Any, crop: bool) -> Record:
+    box = tuple(float(v) for v in np.asarray(bbx, dtype=np.float64).reshape(4)) if crop else None
+    return Record(
+        path=image,
+        key=os.path.relpath(image, folder),
+        instances=(Instance(id=f"q{index}", box=box),),
+    )
+
+
+def _gallery_record(folder: Path, image: Path) -> Record:
+    return Record(path=image, key=os.path.relpath(image, folder))
+
+
+def _check_images(paths: list[Path], root: Path, name: str) -> None:
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} {name} images are missing, e.g.\n  {shown}\n"
+            + layout_help(root, name)
+        )
+
+
+def _resolve_distractors(distractors: str | os.PathLike, root: Path) -> Path:
+    path = Path(distractors).expanduser()
+    if not path.is_absolute() and not path.exists() and (root / path).exists():
+        path = root / path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Distractors {distractors!r} not found (also looked under {root}). Expected a folder "
+            f"of images, or revisitop1m/ with {DISTRACTOR_LIST} and jpg/. Download it with:\n"
+            f"  python -m retrieval.datasets prepare revisitop1m --root {root}"
+        )
+    return path
+
+
+def _from_list(list_file: Path) -> list[Path]:
+    """Entries of a revisitop1m-style list, relative to `jpg/` beside it (`.jpg` implied)."""
+    base = list_file.parent / "jpg" if (list_file.parent / "jpg").is_dir() else list_file.parent
+    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    return [base / (name if Path(name).suffix else name + ".jpg") for name in names]
+
+
+def distractor_images(distractors: str | os.PathLike, root: Path) -> list[Path]:
+    """Distractor images in a stable order: a list file's order, else sorted folder contents."""
+    path = _resolve_distractors(distractors, root)
+    if path.is_file():
+        return _from_list(path)
+    if (path / DISTRACTOR_LIST).is_file():
+        return _from_list(path / DISTRACTOR_LIST)
+    found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not found:
+        raise FileNotFoundError(f"No images under distractor folder {path}")
+    return sorted(found, key=lambda p: p.relative_to(path).as_posix())
+
+
+@register("revisitop")
+def load(
+    root: str | os.PathLike,
+    name: str = "roxford5k",
+    crop_queries: bool = True,
+    distractors: str | os.PathLike | None = None,
+) -> Dataset:
+    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk."""
+    root = Path(root).expanduser()
+    folder = root / name
+    gnd_file = folder / f"gnd_{name}.pkl"
+    if not gnd_file.is_file():
+        raise FileNotFoundError(f"{gnd_file} not found.\n" + layout_help(root, name))
+    data = read_ground_truth(gnd_file)
+    images = folder / "jpg"
+    gallery_paths = [images / f"{stem}.jpg" for stem in data["imlist"]]
+    query_paths = [images / f"{stem}.jpg" for stem in data["qimlist"]]
+    _check_images(gallery_paths + query_paths, root, name)
+    queries = [
+        _query_record(folder, path, q, entry["bbx"], crop_queries)
+        for q, (path, entry) in enumerate(zip(query_paths, data["gnd"]))
+    ]
+    gallery = [_gallery_record(folder, path) for path in gallery_paths]
+    extra_paths = distractor_images(distractors, root) if distractors is not None else []
+    gallery += [_gallery_record(folder, path) for path in extra_paths]
+    return Dataset(
+        name=name,
+        root=folder,
+        queries=queries,
+        gallery=gallery,
+        truth=resolve_truth(data["gnd"], len(gallery_paths)),
+        protocol="revisitop",
+        extra={
+            "crop_queries": bool(crop_queries),
+            "crop_rounding": "pillow",
+            "n_database": len(gallery_paths),
+            "n_distractors": len(extra_paths),
+        },
+    )

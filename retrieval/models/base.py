@@ -1,0 +1,51 @@
+"""What every backbone provides: an embedding of a normalised batch, and its preprocessing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images must be prepared for a model's weights (resize on CPU, normalise on device)."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "stretch"
+    """stretch (whole image to a square, as the Find-your-Needle reference does),
+    letterbox (keep aspect, pad with the mean) or center_crop (shorter side, then crop)."""
+
+    def with_options(self, input_size: int | None = None, resize: str | None = None) -> "Preprocess":
+        return replace(self, input_size=input_size or self.input_size, resize=resize or self.resize)
+
+
+class Embedder(nn.Module):
+    """A backbone with a global descriptor head.
+
+    Subclasses implement `feature_map` (dense features, B x C x h x w) and `pool` (feature map
+    to B x D) when the descriptor is a pooled feature map, so region descriptors can be pooled
+    from one backbone pass; others override `forward` directly and set `dense = False`."""
+
+    dense: bool = True
+
+    def __init__(self, preprocess: Preprocess, dim: int):
+        super().__init__()
+        self.preprocess = preprocess
+        self.dim = dim
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no dense feature map")
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no pooling head")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.feature_map(images))
+
+
+def gem(features: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling (Radenovic et al.): B x C x h x w -> B x C."""
+    return features.float().clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)

