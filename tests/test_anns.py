@@ -175,6 +175,7 @@ def small(tmp_path):
     }
     write_image(root / "OWID/P1/7/rgb/000001.png")
     write_image(root / "OWID/P1/7/rgb/000002.png")
+    write_image(root / "OWID/P1/7/rgb/000004.png")
     q3 = write_image(root / "OWID/P1/7/rgb/000003.png")
     write_image(root / "OWID/P2/images/000000.jpg")
     write_image(root / "RoboTools/test/L01/rgb/000000.jpg")
@@ -196,6 +197,9 @@ def small(tmp_path):
             "bbox": (np.int64(0), np.int64(0), np.int64(W), np.int64(H)),
             "mask": {"counts": [H * W], "size": (H, W), "transpose": False},
             "is_query": True, "ins": 7, "set": "OWID",
+        },
+        f"{foreign}/OWID/P1/7/rgb/000004.png": {  # no mask at all: the bbox still counts
+            "bbox": inclusive(2, 3, 6, 9), "mask": [], "is_query": True, "ins": 7, "set": "OWID",
         },
         f"{foreign}/OWID/P2/images/000000.jpg": {
             "bbox": [(1, 1, 4, 6), (10, 2, 15, 7), (6, 8, 11, 14), (12, 9, 19, 15), (0, 0, 2, 3)],
@@ -225,11 +229,12 @@ def test_mask_forms_boxes_and_paths(small) -> None:
     torch.save(anns, root / "anns.pt")
     dataset = load(root=root)
     queries = {q.key: q.instances[0] for q in dataset.queries}
-    assert sorted(queries) == [f"OWID/P1/7/rgb/00000{i}.png" for i in (1, 2, 3)]
-    corner, column, empty = (queries[f"OWID/P1/7/rgb/00000{i}.png"] for i in (1, 2, 3))
+    assert sorted(queries) == [f"OWID/P1/7/rgb/00000{i}.png" for i in (1, 2, 3, 4)]
+    corner, column, empty, unmasked = (queries[f"OWID/P1/7/rgb/00000{i}.png"] for i in (1, 2, 3, 4))
     assert corner.box == (0, 0, 5, 4) and np.array_equal(masks.decode(corner.mask), made["corner"])
     assert column.box == (3, 2, 9, 12) and np.array_equal(masks.decode(column.mask), made["column"])
     assert empty.box == (0, 0, W, H) and empty.mask is None
+    assert unmasked.box == (2, 3, 6, 9) and unmasked.mask is None
     assert dataset.extra["repaired_queries"] == ["OWID/P1/7/rgb/000001.png"]
     assert dataset.extra["empty_query_masks"] == ["OWID/P1/7/rgb/000003.png"]
 
@@ -244,8 +249,8 @@ def test_mask_forms_boxes_and_paths(small) -> None:
 
     assert dataset.skipped == [("/elsewhere/machine/VoxDet/OWID/P2/images/999999.jpg", dataset.skipped[0][1])]
     assert "not found" in dataset.skipped[0][1]
-    assert dataset.extra["rerooted_paths"] == 3
-    assert [list(t.positives) for t in dataset.truth["all"]] == [[0], [0], [0]]  # not the RoboTools id 7
+    assert dataset.extra["rerooted_paths"] == 4
+    assert [list(t.positives) for t in dataset.truth["all"]] == [[0]] * 4  # not the RoboTools id 7
 
 
 def test_safe_loading_refuses_arbitrary_objects(small) -> None:
@@ -255,7 +260,7 @@ def test_safe_loading_refuses_arbitrary_objects(small) -> None:
     with pytest.raises(UnsafePickleError, match="dataset.trusted=true") as error:
         load(root=root)
     assert isinstance(error.value, pickle.UnpicklingError) and "fractions.Fraction" in str(error.value)
-    assert len(load(root=root, trusted=True).queries) == 3
+    assert len(load(root=root, trusted=True).queries) == 4
 
 
 def test_numpy_1_pickle_names_allowed(small, tmp_path) -> None:
@@ -266,4 +271,4 @@ def test_numpy_1_pickle_names_allowed(small, tmp_path) -> None:
     assert b"numpy._core" in blob
     (tmp_path / "old.pt").write_bytes(blob.replace(b"numpy._core", b"numpy.core"))
     dataset = load(root=root, anns=tmp_path / "old.pt")
-    assert len(dataset.queries) == 3 and dataset.queries[0].instances[0].box == (0, 0, 5, 4)
+    assert len(dataset.queries) == 4 and dataset.queries[0].instances[0].box == (0, 0, 5, 4)

@@ -179,14 +179,15 @@ def test_per_query_functions_match_brute_force(seed):
         )
         assert close(trapezoid_ap(ranked, positives, junk), bf_trapezoid(ranked, positives, junk))
         for k in (1, 3, 10, 40):
-            top = bf_count_top(ranked, positives, k, junk)
+            args = (ranked, positives, k, junk)
+            top = bf_count_top(*args)
             cap = min(k, n_gallery - len(junk))
-            assert close(ap_at_k(ranked, positives, k, junk), bf_ap_at_k(ranked, positives, k, junk))
+            assert close(ap_at_k(*args), bf_ap_at_k(*args))
             assert close(precision_at_k(ranked, positives, k, n_gallery, junk), top / cap)
             expected_recall = top / len(positives) if positives else math.nan
             assert close(recall_at_k(ranked, positives, k, junk), expected_recall)
             assert hit_at_k(ranked, positives, k, junk) == float(top > 0)
-            assert close(revisitop_mp_at_k(ranked, positives, k, junk), bf_mp(ranked, positives, k, junk))
+            assert close(revisitop_mp_at_k(*args), bf_mp(*args))
 
 
 def test_trapezoid_matches_brute_force_with_repeats():
@@ -207,7 +208,7 @@ def random_table(seed, n_query=30, n_gallery=20, k=12):
     for _ in range(n_query):
         ranked, positives, junk = random_case(rng, n_gallery)
         indices.append(ranked[:k])
-        truths.append(QueryTruth(np.array(positives, dtype=np.int64), np.array(junk, dtype=np.int64)))
+        truths.append(QueryTruth(np.array(positives, dtype=np.int64), np.array(junk)))
     assert any(len(t.positives) == 0 for t in truths)
     return np.stack(indices), truths
 

@@ -15,7 +15,9 @@ def make_dataset(truth, n_gallery, groups=None, protocol="instance", same_set=Fa
     n_query = len(next(iter(truth.values())))
     groups = groups or [""] * n_query
     queries = [Record(Path(f"q{i}.jpg"), f"q{i}", group=g) for i, g in enumerate(groups)]
-    gallery = queries if same_set else [Record(Path(f"g{i}.jpg"), f"g{i}") for i in range(n_gallery)]
+    gallery = [Record(Path(f"g{i}.jpg"), f"g{i}") for i in range(n_gallery)]
+    if same_set:
+        gallery = queries
     return Dataset("toy", Path("."), queries, gallery, truth, protocol=protocol)
 
 
@@ -197,7 +199,6 @@ def test_vpr_denominators():
 def test_gl3d_cuts_raw_ranking_drops_self_and_dedupes():
     n = 8
     positives = {0: [1, 2], 1: [0], 2: [], 3: [2, 4, 5]}
-    truths = [truth(positives.get(q, []), [q]) for q in range(n)]
     truths = [truth(positives[q], [q]) if q in positives else truth([], [q]) for q in range(n)]
     dataset = make_dataset({"all": truths}, n_gallery=n, protocol="gl3d", same_set=True)
     indices = np.array([

@@ -66,7 +66,10 @@ def load(
         )
     entries = read_anns(anns_path, trusted=trusted)
     if not isinstance(entries, dict):
-        raise ValueError(f"{anns_path}: expected a dict of image path -> annotation, got {type(entries).__name__}")
+        raise ValueError(
+            f"{anns_path}: expected a dict of image path -> annotation, "
+            f"got {type(entries).__name__}"
+        )
 
     wanted = _select_sets(entries, sets, anns_path)
     reroot = _Rerooter(root)
@@ -83,7 +86,7 @@ def load(
             continue
         path = reroot(str(raw_key))
         if path is None:
-            skipped.append((str(raw_key), "image not found, also not under the dataset root by any path suffix"))
+            skipped.append((str(raw_key), "image not found, not even re-rooted under the root"))
             continue
         key = _key(path, root)
         if key in seen:
@@ -134,7 +137,10 @@ def read_anns(path: Path, trusted: bool = False) -> Any:
 
 
 def _numpy_allow_list() -> list[Any]:
-    """Numpy scalars, dtypes and arrays under both module names (numpy 1.x `numpy.core`, 2.x `numpy._core`)."""
+    """Numpy scalars, dtypes and arrays, under numpy 1.x (`numpy.core`) and 2.x names.
+
+    Object arrays are left out: they are the one numpy type that carries arbitrary objects.
+    """
     try:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
@@ -146,7 +152,9 @@ def _numpy_allow_list() -> list[Any]:
     allowed += [
         dtype_class
         for dtype_class in vars(np.dtypes).values()
-        if isinstance(dtype_class, type) and issubclass(dtype_class, np.dtype) and dtype_class is not np.dtypes.ObjectDType
+        if isinstance(dtype_class, type)
+        and issubclass(dtype_class, np.dtype)
+        and dtype_class is not np.dtypes.ObjectDType
     ]
     return allowed
 
@@ -206,58 +214,59 @@ def _instance_id(entry: dict, ins: Any) -> str:
 
 
 def _query(path: Path, key: str, entry: dict, report: dict[str, list[str]]) -> Record:
-    """One query: the builder's inclusive bbox becomes exclusive; the mask is read the way that
-    agrees with that bbox (repairs the builder's missing leading zero-run)."""
+    """One query: the builder's inclusive bbox becomes exclusive, and its mask is read the way
+    that agrees with that bbox (which repairs the builder's missing leading zero-run)."""
     x1, y1, x2, y2 = (int(v) for v in entry["bbox"])
-    ref = entry["mask"]
-    if isinstance(ref, dict) and "transpose" in ref and not isinstance(ref["counts"], (str, bytes)):
+    box: Box = (x1, y1, x2 + 1, y2 + 1)
+    instance_id = _instance_id(entry, entry["ins"])
+    ref = entry.get("mask")
+    if not _has_mask(ref):
+        return Record(path, key, (Instance(instance_id, box),), entry["set"])
+    if isinstance(ref, dict) and "transpose" in ref and isinstance(ref.get("counts"), list):
         size = (int(ref["size"][0]), int(ref["size"][1]))
         column_major = bool(ref["transpose"])
         mask = masks.decode_runs(ref["counts"], size, column_major)
-        if masks.tight_box(mask) != (x1, y1, x2 + 1, y2 + 1):
+        if masks.tight_box(mask) != box:
             inverted = masks.decode_runs(ref["counts"], size, column_major, first_value=True)
-            if masks.tight_box(inverted) == (x1, y1, x2 + 1, y2 + 1):
+            if masks.tight_box(inverted) == box:
                 mask = inverted
                 report["repaired"].append(key)
     else:
         mask = masks.decode(ref, _image_size(path) if isinstance(ref, list) else None)
-    height, width = mask.shape
     found = masks.tight_box(mask)
     if found is None:
-        # The builder writes (0, 0, W, H) for an empty mask: nothing to point at, so the query
-        # is the whole image and carries no mask.
+        # The builder writes (0, 0, W, H) for an empty mask: there is nothing to point at, so
+        # the query is the whole image, without a mask.
         report["empty"].append(key)
-        return Record(path, key, (Instance(_instance_id(entry, entry["ins"]), (0, 0, width, height)),), entry["set"])
-    box: Box = (x1, y1, x2 + 1, y2 + 1)
+        height, width = mask.shape
+        return Record(path, key, (Instance(instance_id, (0, 0, width, height)),), entry["set"])
     if found != box:
         report["mismatched"].append(key)
-    instance = Instance(_instance_id(entry, entry["ins"]), box, masks.encode(mask))
-    return Record(path, key, (instance,), entry["set"])
+    return Record(path, key, (Instance(instance_id, box, masks.encode(mask)),), entry["set"])
 
 
 def _gallery(path: Path, key: str, entry: dict) -> Record:
     """One gallery image: one instance per annotation, boxes already exclusive, masks if any."""
-    boxes, ids, refs = list(entry["bbox"]), list(entry["ins"]), list(entry.get("mask") or [])
+    boxes, ids = list(entry["bbox"]), list(entry["ins"])
+    refs = [] if entry.get("mask") is None else list(entry["mask"])
     if len(boxes) != len(ids):
         raise ValueError(f"{len(boxes)} boxes but {len(ids)} instance ids")
     if refs and len(refs) != len(boxes):
         raise ValueError(f"{len(refs)} masks but {len(boxes)} boxes")
-    size: tuple[int, int] | None = None
+    polygons = any(isinstance(ref, list) and _has_mask(ref) for ref in refs)
+    size = _image_size(path) if polygons else None
     instances = []
     for index, (box, ins) in enumerate(zip(boxes, ids)):
         ref = refs[index] if refs else None
-        if isinstance(ref, list) and ref and size is None:
-            size = _image_size(path)
-        mask = _compact(ref, size)
+        # Stored as compressed COCO RLE: small, and the same form as every other mask.
+        mask = masks.encode(ref, size) if _has_mask(ref) else None
         instances.append(Instance(_instance_id(entry, ins), tuple(int(v) for v in box), mask))
     return Record(path, key, tuple(instances), entry["set"])
 
 
-def _compact(ref: Any, size: tuple[int, int] | None) -> dict | None:
-    """Store a gallery mask as compressed COCO RLE (small); None when the annotation has none."""
-    if ref is None or (isinstance(ref, list) and not ref):
-        return None
-    return masks.encode(ref, size)
+def _has_mask(ref: Any) -> bool:
+    """The builder writes `[]` (RoboTools) or nothing where an annotation has no mask."""
+    return ref is not None and not (isinstance(ref, list) and not ref)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -294,7 +303,10 @@ def _summary(
 
 
 def _log(anns_path: Path, extra: dict[str, Any], skipped: list[tuple[str, str]]) -> None:
-    counts = ", ".join(f"{group}: {n['queries']} queries / {n['gallery']} gallery" for group, n in extra["sets"].items())
+    counts = ", ".join(
+        f"{group}: {n['queries']} queries / {n['gallery']} gallery"
+        for group, n in extra["sets"].items()
+    )
     log.info("%s: %s; %d paths re-rooted", anns_path, counts, extra["rerooted_paths"])
     if extra["mask_repairs"]:
         log.info(
@@ -303,9 +315,17 @@ def _log(anns_path: Path, extra: dict[str, Any], skipped: list[tuple[str, str]])
             ", ".join(extra["repaired_queries"]),
         )
     if extra["mask_box_mismatches"]:
-        log.warning("%d query masks do not match their bbox in either reading", len(extra["mask_box_mismatches"]))
+        log.warning(
+            "%d query masks match their bbox in neither reading: %s",
+            len(extra["mask_box_mismatches"]),
+            ", ".join(extra["mask_box_mismatches"][:5]),
+        )
     if extra["empty_query_masks"]:
-        log.warning("%d queries have an empty mask; they use the whole image", len(extra["empty_query_masks"]))
+        log.warning(
+            "%d queries have an empty mask; they use the whole image: %s",
+            len(extra["empty_query_masks"]),
+            ", ".join(extra["empty_query_masks"][:5]),
+        )
     if skipped:
         shown = "; ".join(f"{recorded}: {reason}" for recorded, reason in skipped[:5])
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""

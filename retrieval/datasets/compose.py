@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -311,7 +310,9 @@ def _query_instances(objects: ObjectSource, count: int | None, rng: np.random.Ge
     return sorted(order[: count or len(order)])
 
 
-def _split_views(views: tuple[str, ...], count: int, rng: np.random.Generator) -> tuple[tuple, tuple]:
+def _split_views(
+    views: tuple[str, ...], count: int, rng: np.random.Generator
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(query views, scene views), disjoint unless the instance has a single view."""
     if len(views) == 1:
         return views * count, views
@@ -512,8 +513,9 @@ def _scene(objects: ObjectSource, backgrounds: BackgroundSource, pastes: list[Pa
     placed: list[_Placed] = []
     dropped = []
     for paste in pastes:
-        rgb, light = _light(objects.read(paste.instance, paste.view).rgb, rng, spec.lighting)
-        cut = Cutout(rgb, objects.read(paste.instance, paste.view).mask)
+        source = objects.read(paste.instance, paste.view)
+        rgb, light = _light(source.rgb, rng, spec.lighting)
+        cut = Cutout(rgb, source.mask)
         angle = float(rng.uniform(-spec.rotation, spec.rotation))
         patch = _fit(cut, angle, np.zeros((4, 2)), spec.area, spec.scene_size, rng)
         spot = None if patch is None else _position(patch, placed, spec, rng)
@@ -603,7 +605,8 @@ def _save(image: np.ndarray, path: Path) -> None:
         Image.fromarray(image).save(path)
 
 
-def _write_queries(objects, backgrounds, spec, layout: Plan, tmp: Path, anns: dict) -> list[dict]:
+def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec,
+                   layout: Plan, tmp: Path, anns: dict) -> list[dict]:
     records = []
     for instance, views in layout.query_views.items():
         ins = layout.ids[instance]
@@ -629,7 +632,8 @@ def _object_record(item: _Placed, ins: int, area: int) -> dict[str, Any]:
     }
 
 
-def _write_scenes(objects, backgrounds, spec, layout: Plan, tmp: Path, anns: dict) -> list[dict]:
+def _write_scenes(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec,
+                  layout: Plan, tmp: Path, anns: dict) -> list[dict]:
     records = []
     area = spec.scene_size[0] * spec.scene_size[1]
     for n, pastes in enumerate(layout.scenes):
@@ -772,7 +776,3 @@ def cli(argv: list[str]) -> int:
     print(f"{root} ({state}): {counts['queries']} queries of {counts['query_instances']} instances, "
           f"{counts['scenes']} scenes with {counts['objects']} objects ({counts['dropped']} dropped)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

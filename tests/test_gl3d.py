@@ -1,0 +1,63 @@
+"""GL3D adapter: every image a query over the whole list, directed pairs, self as junk."""
+from __future__ import annotations
+
+import pytest
+
+from retrieval.datasets import load_dataset
+from tests.fixtures_protocols import make_gl3d
+
+
+def expected_positives(pairs_text: str, n_images: int) -> list[list[int]]:
+    """Longhand reading of the pair list: first two tokens, i == j skipped, j positive of i."""
+    found: list[set[int]] = [set() for _ in range(n_images)]
+    for line in pairs_text.splitlines():
+        if line.strip():
+            i, j = (int(token) for token in line.split()[:2])
+            if i != j:
+                found[i].add(j)
+    return [sorted(s) for s in found]
+
+
+def test_truth_from_directed_pairs(tmp_path):
+    names, pairs = make_gl3d(tmp_path)
+    dataset = load_dataset("gl3d", root=tmp_path)
+    assert dataset.protocol == "gl3d" and list(dataset.truth) == ["all"]
+    assert dataset.query_keys == names and dataset.gallery_keys == names
+    truths = dataset.truth["all"]
+    assert [t.positives.tolist() for t in truths] == expected_positives(pairs, len(names))
+    assert [t.junk.tolist() for t in truths] == [[i] for i in range(len(names))]
+    assert truths[3].positives.tolist() == [4] and truths[4].positives.tolist() == []  # directed
+    assert 0 not in truths[0].positives  # the self pair is skipped
+    assert dataset.extra["duplicate_pairs"] == 1
+    assert dataset.extra["queries_without_positives"] == 2  # images 4 and 7
+    assert all(record.path.is_file() for record in dataset.gallery)
+
+
+def test_out_of_range_pair_and_blank_list_line(tmp_path):
+    names, _ = make_gl3d(tmp_path)
+    (tmp_path / "gl3d_gt_pairs").write_text(f"0 {len(names)}\n")
+    with pytest.raises(ValueError, match="outside"):
+        load_dataset("gl3d", root=tmp_path)
+    (tmp_path / "gl3d_gt_pairs").write_text("0 1\n")
+    (tmp_path / "eval_img_list.txt").write_text(names[0] + "\n\n" + names[1] + "\n")
+    with pytest.raises(ValueError, match="blank"):
+        load_dataset("gl3d", root=tmp_path)
+
+
+def test_missing_files_explain_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="eval_img_list.txt") as error:
+        load_dataset("gl3d", root=tmp_path)
+    assert "prepare gl3d" in str(error.value)
+    names, _ = make_gl3d(tmp_path)
+    (tmp_path / names[5]).unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 8"):
+        load_dataset("gl3d", root=tmp_path)
+
+
+def test_image_root_setting(tmp_path):
+    names, _ = make_gl3d(tmp_path / "images")
+    (tmp_path / "lists").mkdir()
+    for file in ("eval_img_list.txt", "gl3d_gt_pairs"):
+        (tmp_path / "images" / file).rename(tmp_path / "lists" / file)
+    dataset = load_dataset("gl3d", root=tmp_path / "lists", image_root=tmp_path / "images")
+    assert [r.path for r in dataset.gallery] == [tmp_path / "images" / n for n in names]
