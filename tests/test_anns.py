@@ -72,13 +72,14 @@ def test_gallery_boxes_and_masks(full) -> None:
         want = EXPECTED["gallery"][image.key]
         assert image.group == want["set"]
         found = Counter((instance.id, instance.box) for instance in image.instances)
-        assert found == Counter((f"{want['set']}/{o['ins']}", tuple(o["bbox_xyxy"])) for o in want["objects"])
+        objects = {(f"{want['set']}/{o['ins']}", tuple(o["bbox_xyxy"])): o for o in want["objects"]}
+        assert found == Counter(objects.keys()) and len(objects) == len(want["objects"])
         for instance in image.instances:
             if want["set"] == "RoboTools":
                 assert instance.mask is None
                 continue
             mask = masks.decode(instance.mask)
-            (obj,) = [o for o in want["objects"] if f"OWID/{o['ins']}" == instance.id and tuple(o["bbox_xyxy"]) == instance.box]
+            obj = objects[(instance.id, instance.box)]
             assert mask.shape == (360, 480)
             assert masks.tight_box(mask) == tuple(obj["bbox_xyxy"])
             assert int(mask.sum()) == obj["visible_area"]
@@ -109,6 +110,8 @@ def test_robotools_file_and_sets_filter(full) -> None:
     assert positives(robotools) == want
     filtered = load(root=VOXDET, anns=MINI / "anns.pt", sets=["RoboTools"])
     assert positives(filtered) == want and filtered.gallery_keys == robotools.gallery_keys
+    single = load(root=VOXDET, anns=MINI / "anns.pt", sets="RoboTools")
+    assert single.query_keys == filtered.query_keys
     owid = load(root=VOXDET, anns=MINI / "anns.pt", sets=["OWID"])
     assert (len(owid.queries), len(owid.gallery)) == (28, 24)
     with pytest.raises(ValueError, match="RoboTools"):
@@ -119,7 +122,8 @@ def test_missing_root_shows_layout(tmp_path) -> None:
     with pytest.raises(FileNotFoundError) as error:
         load(root=tmp_path / "nowhere")
     message = str(error.value)
-    for part in ("anns.pt", "OWID/P1/<cat_id>", "OWID/P2/images", "RoboTools/test_video", "RoboTools/test/", "dataset.root="):
+    layout = ("OWID/P1/<cat_id>", "OWID/P2/images", "RoboTools/test_video", "RoboTools/test/")
+    for part in ("anns.pt", "dataset.root=", *layout):
         assert part in message
     with pytest.raises(FileNotFoundError, match="dataset.anns"):
         load(root=tmp_path)
@@ -215,10 +219,12 @@ def small(tmp_path):
             "is_query": False, "set": "OWID",
         },
         f"{foreign}/RoboTools/test/L01/rgb/000000.jpg": {
-            "bbox": [(2, 2, 8, 8)], "ins": [7], "num_ins": [], "mask": [], "is_query": False, "set": "RoboTools",
+            "bbox": [(2, 2, 8, 8)], "ins": [7], "num_ins": [], "mask": [],
+            "is_query": False, "set": "RoboTools",
         },
         f"{foreign}/OWID/P2/images/999999.jpg": {
-            "bbox": [(0, 0, 1, 1)], "ins": [7], "num_ins": [1], "mask": [], "is_query": False, "set": "OWID",
+            "bbox": [(0, 0, 1, 1)], "ins": [7], "num_ins": [1], "mask": [],
+            "is_query": False, "set": "OWID",
         },
     }
     return root, anns, {"corner": corner, "column": column, **shapes}
@@ -238,7 +244,10 @@ def test_mask_forms_boxes_and_paths(small) -> None:
     assert dataset.extra["repaired_queries"] == ["OWID/P1/7/rgb/000001.png"]
     assert dataset.extra["empty_query_masks"] == ["OWID/P1/7/rgb/000003.png"]
 
-    assert dataset.gallery_keys == ["OWID/P2/images/000000.jpg", "RoboTools/test/L01/rgb/000000.jpg"]
+    assert dataset.gallery_keys == [
+        "OWID/P2/images/000000.jpg",
+        "RoboTools/test/L01/rgb/000000.jpg",
+    ]
     owid, robotools = dataset.gallery
     names = ["dense", "tensor", "polygon", "compressed", "uncompressed"]
     for name, instance in zip(names, owid.instances):
@@ -247,8 +256,9 @@ def test_mask_forms_boxes_and_paths(small) -> None:
     assert [i.id for i in owid.instances] == ["OWID/7", "OWID/8", "OWID/9", "OWID/7", "OWID/10"]
     assert robotools.instances[0].id == "RoboTools/7" and robotools.instances[0].mask is None
 
-    assert dataset.skipped == [("/elsewhere/machine/VoxDet/OWID/P2/images/999999.jpg", dataset.skipped[0][1])]
-    assert "not found" in dataset.skipped[0][1]
+    ((missing, reason),) = dataset.skipped
+    assert missing == "/elsewhere/machine/VoxDet/OWID/P2/images/999999.jpg"
+    assert "not found" in reason
     assert dataset.extra["rerooted_paths"] == 4
     assert [list(t.positives) for t in dataset.truth["all"]] == [[0]] * 4  # not the RoboTools id 7
 
@@ -259,7 +269,8 @@ def test_safe_loading_refuses_arbitrary_objects(small) -> None:
     torch.save(anns, root / "anns.pt")
     with pytest.raises(UnsafePickleError, match="dataset.trusted=true") as error:
         load(root=root)
-    assert isinstance(error.value, pickle.UnpicklingError) and "fractions.Fraction" in str(error.value)
+    assert isinstance(error.value, pickle.UnpicklingError)
+    assert "fractions.Fraction" in str(error.value)
     assert len(load(root=root, trusted=True).queries) == 4
 
 

@@ -60,7 +60,8 @@ def test_builder_rle_row_major_and_transposed() -> None:
 def test_decode_runs_first_value() -> None:
     mask = sample_mask()
     counts = runs(mask.ravel())[1:]  # what the builder writes: no leading zero-run
-    assert np.array_equal(masks.decode_runs(counts, (7, 5), column_major=False, first_value=True), mask)
+    repaired = masks.decode_runs(counts, (7, 5), column_major=False, first_value=True)
+    assert np.array_equal(repaired, mask)
     assert np.array_equal(masks.decode_runs(counts, (7, 5), column_major=False), ~mask)
 
 
@@ -87,7 +88,8 @@ def test_png_any_channel(tmp_path) -> None:
 
 def test_dense_arrays() -> None:
     mask = sample_mask()
-    for dense in (mask, mask.astype(np.uint8) * 255, torch.from_numpy(mask), torch.from_numpy(mask.astype(np.uint8))):
+    as_uint8 = mask.astype(np.uint8) * 255
+    for dense in (mask, as_uint8, torch.from_numpy(mask), torch.from_numpy(as_uint8)):
         decoded = masks.decode(dense)
         assert decoded.dtype == bool and np.array_equal(decoded, mask)
 

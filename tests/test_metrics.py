@@ -11,7 +11,6 @@ from retrieval.metrics import (
     average_precision,
     drop_junk,
     hit_at_k,
-    per_query_metrics,
     precision_at_k,
     recall_at_k,
     revisitop_mp_at_k,

@@ -40,7 +40,7 @@ def load(
     root: str | Path,
     anns: str | Path | None = None,
     trusted: bool = False,
-    sets: Iterable[str] | None = None,
+    sets: str | Iterable[str] | None = None,
     name: str = "voxdet",
 ) -> Dataset:
     """VoxDet-SoIR anns.pt instance retrieval (OWID / RoboTools; ids per set, boxes and masks).
@@ -159,11 +159,12 @@ def _numpy_allow_list() -> list[Any]:
     return allowed
 
 
-def _select_sets(entries: dict, sets: Iterable[str] | None, anns_path: Path) -> set[Any]:
+def _select_sets(entries: dict, sets: str | Iterable[str] | None, anns_path: Path) -> set[Any]:
     present = {entry.get("set") for entry in entries.values() if isinstance(entry, dict)}
     if sets is None:
         return present
-    wanted = {str(s) for s in sets}
+    # A single name (`dataset.sets=RoboTools` on the command line) is one set, not its letters.
+    wanted = {sets} if isinstance(sets, str) else {str(s) for s in sets}
     unknown = wanted - present
     if unknown:
         names = ", ".join(sorted(str(s) for s in present))

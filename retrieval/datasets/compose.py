@@ -46,8 +46,8 @@ GENERATOR_VERSION = 1
 
 COMPOSE_JSON = "compose.json"
 ANNS = "anns.pt"
-_QUERY_AREA = (0.15, 0.45)
-"""Object area / query image area: queries show the object large, as a user would."""
+_QUERY_SIDE = (0.6, 0.9)
+"""Object's longer side / query image side: queries show the object large, as a user would."""
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -545,15 +545,16 @@ def _query(objects: ObjectSource, backgrounds: BackgroundSource, instance: str, 
     rgb, light = _light(source.rgb, rng, spec.lighting)
     angle = float(rng.uniform(-spec.rotation, spec.rotation))
     jitter = rng.uniform(-spec.tilt, spec.tilt, size=(4, 2))
-    patch = _fit(Cutout(rgb, source.mask), angle, jitter, _QUERY_AREA, size, rng)
-    if patch is None:
-        raise ValueError(f"object {instance}/{view} cannot fill {_QUERY_AREA} of a square query image")
+    quad = _quad(source.mask.shape[1], source.mask.shape[0], angle, jitter)
+    side = rng.uniform(*_QUERY_SIDE)
+    patch = _render(Cutout(rgb, source.mask), side * spec.query_size / np.ptp(quad, axis=0).max(), angle, jitter)
     ph, pw = patch.mask.shape
     x, y = int(rng.integers(size[0] - pw + 1)), int(rng.integers(size[1] - ph + 1))
     mask = np.zeros(size, dtype=bool)
     mask[y : y + ph, x : x + pw] = patch.mask
     canvas[y : y + ph, x : x + pw][patch.mask] = patch.rgb[patch.mask]
     info = {"background": background, "angle": round(angle, 3), "tilt": np.round(jitter, 4).tolist(),
+            "side_fraction": round(side, 4),
             "area_fraction": round(float(mask.mean()), 6), "lighting": light}
     return canvas, mask, info
 
@@ -602,7 +603,7 @@ def _save(image: np.ndarray, path: Path) -> None:
     if path.suffix == ".jpg":
         Image.fromarray(image).save(path, quality=90)
     else:
-        Image.fromarray(image).save(path)
+        Image.fromarray(image).save(path, compress_level=1)
 
 
 def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec,

@@ -42,13 +42,14 @@ def _report_link(run_dir: str, csv_dir: Path, out_dir: Path) -> str:
     )
 
 
-def _cell(column: str, text: str, numeric: bool, percent: bool) -> str:
+def _cell(column: str, text: str, style: str) -> str:
+    """One table cell; `style` is "text", "percent", "int" or "float" for the whole column."""
     if column == "commit":
         return f'<td class="text" data-v="{escape(text)}" title="{escape(text)}"><code>{escape(text[:8])}</code></td>'
-    value = number(text) if numeric else None
+    value = number(text) if style != "text" else None
     if value is None:
-        return f'<td class="{"" if numeric else "text"}" data-v="{escape(text)}">{escape(text)}</td>'
-    shown = f"{100 * value:.2f}" if percent else (f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}")
+        return f'<td class="{"text" if style == "text" else ""}" data-v="{escape(text)}">{escape(text)}</td>'
+    shown = {"percent": f"{100 * value:.2f}", "int": f"{value:,.0f}"}.get(style, f"{value:,.1f}")
     return f'<td data-v="{value!r}">{shown}</td>'
 
 
@@ -66,6 +67,9 @@ def build_leaderboard_page(csv_path: Path, out: Path | None = None) -> Path:
     numeric = {c for c in shown if c not in {"date", "commit"} and cells_numeric(c)}
     metrics = {c for c in numeric if c not in NOT_METRICS}
     percent = {c for c in metrics if all(0 <= (number(r[c]) or 0) <= 1 for r in rows)}
+    integer = {c for c in numeric if all((number(r[c]) or 0).is_integer() for r in rows)}
+    style = {c: "percent" if c in percent else "int" if c in integer else "float" if c in numeric else "text"
+             for c in shown}
 
     head = "".join(
         f'<th data-type="{"num" if c in numeric else "text"}"{" data-metric" if c in metrics else ""}>'
@@ -74,7 +78,7 @@ def build_leaderboard_page(csv_path: Path, out: Path | None = None) -> Path:
     )
     body = "".join(
         f'<tr data-dataset="{escape(row.get("dataset", ""))}">'
-        + "".join(_cell(c, row[c], c in numeric, c in percent) for c in shown)
+        + "".join(_cell(c, row[c], style[c]) for c in shown)
         + _report_link(row.get("run_dir", ""), csv_path.parent, out.parent)
         + "</tr>"
         for row in rows
@@ -92,7 +96,7 @@ def build_leaderboard_page(csv_path: Path, out: Path | None = None) -> Path:
 <body>
 <header class="page-head">
   <h1>Leaderboard <span class="model">{len(rows)} runs</span></h1>
-  <p class="subtitle">from <b>{escape(csv_path.name)}</b> · click a column to sort · best value per metric in green</p>
+  <p class="subtitle">from <b>{escape(csv_path.name)}</b> · click a column to sort · best value of each metric per dataset in green</p>
 </header>
 <main>
 <section class="card">

@@ -25,7 +25,7 @@ SIZE = 240
 QUALITY = 82
 OVERLAY = (255, 212, 0)
 SHADOW = (0, 0, 0)
-VERSION = 1
+VERSION = 2
 """Bump when the drawing changes, so cached thumbnails are remade."""
 
 
@@ -76,7 +76,7 @@ def _draw_mask(thumb: Image.Image, rle_json: str) -> None:
     mask = Image.fromarray(_decode_mask(rle_json).astype(np.uint8) * 255)
     mask = mask.resize(thumb.size, Image.Resampling.NEAREST)
     tint = Image.new("RGB", thumb.size, OVERLAY)
-    thumb.paste(Image.blend(thumb, tint, 0.3), mask=mask)
+    thumb.paste(Image.blend(thumb, tint, 0.2), mask=mask)
     ring = np.asarray(mask.filter(ImageFilter.MaxFilter(5))) > np.asarray(mask)
     shadow = np.asarray(mask.filter(ImageFilter.MaxFilter(7))) > np.asarray(mask)
     pixels = np.array(thumb)

@@ -1,5 +1,5 @@
 // Sorting by any column and filtering by dataset for the leaderboard table; the best value of
-// each metric column among the visible rows is marked.
+// each metric column within each dataset is marked.
 (function () {
   "use strict";
   var table = document.querySelector("table.board");
@@ -30,17 +30,19 @@
     rows.forEach(function (row) { body.appendChild(row); });
   }
 
+  // Best per dataset: scores on different datasets are not comparable.
   function markBest() {
     var visible = Array.from(body.rows).filter(function (row) { return !row.hidden; });
     headers.forEach(function (th, col) {
       if (th.dataset.metric === undefined) return;
-      var best = null;
+      var best = {};
       visible.forEach(function (row) {
-        var v = value(row, col);
-        if (v !== null && (best === null || v > best)) best = v;
+        var v = value(row, col), key = row.dataset.dataset;
+        if (v !== null && (best[key] === undefined || v > best[key])) best[key] = v;
       });
       Array.from(body.rows).forEach(function (row) {
-        row.cells[col].classList.toggle("best", !row.hidden && best !== null && value(row, col) === best);
+        var v = value(row, col);
+        row.cells[col].classList.toggle("best", !row.hidden && v !== null && v === best[row.dataset.dataset]);
       });
     });
   }

@@ -36,7 +36,7 @@
   function writeHash() {
     var params = new URLSearchParams();
     Object.keys(state).forEach(function (key) { if (state[key] !== "") params.set(key, state[key]); });
-    try { history.replaceState(null, "", "#" + params.toString()); } catch (e) { /* some file:// setups refuse */ }
+    try { history.replaceState(null, "", "#" + params.toString()); } catch (e) { /* some browsers refuse it on local files */ }
   }
 
   function formatAp(ap) { return ap === null ? "\u2014" : (100 * ap).toFixed(2); }
@@ -95,9 +95,9 @@
     var head = el("div", "query-head");
     head.appendChild(el("span", "position", "#" + position));
     head.appendChild(el("span", "query-id", query.id));
-    var ap = el("span", "ap", "AP " + formatAp(setup.ap[i]));
-    if (setup.ap[i] !== null) ap.style.setProperty("--ap", setup.ap[i]);
-    head.appendChild(ap);
+    var value = setup.ap[i];
+    var band = value === null ? "none" : value < 1 / 3 ? "low" : value < 2 / 3 ? "mid" : "high";
+    head.appendChild(el("span", "ap " + band, "AP " + formatAp(value)));
     head.appendChild(el("span", "found", found + " of " + setup.npos[i] + " positives in the top " + labels.length));
     if (query.group) head.appendChild(el("span", "group", query.group));
     article.appendChild(head);
@@ -206,16 +206,15 @@
     search.value = state.q;
     search.oninput = function () { state.q = search.value; state.page = 1; render(); };
     bar.appendChild(search);
-    var legend = el("div", "legend");
-    ["p", "n", "j"].forEach(function (k) {
-      var item = el("span", "key " + k, OUTCOME[k]);
-      legend.appendChild(item);
-    });
-    legend.appendChild(el("span", "key overlay", "found box / mask"));
-    bar.appendChild(legend);
+    var head = el("div", "list-head");
     var top = el("nav", "pager");
     top.id = "pager-top";
-    bar.parentNode.insertBefore(top, list);
+    head.appendChild(top);
+    var legend = el("div", "legend");
+    ["p", "n", "j"].forEach(function (k) { legend.appendChild(el("span", "key " + k, OUTCOME[k])); });
+    legend.appendChild(el("span", "key overlay", "object box / mask"));
+    head.appendChild(legend);
+    bar.parentNode.insertBefore(head, list);
   }
 
   readHash();

@@ -1,0 +1,21 @@
+"""The whole job: extract, search and score, reusing every cached artifact.
+
+    python evaluate.py                                  # demo set, offline default model
+    python evaluate.py -m model=effnet_lite0,dinov2_vits14 query=full,box,mask
+"""
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from retrieval.stages import evaluate
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    evaluate.main(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Your own photos: `root/images/<instance_id>/*.jpg|png`, optional `root/masks/<instance_id>/<stem>.png`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from retrieval.datasets import register
+from retrieval.records import Dataset, Instance, Record, truth_by_instance
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+LAYOUT = """expected layout:
+  <root>/images/<instance_id>/<name>.jpg|png     one folder per object instance
+  <root>/masks/<instance_id>/<name>.png          optional: the object's mask, same stem
+  <root>/queries.txt                              optional: query images, one relative path per line"""
+
+
+def _check_root(root: Path) -> None:
+    if not (root / "images").is_dir():
+        raise FileNotFoundError(
+            f"dataset.root={root} has no images/ folder.\n{LAYOUT}\n"
+            "Set it with: python evaluate.py dataset=folder dataset.root=/path/to/photos"
+        )
+
+
+def _find_mask(root: Path, image: Path) -> Path | None:
+    relative = image.relative_to(root / "images")
+    for suffix in (".png", image.suffix):
+        candidate = (root / "masks" / relative).with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@register("folder")
+def load_folder(
+    root: str | Path,
+    queries: str | None = None,
+    name: str = "folder",
+    use_masks: bool = True,
+) -> Dataset:
+    """Folder of images grouped by instance; leave-one-out queries unless a query list is given."""
+    root = Path(root).expanduser().resolve()
+    _check_root(root)
+    gallery: list[Record] = []
+    for folder in sorted(p for p in (root / "images").iterdir() if p.is_dir()):
+        for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            mask = _find_mask(root, image) if use_masks else None
+            instance = Instance(id=folder.name, mask=str(mask) if mask else None)
+            gallery.append(Record(path=image, key=image.relative_to(root).as_posix(), instances=(instance,)))
+    if not gallery:
+        raise FileNotFoundError(f"no images found under {root / 'images'}.\n{LAYOUT}")
+    by_key = {record.key: index for index, record in enumerate(gallery)}
+    if queries is None:
+        query_records = gallery
+        self_matches = list(range(len(gallery)))
+        protocol_note = "leave-one-out: every image queries all others"
+    else:
+        list_file = Path(queries) if Path(queries).is_absolute() else root / queries
+        keys = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        unknown = [key for key in keys if key not in by_key]
+        if unknown:
+            raise ValueError(f"{len(unknown)} query paths in {list_file} are not under images/: {unknown[:3]}")
+        query_records = [gallery[by_key[key]] for key in keys]
+        self_matches = [by_key[key] for key in keys]
+        protocol_note = f"queries from {list_file.name}; each excluded from its own results"
+    truth = truth_by_instance(query_records, gallery, self_matches)
+    log.info("%s: %d images, %d instances (%s)", name, len(gallery), len({r.instances[0].id for r in gallery}), protocol_note)
+    return Dataset(name, root, query_records, gallery, {"all": truth}, extra={"queries": protocol_note})

@@ -1,0 +1,109 @@
+"""FAISS index build and top-K search: exact inner product by default, GPU when present.
+
+Vectors are L2-normalised, so inner product is cosine similarity. A factory string
+("IVF1024,PQ32", "HNSW32", ...) selects an approximate index for large galleries; evaluation
+numbers should come from the exact default ("Flat"). Equal scores are re-ordered by gallery
+index so results never depend on the index type or the device.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def build_index(
+    vectors: np.ndarray,
+    factory: str = "Flat",
+    use_gpu: bool | None = None,
+    train_size: int = 100_000,
+    nprobe: int | None = None,
+    seed: int = 0,
+) -> faiss.Index:
+    """Index `vectors` (n x d) for inner-product search; trains approximate indexes on a sample."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        sample = vectors
+        if len(vectors) > train_size:
+            rng = np.random.default_rng(seed)
+            sample = vectors[np.sort(rng.choice(len(vectors), train_size, replace=False))]
+        index.train(sample)
+    index.add(vectors)
+    if nprobe is not None:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    if use_gpu is None:
+        use_gpu = gpu_count() > 0
+    if use_gpu:
+        index = to_gpu(index)
+    return index
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    """Move an index onto every GPU faiss sees (sharded when there are several)."""
+    if gpu_count() == 0:
+        raise RuntimeError("index.gpu=true but faiss sees no GPU (install faiss-gpu on a CUDA machine)")
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = gpu_count() > 1
+    log.info("moving the index to %d GPU(s)", gpu_count())
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def save_index(index: faiss.Index, path: Path) -> None:
+    from retrieval.artifacts import atomic_path
+
+    if hasattr(faiss, "index_gpu_to_cpu") and not isinstance(index, faiss.IndexFlat):
+        try:
+            index = faiss.index_gpu_to_cpu(index)
+        except (RuntimeError, AttributeError):
+            pass
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+def load_index(path: Path, use_gpu: bool | None = None) -> faiss.Index:
+    index = faiss.read_index(str(path))
+    if use_gpu or (use_gpu is None and gpu_count() > 0):
+        index = to_gpu(index)
+    return index
+
+
+def sort_ties(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row by score descending, then gallery index ascending; -1 padding last."""
+    key_index = np.where(indices < 0, np.iinfo(np.int64).max, indices)
+    key_score = np.where(indices < 0, np.inf, -scores.astype(np.float64))
+    order = np.lexsort((key_index, key_score), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    block_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` (scores, indices) per query, searched in blocks so memory stays bounded.
+
+    Asks the index for a few extra neighbours so ties straddling the k-th place are resolved
+    by gallery index rather than by the index's internal order."""
+    n = index.ntotal
+    k = min(k, n)
+    probe = min(n, k + 16)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    all_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    all_indices = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(queries), block_size):
+        block = queries[start : start + block_size]
+        scores, indices = index.search(block, probe)
+        scores, indices = sort_ties(scores, indices)
+        all_scores[start : start + len(block)] = scores[:, :k]
+        all_indices[start : start + len(block)] = indices[:, :k]
+    return all_scores, all_indices

@@ -1,0 +1,167 @@
+"""Stage 3: score a ranking with the dataset's protocol; write metrics, per-query table,
+leaderboard row and the HTML report into the run folder."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from retrieval import artifacts
+from retrieval.leaderboard import append_row, git_commit
+from retrieval.masks import encode
+from retrieval.protocols import score
+from retrieval.ranking import Ranking
+from retrieval.records import Dataset, Record
+from retrieval.stages import search
+from retrieval.stages.common import dataset_from_config, plain
+
+log = logging.getLogger(__name__)
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _instance_json(instance, with_mask: bool) -> dict[str, Any]:
+    mask = None
+    if with_mask and instance.mask is not None:
+        from retrieval.masks import decode
+
+        rle = instance.mask if isinstance(instance.mask, dict) and isinstance(instance.mask.get("counts"), str) else encode(decode(instance.mask))
+        mask = {"size": list(rle["size"]), "counts": rle["counts"]}
+    box = [float(v) for v in instance.box] if instance.box is not None else None
+    return {"id": instance.id, "box": box, "mask": mask}
+
+
+def _record_json(record: Record, with_mask: bool) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "path": str(record.path),
+        "group": record.group,
+        "instances": [_instance_json(i, with_mask) for i in record.instances],
+    }
+
+
+def dataset_manifest(dataset: Dataset, gallery_masks: bool = False) -> dict[str, Any]:
+    """Everything the report needs about the dataset, as plain JSON (no library needed to read it)."""
+    return {
+        "name": dataset.name,
+        "root": str(dataset.root),
+        "protocol": dataset.protocol,
+        "queries": [_record_json(r, with_mask=True) for r in dataset.queries],
+        "gallery": [_record_json(r, with_mask=gallery_masks) for r in dataset.gallery],
+        "truth": {
+            setup: [{"positives": t.positives.tolist(), "junk": t.junk.tolist()} for t in truths]
+            for setup, truths in dataset.truth.items()
+        },
+    }
+
+
+def _percent_row(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Flatten label -> metric into leaderboard columns, as percentages with 2 decimals."""
+    row = {}
+    for label, metrics in summary.items():
+        for metric, value in metrics.items():
+            if metric.startswith("n_"):
+                continue
+            column = metric if label == "all" else f"{label}/{metric}"
+            row[column] = "" if value is None or not math.isfinite(value) else round(100 * value, 2)
+    return row
+
+
+def print_summary(summary: dict[str, dict[str, float]]) -> str:
+    metrics = [m for m in next(iter(summary.values())) if not m.startswith("n_")]
+    width = max(len(label) for label in summary) + 2
+    lines = [" " * width + "".join(f"{m:>10s}" for m in metrics)]
+    for label, values in summary.items():
+        cells = "".join(
+            f"{100 * values[m]:10.2f}" if values.get(m) is not None and math.isfinite(values[m]) else f"{'-':>10s}"
+            for m in metrics
+        )
+        lines.append(f"{label:<{width}s}{cells}")
+    return "\n".join(lines)
+
+
+def main(cfg: Mapping[str, Any], out: Path) -> Path:
+    """Score the configured ranking (searching first if needed); returns metrics.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = dataset_from_config(cfg)
+    ranking_path = Path(plain(cfg["eval"]).get("ranking") or search.main(cfg))
+    ranking = Ranking.load(ranking_path)
+    options = plain(cfg["dataset"]).get("protocol_options") or {}
+    result = score(ranking, dataset, **options)
+    search_meta = artifacts.read_meta(ranking_path.parent) if artifacts.is_complete(ranking_path.parent) else {}
+    speed = (search_meta.get("extraction_images_per_s") or {}).get("gallery")
+    skipped = {
+        "loading": [list(s) for s in dataset.skipped],
+        "queries": search_meta.get("skipped_queries", []),
+        "gallery": search_meta.get("skipped_gallery", []),
+    }
+    model_name = plain(cfg["model"])["name"]
+    query_mode = plain(cfg["query"])["name"]
+    index_name = plain(cfg["index"])["name"]
+    metrics = {
+        "dataset": dataset.name,
+        "model": model_name,
+        "query_mode": query_mode,
+        "index": index_name,
+        "protocol": dataset.protocol,
+        "protocol_options": options,
+        "summary": {k: {m: _finite(v) for m, v in d.items()} for k, d in result.summary.items()},
+        "counts": {
+            **result.counts,
+            "n_queries": len(dataset.queries),
+            "n_gallery": len(dataset.gallery),
+            "skipped": {k: len(v) for k, v in skipped.items()},
+        },
+        "skipped": skipped,
+        "timings": search_meta,
+        "ranking": str(ranking_path),
+    }
+    shutil.copyfile(ranking_path, out / "ranking.npz")
+    artifacts.write_json(out / "dataset.json", dataset_manifest(dataset, gallery_masks=len(dataset.gallery) <= 5000))
+    result.per_query.to_csv(out / "per_query.csv", index=False)
+    metrics_path = artifacts.write_json(out / "metrics.json", metrics)
+    row = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset.name,
+        "model": model_name,
+        "query_mode": query_mode,
+        "index": index_name,
+        "n_queries": len(dataset.queries),
+        "n_gallery": len(dataset.gallery),
+        "images_per_s": speed or "",
+        "commit": git_commit(),
+        "run_dir": str(out.resolve()),
+        **_percent_row(result.summary),
+    }
+    leaderboard = append_row(Path(cfg["paths"]["leaderboard"]), row)
+    report = _report(cfg, out, leaderboard)
+    n_skipped = sum(len(v) for v in skipped.values())
+    log.info(
+        "%s | %s | query=%s | index=%s (%% below)\n%s",
+        dataset.name, model_name, query_mode, index_name, print_summary(result.summary),
+    )
+    if n_skipped:
+        log.warning("%d inputs were skipped (loading %d, queries %d, gallery %d); see %s", n_skipped,
+                    len(skipped["loading"]), len(skipped["queries"]), len(skipped["gallery"]), metrics_path)
+    log.info("results: %s%s; leaderboard: %s", out, f", report: {report}" if report else "", leaderboard)
+    return metrics_path
+
+
+def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:
+    settings = plain(cfg["eval"])
+    if not settings.get("report", True):
+        return None
+    try:
+        from retrieval.report import build_leaderboard_page, build_run_report
+    except ImportError:
+        return None
+    path = build_run_report(out, top_k=settings.get("report_top_k", 10))
+    build_leaderboard_page(leaderboard)
+    return path

@@ -1,0 +1,263 @@
+"""The HTML report of a run and the leaderboard page, built from a small synthetic run folder."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from retrieval.ranking import Ranking
+from retrieval.report import build_leaderboard_page, build_run_report
+from retrieval.report.__main__ import main
+from retrieval.report.curves import interpolated_precision, outcome_labels
+from retrieval.report.thumbnails import SIZE
+
+W, H = 320, 240
+COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
+# gallery image -> (instance, object box); g6 is a PNG, g7 a greyscale JPEG
+GALLERY = [
+    ("red", (40, 30, 140, 130)), ("red", (150, 100, 260, 210)), ("red", (10, 10, 90, 90)),
+    ("blue", (60, 60, 200, 180)), ("blue", (180, 20, 300, 140)), ("red", (100, 80, 220, 200)),
+    ("green", (30, 100, 150, 220)), ("green", (170, 40, 300, 160)),
+]
+QUERIES = [("red", (80, 60, 240, 200)), ("blue", (50, 40, 250, 200)), ("green", (90, 50, 230, 190))]
+INDICES = [[0, 3, 1, 5, 2, 7], [6, 0, 3, 2, 4, -1], [7, 6, 1, -1, -1, -1]]
+TRUTH = {
+    "easy": [([0, 1, 2], [5]), ([3, 4], []), ([6, 7], [])],
+    "hard": [([0, 1, 2, 5], []), ([3, 4], []), ([6], [7])],
+}
+EXPECTED_LABELS = {"easy": ["pnpjpn", "nnpnp", "ppn"], "hard": ["pnpppn", "nnpnp", "jpn"]}
+AP = {"easy": [0.9, 0.2, 0.5], "hard": [0.7, 0.2, 0.1]}
+
+
+def _draw(path: Path, instance: str, box: tuple[int, int, int, int], seed: int) -> None:
+    """A noisy grey scene with one coloured object; no yellow anywhere, so overlays stand out."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(90, 150, size=(H, W, 1), dtype=np.uint8).repeat(3, axis=2)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    x1, y1, x2, y2 = box
+    if instance == "red":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=COLORS[instance])
+    elif instance == "blue":
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=COLORS[instance])
+    else:
+        draw.polygon([(x1, y2 - 1), ((x1 + x2) // 2, y1), (x2 - 1, y2 - 1)], fill=COLORS[instance])
+    if path.suffix == ".png":
+        image.save(path)
+    else:
+        (image.convert("L") if "grey" in path.name else image).save(path, quality=90)
+
+
+def _rle(box: tuple[int, int, int, int]) -> dict:
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((H, W), dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    mask[y1:y2, x1:x2] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+
+
+def make_run(root: Path) -> Path:
+    """A complete run folder as `evaluate` writes it: 3 queries, 8 gallery images, 2 setups."""
+    images, run = root / "images", root / "run"
+    images.mkdir(parents=True)
+    run.mkdir()
+    gallery = []
+    for g, (instance, box) in enumerate(GALLERY):
+        name = {6: f"g{g}.png", 7: f"g{g}-grey.jpg"}.get(g, f"g{g}.jpg")
+        _draw(images / name, instance, box, seed=g)
+        gallery.append({"key": name, "path": str(images / name), "group": "",
+                        "instances": [{"id": instance, "box": list(box), "mask": None}]})
+    queries = []
+    for q, (instance, box) in enumerate(QUERIES):
+        _draw(images / f"q{q}.jpg", instance, box, seed=100 + q)
+        queries.append({
+            "key": f"q{q}.jpg", "path": str(images / f"q{q}.jpg"), "group": "AB"[q % 2],
+            "instances": [{"id": instance, "box": list(box) if q < 2 else None,
+                           "mask": _rle(box) if q == 0 else None}],
+        })
+    truth = {s: [{"positives": p, "junk": j} for p, j in rows] for s, rows in TRUTH.items()}
+    (run / "dataset.json").write_text(json.dumps(
+        {"name": "toy", "root": str(images), "queries": queries, "gallery": gallery, "truth": truth}))
+
+    indices = np.array(INDICES, dtype=np.int64)
+    boxes = np.full(indices.shape + (4,), np.nan, dtype=np.float32)
+    masks = np.full(indices.shape, "", dtype=object)
+    for r, g in enumerate(INDICES[0]):
+        boxes[0, r] = GALLERY[g][1]
+    for r, g in enumerate(INDICES[2]):
+        if g >= 0:
+            masks[2, r] = json.dumps(_rle(GALLERY[g][1]))
+    scores = np.where(indices >= 0, 1.0 - 0.1 * np.arange(6), -np.inf)
+    Ranking(indices, scores, np.array([q["key"] for q in queries]), np.array([g["key"] for g in gallery]),
+            boxes=boxes, masks=masks.astype(str), provenance=[{"step": "search", "index": "Flat"}]).save(
+        run / "ranking.npz")
+
+    (run / "metrics.json").write_text(json.dumps({
+        "dataset": "toy", "model": "toy-model", "query_mode": "box", "index": "Flat",
+        "summary": {s: {"map": float(np.mean(AP[s])), "mp@5": 0.4} for s in TRUTH},
+        "counts": {"queries": 3, "gallery": 8}, "skipped": [["images/bad.jpg", "unreadable"]],
+        "timings": {"search_s": 0.01},
+    }))
+    with open(run / "per_query.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["setup", "query", "query_id", "group", "npos", "ap", "mp@5"])
+        for setup, (rows) in TRUTH.items():
+            for q, (positives, _) in enumerate(rows):
+                writer.writerow([setup, q, queries[q]["key"], queries[q]["group"], len(positives), AP[setup][q], 0.4])
+    return run
+
+
+def read_data(run: Path) -> dict:
+    text = (run / "report" / "data.js").read_text()
+    assert text.startswith("window.REPORT_DATA = ") and text.rstrip().endswith(";")
+    return json.loads(text[len("window.REPORT_DATA = "):].rstrip().rstrip(";"))
+
+
+def _yellow(path: Path) -> int:
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int(((pixels[..., 0] > 200) & (pixels[..., 1] > 170) & (pixels[..., 2] < 90)).sum())
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path)
+
+
+def test_report_files_and_thumbnails(run: Path) -> None:
+    page = build_run_report(run, top_k=6)
+    assert page == run / "report.html"
+    for name in ("data.js", "run.js", "style.css"):
+        assert (run / "report" / name).stat().st_size > 0
+    html = page.read_text()
+    assert '<script src="report/data.js"></script>' in html and "<svg" in html
+    assert "45.00" not in html and f"{100 * np.mean(AP['easy']):.2f}" in html  # metrics shown as %
+    data = read_data(run)
+    srcs = {q["thumb"] for q in data["queries"]} | {r[2] for q in data["queries"] for r in q["results"]}
+    assert None not in srcs
+    files = sorted((run / "report" / "thumbs").iterdir())
+    assert {f"report/thumbs/{f.name}" for f in files} == srcs
+    # 3 queries + q0's 6 boxed results + q1's 5 plain + q2's 3 masked; g0/g3/g2 plain appear once
+    assert len(files) == 3 + 6 + 5 + 3
+    for file in files:
+        with Image.open(file) as image:
+            assert image.format == "JPEG" and max(image.size) <= SIZE
+        assert file.stat().st_size < 30_000
+
+
+def test_framing_matches_truth(run: Path) -> None:
+    build_run_report(run, top_k=6, setup="hard")
+    data = read_data(run)
+    assert data["defaultSetup"] == "hard" and data["defaultSort"] == "ap"
+    for setup, expected in EXPECTED_LABELS.items():
+        assert data["setups"][setup]["labels"] == expected
+        assert data["setups"][setup]["ap"] == AP[setup]
+        assert data["setups"][setup]["npos"] == [len(p) for p, _ in TRUTH[setup]]
+    assert [len(q["results"]) for q in data["queries"]] == [6, 5, 3]
+    assert data["queries"][1]["results"][0][0] == "g6.png"
+    build_run_report(run, top_k=2)
+    assert read_data(run)["setups"]["easy"]["labels"] == ["pn", "nn", "pp"]
+
+
+def test_overlays_are_drawn(run: Path) -> None:
+    build_run_report(run, top_k=6)
+    data = read_data(run)
+    thumbs = run / "report"
+
+    def path(src: str) -> Path:
+        return thumbs.parent / src
+
+    boxed_g0, plain_g0 = data["queries"][0]["results"][0][2], data["queries"][1]["results"][1][2]
+    assert boxed_g0 != plain_g0
+    assert _yellow(path(boxed_g0)) > 200 and _yellow(path(plain_g0)) < 20
+    assert _yellow(path(data["queries"][2]["results"][0][2])) > 200  # returned mask
+    assert _yellow(path(data["queries"][0]["thumb"])) > 200  # query box + mask
+    assert _yellow(path(data["queries"][2]["thumb"])) < 20  # query without box or mask
+
+
+def test_rebuild_reuses_thumbnails_and_drops_stale(run: Path) -> None:
+    build_run_report(run, top_k=6)
+    folder = run / "report" / "thumbs"
+    before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    build_run_report(run, top_k=6)
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before
+    build_run_report(run, top_k=1)
+    assert len(list(folder.iterdir())) == 3 + 3
+
+
+def test_unreadable_image_and_unknown_setup(run: Path) -> None:
+    dataset = json.loads((run / "dataset.json").read_text())
+    Path(dataset["gallery"][6]["path"]).write_bytes(b"not an image")
+    build_run_report(run, top_k=6)
+    assert read_data(run)["queries"][1]["results"][0][2] is None
+    with pytest.raises(ValueError, match="easy, hard"):
+        build_run_report(run, setup="medium")
+    (run / "per_query.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="per_query.csv"):
+        build_run_report(run)
+
+
+def test_page_loads_nothing_from_the_network(run: Path) -> None:
+    build_run_report(run)
+    for file in [run / "report.html", *(run / "report").glob("*.*")]:
+        assert "://" not in file.read_text(), file
+
+
+def test_interpolated_precision_on_reference_vector() -> None:
+    labels = outcome_labels(np.array([4, 0, 9, 5, 3, 8, 1, 7, 2, 6]), np.array([0, 3, 7]), np.array([5]))
+    assert labels == "npnjpnnpnn"
+    curve = interpolated_precision(labels, 3, np.array([0.0, 0.34, 0.5, 0.67, 1.0]))
+    np.testing.assert_allclose(curve, [0.5, 0.5, 0.5, 3 / 7, 3 / 7])
+    assert interpolated_precision(labels[:6], 3, np.array([1.0]))[0] == 0.0  # cut: recall 1 unreached
+
+
+def _leaderboard_csv(root: Path, run: Path) -> Path:
+    path = root / "results" / "leaderboard.csv"
+    path.parent.mkdir()
+    rows = [
+        ["2024-05-01", "toy", "a", "box", "Flat", "0123456789ab", 3, 8, 120.5, "../run", 0.45, 0.1],
+        ["2024-05-02", "toy", "b", "mask", "Flat", "fedcba987654", 3, 8, 80.0, str(run), 0.65, 0.3],
+        ["2024-05-03", "other", "c", "full", "HNSW", "aaaaaaaaaaaa", 5, 50, 300.0, "../nowhere", 0.15, ""],
+    ]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["date", "dataset", "model", "query_mode", "index", "commit", "n_queries",
+                         "n_gallery", "images_per_s", "run_dir", "map", "mp@5"])
+        writer.writerows(rows)
+    return path
+
+
+def test_leaderboard_page(run: Path, tmp_path: Path) -> None:
+    build_run_report(run)
+    csv_path = _leaderboard_csv(tmp_path, run)
+    page = build_leaderboard_page(csv_path)
+    assert page == csv_path.with_name("leaderboard.html")
+    html = page.read_text()
+    assert len(re.findall(r'<tr data-dataset="', html)) == 3
+    assert '<option value="toy">' in html and '<option value="other">' in html
+    hrefs = re.findall(r'<a (?:class="missing" )?href="([^"]+)"', html)
+    assert hrefs == ["../run/report.html"] * 2 + ["../nowhere/report.html"]
+    assert (page.parent / hrefs[0]).resolve() == (run / "report.html").resolve()
+    assert html.count('class="missing"') == 1
+    assert ">45.00<" in html and ">65.00<" in html and ">120.5<" in html
+    assert 'data-metric><button>map %' in html and "data-metric><button>images_per_s" not in html
+    assert "://" not in html
+
+
+def test_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run), "--top-k", "3"]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert len(read_data(run)["setups"]["easy"]["labels"][0]) == 3
+    csv_path = _leaderboard_csv(tmp_path, run)
+    out = tmp_path / "board.html"
+    assert main(["--leaderboard", str(csv_path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out) and out.exists()
+    assert main([str(tmp_path / "missing")]) == 1
+    with pytest.raises(SystemExit):
+        main([])
