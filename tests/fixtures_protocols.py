@@ -173,3 +173,34 @@ def make_gl3d(root: Path, n_images: int = 8) -> tuple[list[str], str]:
     (root / "eval_img_list.txt").write_text("\n".join(names) + "\n")
     (root / "gl3d_gt_pairs").write_text(GL3D_PAIRS)
     return names, GL3D_PAIRS
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_evaluate(workdir: Path, dataset: str, *overrides: str) -> Path:
+    """Run the evaluate stage in-process on preset `dataset`; returns the run folder.
+
+    Everything it writes stays under `workdir`; the report page is skipped and the
+    leaderboard's git lookup stubbed, so only the pipeline's scoring path is exercised.
+    """
+    from unittest import mock
+
+    from hydra import compose, initialize_config_dir
+
+    from retrieval.stages import evaluate
+
+    settings = [
+        f"dataset={dataset}",
+        f"paths.cache='{workdir / 'cache'}'",
+        f"paths.leaderboard='{workdir / 'leaderboard.csv'}'",
+        "eval.report=false",
+        "extract.workers=0",
+        *overrides,
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=settings)
+    out = Path(workdir) / "run"
+    with mock.patch.object(evaluate, "git_commit", return_value="test"):
+        evaluate.main(cfg, out)
+    return out

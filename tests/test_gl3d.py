@@ -1,10 +1,13 @@
 """GL3D adapter: every image a query over the whole list, directed pairs, self as junk."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from retrieval.datasets import load_dataset
-from tests.fixtures_protocols import make_gl3d
+from tests.fixtures_protocols import make_gl3d, run_evaluate
 
 
 def expected_positives(pairs_text: str, n_images: int) -> list[list[int]]:
@@ -61,3 +64,31 @@ def test_image_root_setting(tmp_path):
         (tmp_path / "images" / file).rename(tmp_path / "lists" / file)
     dataset = load_dataset("gl3d", root=tmp_path / "lists", image_root=tmp_path / "images")
     assert [r.path for r in dataset.gallery] == [tmp_path / "images" / n for n in names]
+
+
+def trapezoid_ap(ranked: list[int], positives: set[int], junk: set[int]) -> float:
+    """FORMATS.md section 5, longhand: junk (the query) dropped, duplicates dropped, N = all."""
+    kept: list[int] = []
+    for g in ranked:
+        if g not in junk and g not in kept:
+            kept.append(g)
+    ranks = [r for r, g in enumerate(kept) if g in positives]
+    total = sum(((1.0 if r == 0 else j / r) + (j + 1) / (r + 1)) / 2 for j, r in enumerate(ranks))
+    return total / len(positives)
+
+
+def test_end_to_end_map_matches_the_saved_ranking(tmp_path):
+    names, pairs = make_gl3d(tmp_path / "data")
+    run = run_evaluate(tmp_path, "gl3d", f"dataset.root='{tmp_path / 'data'}'")
+    metrics = json.loads((run / "metrics.json").read_text())
+    with np.load(run / "ranking.npz") as ranking:
+        indices = ranking["indices"].tolist()
+    assert len(indices) == len(names) and all(len(row) == len(names) for row in indices)
+    assert all(q in row for q, row in enumerate(indices))  # the query is in its own ranking
+    expected = [
+        trapezoid_ap(row[:200], set(positives), {q})
+        for q, (row, positives) in enumerate(zip(indices, expected_positives(pairs, len(names))))
+        if positives
+    ]
+    assert metrics["summary"]["all"]["mAP@200"] == pytest.approx(np.mean(expected), abs=1e-12)
+    assert metrics["counts"]["all"]["n_queries_without_positives"] == len(names) - len(expected)

@@ -1,6 +1,7 @@
 """Revisited Oxford/Paris adapter: setups, query boxes, distractors, errors."""
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from retrieval.datasets import load_dataset
-from tests.fixtures_protocols import ROXFORD_GND, make_revisitop, make_revisitop1m
+from tests.fixtures_protocols import ROXFORD_GND, make_revisitop, make_revisitop1m, run_evaluate
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
@@ -139,3 +140,57 @@ def test_out_of_range_index_is_an_error(tmp_path):
         pickle.dump(gnd, handle)
     with pytest.raises(ValueError, match="outside imlist"):
         load_dataset("revisitop", root=tmp_path, name="roxford5k")
+
+
+def trapezoid_ap(ranked: list[int], positives: set[int], junk: set[int]) -> float:
+    """FORMATS.md section 2, longhand: junk dropped, N = all positives."""
+    kept = [g for g in ranked if g not in junk]
+    ranks = [r for r, g in enumerate(kept) if g in positives]
+    total = 0.0
+    for j, r in enumerate(ranks):
+        left = 1.0 if r == 0 else j / r
+        total += (left + (j + 1) / (r + 1)) / 2
+    return total / len(positives)
+
+
+def mp_at_k(ranked: list[int], positives: set[int], junk: set[int], k: int) -> float:
+    kept = [g for g in ranked if g not in junk]
+    places = [p + 1 for p, g in enumerate(kept) if g in positives]
+    if not places:
+        return 0.0
+    kq = min(max(places), k)
+    return sum(p <= kq for p in places) / kq
+
+
+def test_longhand_metrics_match_the_published_test_vector():
+    ranked = [4, 0, 9, 5, 3, 8, 1, 7, 2, 6]
+    assert trapezoid_ap(ranked, {0, 3, 7}, {5}) == pytest.approx(0.3492063492)
+    assert trapezoid_ap(ranked[:6], {0, 3, 7}, {5}) == pytest.approx(0.2222, abs=1e-4)
+    shifted = [9, 0, 8, 3, 6, 5, 7]  # positives at 1-based positions 2, 4, 7
+    assert [mp_at_k(shifted, {0, 3, 7}, set(), k) for k in (1, 5, 10)] == pytest.approx(
+        [0.0, 0.4, 3 / 7]
+    )
+
+
+def test_end_to_end_metrics_match_the_saved_ranking(tmp_path):
+    gnd = make_revisitop(tmp_path / "data", "roxford5k")
+    run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'")
+    metrics = json.loads((run / "metrics.json").read_text())
+    with np.load(run / "ranking.npz") as ranking:
+        indices, query_ids, gallery_ids = ranking["indices"], ranking["query_ids"], ranking["gallery_ids"]
+    assert gallery_ids.tolist() == [f"jpg/{stem}.jpg" for stem in gnd["imlist"]]
+    assert query_ids.tolist() == [f"jpg/{stem}.jpg" for stem in gnd["qimlist"]]
+    assert all(sorted(row) == list(range(len(gnd["imlist"]))) for row in indices.tolist())
+    for setup in ("easy", "medium", "hard"):
+        aps, mps = [], {k: [] for k in (1, 5, 10)}
+        for ranked, entry in zip(indices.tolist(), ROXFORD_GND):
+            positives, junk = expected_truth(setup, entry)
+            if positives:
+                aps.append(trapezoid_ap(ranked, positives, junk))
+                for k in mps:
+                    mps[k].append(mp_at_k(ranked, positives, junk, k))
+        summary = metrics["summary"][setup]
+        assert summary["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
+        for k, values in mps.items():
+            assert summary[f"mP@{k}"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert metrics["counts"][setup]["n_queries_without_positives"] == 3 - len(aps)

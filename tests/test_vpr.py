@@ -1,6 +1,7 @@
 """Place-recognition adapter: UTM radius, VPR-Bench numbering, Baidu Mall cameras."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from retrieval.datasets import load_dataset
 from retrieval.datasets.vpr import utm_of, within_radius
-from tests.fixtures_protocols import make_baidu_mall, make_vpr_bench, make_vpr_utm
+from tests.fixtures_protocols import make_baidu_mall, make_vpr_bench, make_vpr_utm, run_evaluate
 
 
 def brute_force(queries, database, radius: float) -> list[list[int]]:
@@ -20,17 +21,22 @@ def brute_force(queries, database, radius: float) -> list[list[int]]:
     ]
 
 
+def utm_expected(written: dict, radius: float = 25.0) -> tuple[list, list[list[int]]]:
+    """Database in the loader's order (relative path in its folder) and brute-force positives."""
+    order = sorted(written["database"], key=lambda item: item[0].split("/", 1)[1])
+    database = [(east, north) for _, east, north in order]
+    queries = [(east, north) for _, east, north in written["queries"]]
+    return order, brute_force(queries, database, radius)
+
+
 def test_utm_positives_boundary_included_and_at_in_parent_folder(tmp_path):
     root = tmp_path / "pitts@30k" / "images@x" / "test"  # '@' in parents must not matter
     written = make_vpr_utm(root)
     dataset = load_dataset("vpr", root=root)
     assert dataset.protocol == "vpr" and list(dataset.truth) == ["all"]
-    order = sorted(written["database"], key=lambda item: item[0].split("/", 1)[1])
+    order, expected = utm_expected(written)
     assert dataset.gallery_keys == [relative for relative, _, _ in order]
     assert dataset.query_keys == [relative for relative, _, _ in written["queries"]]
-    database = [(east, north) for _, east, north in order]
-    queries = [(east, north) for _, east, north in written["queries"]]
-    expected = brute_force(queries, database, 25.0)
     assert [t.positives.tolist() for t in dataset.truth["all"]] == expected
     boundary = [i for i, (_, e, n) in enumerate(order) if (e, n) in {(585025.0, 4477000.0), (585015.0, 4477020.0)}]
     assert set(boundary) <= set(dataset.truth["all"][0].positives.tolist())
@@ -43,10 +49,9 @@ def test_utm_positives_boundary_included_and_at_in_parent_folder(tmp_path):
 def test_utm_radius_setting(tmp_path):
     written = make_vpr_utm(tmp_path)
     dataset = load_dataset("vpr", root=tmp_path, radius_m=24.99)
-    order = sorted(written["database"], key=lambda item: item[0].split("/", 1)[1])
-    database = [(east, north) for _, east, north in order]
-    queries = [(east, north) for _, east, north in written["queries"]]
-    assert [t.positives.tolist() for t in dataset.truth["all"]] == brute_force(queries, database, 24.99)
+    _, expected = utm_expected(written, 24.99)
+    assert [t.positives.tolist() for t in dataset.truth["all"]] == expected
+    assert expected[0] == [0]  # the two boundary images drop out
 
 
 def test_utm_parsing_uses_file_name_only():
@@ -117,3 +122,34 @@ def test_missing_folders_explain_layout(tmp_path):
     (tmp_path / "queries").mkdir()
     with pytest.raises(FileNotFoundError, match="Expected layout"):
         load_dataset("vpr", root=tmp_path)
+
+
+def hit_rates(indices: np.ndarray, positives: list[list[int]], ns=(1, 5, 10, 20)) -> dict[str, float]:
+    """hit@N over all queries (a query without positives is a miss), longhand."""
+    return {
+        f"hit@{n}": float(np.mean([bool(set(row[:n]) & set(p)) for row, p in zip(indices.tolist(), positives)]))
+        for n in ns
+    }
+
+
+def utm_case(root: Path) -> tuple[str, list[list[int]]]:
+    return "vpr", utm_expected(make_vpr_utm(root))[1]
+
+
+def vpr_bench_case(root: Path) -> tuple[str, list[list[int]]]:
+    table = make_vpr_bench(root)
+    return "17places", [sorted(v for v in table[q, 1] if v < 12) for q in range(len(table))]
+
+
+# Baidu Mall differs only in how positives are found (tested above); two runs keep this file fast.
+@pytest.mark.parametrize("case", [utm_case, vpr_bench_case], ids=["utm", "vpr_bench"])
+def test_end_to_end_hit_rates_match_the_saved_ranking(tmp_path, case):
+    root = tmp_path / "set@1"
+    preset, positives = case(root)
+    run = run_evaluate(tmp_path, preset, f"dataset.root='{root}'")
+    metrics = json.loads((run / "metrics.json").read_text())
+    with np.load(run / "ranking.npz") as ranking:
+        indices = ranking["indices"]
+    assert indices.shape == (len(positives), min(100, metrics["counts"]["n_gallery"]))
+    assert metrics["summary"]["all"] == pytest.approx(hit_rates(indices, positives), abs=1e-12)
+    assert metrics["counts"]["all"]["n_queries"] == len(positives)

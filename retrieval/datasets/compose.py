@@ -183,12 +183,12 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def folder_objects(root: Path) -> ObjectSource:
-    """Objects from `<root>/images/<instance>/<view>.*` with masks `<root>/masks/<instance>/<view>.png`
-    (non-zero = object, as in ETH-80); views without a mask are left out."""
+    """Objects from `<root>/images/<instance>/<view>.*`, masks `<root>/masks/<instance>/<view>.png`
+    (> 127 = object, as in ETH-80); views without a mask are left out."""
     root = Path(root).resolve()
     views: dict[str, tuple[str, ...]] = {}
     for folder in sorted(p for p in (root / "images").iterdir() if p.is_dir()):
-        masked = [p.name for p in _image_files(folder) if _mask_file(root, folder.name, p).exists()]
+        masked = [p.name for p in _image_files(folder) if _mask_file(root, folder.name, p.name).exists()]
         if masked:
             views[folder.name] = tuple(masked)
     if not views:
@@ -196,27 +196,27 @@ def folder_objects(root: Path) -> ObjectSource:
 
     def read(instance: str, view: str) -> Cutout:
         image = np.asarray(Image.open(root / "images" / instance / view).convert("RGB"))
-        mask = np.asarray(Image.open(_mask_file(root, instance, root / view)).convert("L")) > 127
+        mask = np.asarray(Image.open(_mask_file(root, instance, view)).convert("L")) > 127
         return cutout(image, mask)
 
     return ObjectSource(label=str(root), views=views, read=read)
 
 
-def _mask_file(root: Path, instance: str, image: Path) -> Path:
-    return root / "masks" / instance / f"{Path(image).stem}.png"
+def _mask_file(root: Path, instance: str, view: str) -> Path:
+    return root / "masks" / instance / f"{Path(view).stem}.png"
 
 
 def folder_backgrounds(root: Path) -> BackgroundSource:
     """Every image file under `root` (recursively) as a background."""
     root = Path(root).resolve()
-    names = tuple(
-        str(p.relative_to(root)) for p in sorted(root.rglob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES
-    )
-    if not names:
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
         raise FileNotFoundError(f"no background images under {root}")
-    return BackgroundSource(
-        label=str(root), names=names, read=lambda name: _rgb(np.asarray(Image.open(root / name).convert("RGB")))
-    )
+
+    def read(name: str) -> np.ndarray:
+        return np.asarray(Image.open(root / name).convert("RGB"))
+
+    return BackgroundSource(str(root), tuple(str(p.relative_to(root)) for p in files), read)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +261,8 @@ class ComposeSpec:
             raise ValueError(f"area range must satisfy 0 < low < high < 1, got {self.area}")
         if self.objects_per_scene[0] < 1 or self.objects_per_scene[0] > self.objects_per_scene[1]:
             raise ValueError(f"bad objects_per_scene {self.objects_per_scene}")
+        if not 0 <= self.max_occlusion < 1:
+            raise ValueError(f"max_occlusion must be in [0, 1), got {self.max_occlusion}")
         if self.scene_format not in ("jpg", "png"):
             raise ValueError(f"scene_format must be jpg or png, got {self.scene_format!r}")
 
@@ -349,25 +351,27 @@ def _distractors(objects: ObjectSource, hand: list[str], queried: set[str], coun
     return chosen
 
 
+def _between(bounds: tuple[int, int], rng: np.random.Generator) -> int:
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
 def plan(objects: ObjectSource, spec: ComposeSpec) -> Plan:
     """Decide everything discrete (instances, views, scene contents) before any rendering."""
     rng = _rng(spec, 0)
     queried = _query_instances(objects, spec.instances, rng)
     query_views, scene_views = {}, {}
-    for name in sorted(objects.views):
+    for name, views in sorted(objects.views.items()):
         if name in queried:
-            query_views[name], scene_views[name] = _split_views(objects.views[name], spec.queries_per_instance, rng)
+            query_views[name], scene_views[name] = _split_views(views, spec.queries_per_instance, rng)
         else:
-            scene_views[name] = objects.views[name]
+            scene_views[name] = views
     deck: list[str] = []
     scenes = []
     for _ in range(spec.scenes):
-        size = min(int(rng.integers(spec.objects_per_scene[0], spec.objects_per_scene[1] + 1)), len(queried))
+        size = min(_between(spec.objects_per_scene, rng), len(queried))
         hand = _deal(deck, queried, size, rng)
-        extra = int(rng.integers(spec.distractors_per_scene[0], spec.distractors_per_scene[1] + 1))
-        roles = [(n, "target") for n in hand] + [
-            (n, "distractor") for n in _distractors(objects, hand, set(queried), extra, rng)
-        ]
+        extra = _distractors(objects, hand, set(queried), _between(spec.distractors_per_scene, rng), rng)
+        roles = [(n, "target") for n in hand] + [(n, "distractor") for n in extra]
         pastes = [Paste(n, scene_views[n][rng.integers(len(scene_views[n]))], role) for n, role in roles]
         scenes.append([pastes[i] for i in rng.permutation(len(pastes))])
     ids = {name: i + 1 for i, name in enumerate(sorted(objects.views))}
@@ -388,16 +392,21 @@ class Patch:
     scale: float
 
 
-def _light(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> tuple[np.ndarray, dict]:
-    """Brightness, contrast and colour jitter (identity for strength 0)."""
+def _light(rgb: np.ndarray, rng: np.random.Generator, strength: float,
+           colour: float | None = None) -> tuple[np.ndarray, dict]:
+    """Brightness, contrast and per-channel colour jitter (+- `colour`, default half the
+    strength); the identity when both are 0."""
     brightness = 1 + rng.uniform(-strength, strength)
     contrast = 1 + rng.uniform(-strength, strength)
-    gain = 1 + rng.uniform(-strength / 2, strength / 2, size=3)
-    pixels = rgb.astype(np.float32)
-    mean = pixels.mean()
-    out = ((pixels - mean) * contrast + mean) * brightness * gain.astype(np.float32)
-    params = {"brightness": round(brightness, 4), "contrast": round(contrast, 4), "gain": np.round(gain, 4).tolist()}
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), params
+    spread = strength / 2 if colour is None else colour
+    gain = 1 + rng.uniform(-spread, spread, size=3)
+    mean = float(np.mean(cv2.mean(rgb)[:3]))
+    scale = contrast * brightness * gain
+    offset = mean * (1 - contrast) * brightness * gain
+    out = cv2.transform(rgb, np.column_stack([np.diag(scale), offset]))  # rounds and saturates
+    params = {"brightness": round(brightness, 4), "contrast": round(contrast, 4),
+              "gain": np.round(gain, 4).tolist()}
+    return out, params
 
 
 def _quad(width: int, height: int, angle: float, jitter: np.ndarray) -> np.ndarray:
@@ -421,14 +430,14 @@ def _render(cut: Cutout, scale: float, angle: float, jitter: np.ndarray) -> Patc
     target -= target.min(axis=0) - 1
     out_size = tuple(int(v) + 2 for v in np.ceil(target.max(axis=0)))
     warp = cv2.getPerspectiveTransform(source, target.astype(np.float32))
-    rgb = cv2.warpPerspective(rgb, warp, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    weight = cv2.warpPerspective(weight, warp, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    rgb = cv2.warpPerspective(rgb, warp, out_size, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    weight = cv2.warpPerspective(weight, warp, out_size, flags=cv2.INTER_LINEAR)
     mask = weight >= 0.5
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    if not mask.any():
         return Patch(rgb[:0, :0], mask[:0, :0], angle, scale)
-    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    return Patch(rgb[box], mask[box], angle, scale)
+    x1, y1, x2, y2 = tight_box(mask)
+    return Patch(rgb[y1 : y2 + 1, x1 : x2 + 1], mask[y1 : y2 + 1, x1 : x2 + 1], angle, scale)
 
 
 def _fit(cut: Cutout, angle: float, jitter: np.ndarray, area: tuple[float, float],
@@ -451,63 +460,70 @@ def _fit(cut: Cutout, angle: float, jitter: np.ndarray, area: tuple[float, float
         fits = patch.mask.shape[0] <= height and patch.mask.shape[1] <= width
         if fits and area[0] <= got <= area[1]:
             return patch
-        scale *= math.sqrt(goal / max(got, 1e-9))
+        scale *= min(max(math.sqrt(goal / max(got, 1e-9)), 0.5), 2.0)
     return None
 
 
 def _background(backgrounds: BackgroundSource, size: tuple[int, int], strength: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """A random crop with the canvas' aspect ratio, resized, lit, and tinted if grey."""
+    """A random crop with the canvas' aspect ratio, resized, lit and tinted (so grey textures
+    come in colours)."""
     name = backgrounds.names[rng.integers(len(backgrounds.names))]
     image = backgrounds.read(name)
     width, height = size
     fit = min(image.shape[1] / width, image.shape[0] / height)
     crop_w, crop_h = (max(1, int(v * fit * rng.uniform(0.5, 1.0))) for v in (width, height))
-    x, y = int(rng.integers(image.shape[1] - crop_w + 1)), int(rng.integers(image.shape[0] - crop_h + 1))
+    x = int(rng.integers(image.shape[1] - crop_w + 1))
+    y = int(rng.integers(image.shape[0] - crop_h + 1))
     crop = cv2.resize(image[y : y + crop_h, x : x + crop_w], size, interpolation=cv2.INTER_AREA)
-    lit, light = _light(crop, rng, strength)
-    tint = rng.uniform(0.6, 1.2, size=3)
-    if np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 1], crop[..., 2]):
-        lit = np.clip(np.rint(lit * tint), 0, 255).astype(np.uint8)
-        light["tint"] = np.round(tint, 4).tolist()
+    lit, light = _light(crop, rng, strength, colour=0.3)
     return lit, {"name": name, "crop": [x, y, crop_w, crop_h], **light}
 
 
 @dataclass
 class _Placed:
-    """An object in a scene: its full mask, and what later objects left visible of it."""
+    """An object in a scene, and what later objects left visible of it (scene-sized mask)."""
 
     paste: Paste
     patch: Patch
     origin: tuple[int, int]
-    full: np.ndarray
     visible: np.ndarray
     light: dict
 
+    @property
+    def region(self) -> tuple[slice, slice]:
+        (x, y), (height, width) = self.origin, self.patch.mask.shape
+        return np.s_[y : y + height, x : x + width]
+
 
 def _position(patch: Patch, placed: list[_Placed], spec: ComposeSpec,
-              rng: np.random.Generator, attempts: int = 40) -> tuple[int, int, np.ndarray] | None:
+              rng: np.random.Generator, attempts: int = 40) -> tuple[int, int] | None:
     """A position where the patch hides at most `max_occlusion` of every earlier object."""
     width, height = spec.scene_size
     ph, pw = patch.mask.shape
     for _ in range(attempts):
         if placed and rng.random() < spec.overlap:
-            anchor = placed[rng.integers(len(placed))]
-            ys, xs = np.nonzero(anchor.visible)
-            pick = rng.integers(ys.size)
-            x = int(np.clip(xs[pick] - pw // 2, 0, width - pw))
-            y = int(np.clip(ys[pick] - ph // 2, 0, height - ph))
+            x1, y1, x2, y2 = tight_box(placed[rng.integers(len(placed))].visible)
+            x = int(np.clip(rng.integers(x1, x2 + 1) - pw // 2, 0, width - pw))
+            y = int(np.clip(rng.integers(y1, y2 + 1) - ph // 2, 0, height - ph))
         else:
             x, y = int(rng.integers(width - pw + 1)), int(rng.integers(height - ph + 1))
-        full = np.zeros((height, width), dtype=bool)
-        full[y : y + ph, x : x + pw] = patch.mask
-        if all((p.visible & ~full).sum() >= (1 - spec.max_occlusion) * p.full.sum() for p in placed):
-            return x, y, full
+        if all(_hidden(p, patch, x, y) <= spec.max_occlusion for p in placed):
+            return x, y
     return None
 
 
-def _scene(objects: ObjectSource, backgrounds: BackgroundSource, pastes: list[Paste],
-           spec: ComposeSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[_Placed], dict, list[dict]]:
+def _hidden(earlier: _Placed, patch: Patch, x: int, y: int) -> float:
+    """Fraction of `earlier` (of its whole pasted mask) not visible once `patch` is at (x, y)."""
+    ph, pw = patch.mask.shape
+    covered = earlier.visible[y : y + ph, x : x + pw] & patch.mask
+    return 1 - (earlier.visible.sum() - covered.sum()) / earlier.patch.mask.sum()
+
+
+def _scene(
+    objects: ObjectSource, backgrounds: BackgroundSource, pastes: list[Paste], spec: ComposeSpec,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[_Placed], dict, list[dict]]:
     """Paste objects in order (later ones on top) and track what stays visible of each."""
     canvas, background = _background(backgrounds, spec.scene_size, spec.lighting, rng)
     placed: list[_Placed] = []
@@ -519,15 +535,16 @@ def _scene(objects: ObjectSource, backgrounds: BackgroundSource, pastes: list[Pa
         angle = float(rng.uniform(-spec.rotation, spec.rotation))
         patch = _fit(cut, angle, np.zeros((4, 2)), spec.area, spec.scene_size, rng)
         spot = None if patch is None else _position(patch, placed, spec, rng)
-        if spot is None:
-            dropped.append({"instance": paste.instance, "view": paste.view, "reason": "no room" if patch else "does not fit"})
+        if patch is None or spot is None:
+            reason = "no room" if patch else "cannot fit the area range"
+            dropped.append({"instance": paste.instance, "view": paste.view, "reason": reason})
             continue
-        x, y, full = spot
+        item = _Placed(paste, patch, spot, np.zeros(canvas.shape[:2], dtype=bool), light)
         for earlier in placed:
-            earlier.visible &= ~full
-        placed.append(_Placed(paste, patch, (x, y), full, full.copy(), light))
-        region = canvas[y : y + patch.mask.shape[0], x : x + patch.mask.shape[1]]
-        region[patch.mask] = patch.rgb[patch.mask]
+            earlier.visible[item.region] &= ~patch.mask
+        item.visible[item.region] = patch.mask
+        canvas[item.region][patch.mask] = patch.rgb[patch.mask]
+        placed.append(item)
     return canvas, placed, background, dropped
 
 
@@ -547,15 +564,16 @@ def _query(objects: ObjectSource, backgrounds: BackgroundSource, instance: str, 
     jitter = rng.uniform(-spec.tilt, spec.tilt, size=(4, 2))
     quad = _quad(source.mask.shape[1], source.mask.shape[0], angle, jitter)
     side = rng.uniform(*_QUERY_SIDE)
-    patch = _render(Cutout(rgb, source.mask), side * spec.query_size / np.ptp(quad, axis=0).max(), angle, jitter)
+    scale = side * spec.query_size / np.ptp(quad, axis=0).max()
+    patch = _render(Cutout(rgb, source.mask), scale, angle, jitter)
     ph, pw = patch.mask.shape
     x, y = int(rng.integers(size[0] - pw + 1)), int(rng.integers(size[1] - ph + 1))
     mask = np.zeros(size, dtype=bool)
     mask[y : y + ph, x : x + pw] = patch.mask
     canvas[y : y + ph, x : x + pw][patch.mask] = patch.rgb[patch.mask]
     info = {"background": background, "angle": round(angle, 3), "tilt": np.round(jitter, 4).tolist(),
-            "side_fraction": round(side, 4),
-            "area_fraction": round(float(mask.mean()), 6), "lighting": light}
+            "side_fraction": round(side, 4), "area_fraction": round(float(mask.mean()), 6),
+            "lighting": light}
     return canvas, mask, info
 
 
@@ -584,8 +602,8 @@ def coco_rle(mask: np.ndarray) -> dict[str, Any]:
 
 def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(x1, y1, x2, y2) of the set pixels, inclusive."""
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +612,8 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def _params(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec) -> dict[str, Any]:
     """The JSON form of everything that determines the output, compared on re-runs."""
-    params = {"generator": GENERATOR_VERSION, "objects": objects.label, "backgrounds": backgrounds.label, **asdict(spec)}
+    params = {"generator": GENERATOR_VERSION, "objects": objects.label,
+              "backgrounds": backgrounds.label, **asdict(spec)}
     return json.loads(json.dumps(params))
 
 
@@ -612,7 +631,8 @@ def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: C
     for instance, views in layout.query_views.items():
         ins = layout.ids[instance]
         for n, view in enumerate(views):
-            image, mask, info = _query(objects, backgrounds, instance, view, spec, _rng(spec, 2, ins, n))
+            rng = _rng(spec, 2, ins, n)
+            image, mask, info = _query(objects, backgrounds, instance, view, spec, rng)
             key = f"queries/{instance}/{n:03d}.png"
             _save(image, tmp / key)
             anns[key] = {"bbox": tight_box(mask), "mask": builder_rle(mask), "ins": ins,
@@ -623,13 +643,13 @@ def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: C
 
 def _object_record(item: _Placed, ins: int, area: int) -> dict[str, Any]:
     x1, y1, x2, y2 = tight_box(item.visible)
-    full, visible = int(item.full.sum()), int(item.visible.sum())
+    full, visible = int(item.patch.mask.sum()), int(item.visible.sum())
     return {
-        "instance": item.paste.instance, "ins": ins, "view": item.paste.view, "role": item.paste.role,
-        "box": [x1, y1, x2 + 1, y2 + 1], "position": list(item.origin),
+        "instance": item.paste.instance, "ins": ins, "view": item.paste.view,
+        "role": item.paste.role, "box": [x1, y1, x2 + 1, y2 + 1], "position": list(item.origin),
         "area_fraction": round(full / area, 6), "visible_fraction": round(visible / area, 6),
-        "occluded_fraction": round(1 - visible / full, 6),
-        "angle": round(item.patch.angle, 3), "scale": round(item.patch.scale, 5), "lighting": item.light,
+        "occluded_fraction": round(1 - visible / full, 6), "angle": round(item.patch.angle, 3),
+        "scale": round(item.patch.scale, 5), "lighting": item.light,
     }
 
 
@@ -643,7 +663,8 @@ def _write_scenes(objects: ObjectSource, backgrounds: BackgroundSource, spec: Co
         _save(image, tmp / key)
         found = [_object_record(item, layout.ids[item.paste.instance], area) for item in placed]
         anns[key] = {
-            "bbox": [tuple(o["box"]) for o in found], "mask": [coco_rle(item.visible) for item in placed],
+            "bbox": [tuple(o["box"]) for o in found],
+            "mask": [coco_rle(item.visible) for item in placed],
             "ins": [o["ins"] for o in found], "num_ins": [len(found)] * len(found),
             "set": spec.set_name, "is_query": False,
         }
@@ -659,8 +680,6 @@ def _is_current(out: Path, params: dict[str, Any]) -> bool:
 def _install(tmp: Path, out: Path) -> None:
     """Swap the finished folder into place; an older composed set there is replaced."""
     if out.exists():
-        if not (out / COMPOSE_JSON).exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not a composed set; refusing to replace it")
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
         os.replace(tmp, out)
@@ -678,6 +697,8 @@ def compose(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeS
     params = _params(objects, backgrounds, spec)
     if _is_current(out, params):
         return out
+    if out.exists() and not (out / COMPOSE_JSON).exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not a composed set; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -697,9 +718,11 @@ def compose(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeS
 
 def _summary(objects: ObjectSource, params: dict, layout: Plan, queries: list, scenes: list) -> dict:
     instances = {
-        name: {"ins": ins, "category": objects.category(name),
-               "role": "query" if name in layout.query_views else "distractor",
-               "query_views": sorted(set(layout.query_views.get(name, ())))}
+        name: {
+            "ins": ins, "category": objects.category(name),
+            "role": "query" if name in layout.query_views else "distractor",
+            "query_views": sorted(set(layout.query_views.get(name, ()))),
+        }
         for name, ins in layout.ids.items()
     }
     counts = {
@@ -708,7 +731,8 @@ def _summary(objects: ObjectSource, params: dict, layout: Plan, queries: list, s
         "dropped": sum(len(s["dropped"]) for s in scenes),
         "query_instances": len(layout.query_views), "instances": len(instances),
     }
-    return {"params": params, "counts": counts, "instances": instances, "queries": queries, "scenes": scenes}
+    return {"params": params, "counts": counts, "instances": instances, "queries": queries,
+            "scenes": scenes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,13 +741,15 @@ def _summary(objects: ObjectSource, params: dict, layout: Plan, queries: list, s
 
 def demo_dataset_root(cache: Path, seed: int = 0) -> Path:
     """Root of the built-in demo set under `cache` (generated there on first use, ~2 s)."""
-    objects, backgrounds, spec = skimage_objects(), skimage_backgrounds(), replace(DEMO_SPEC, seed=seed)
+    objects, backgrounds = skimage_objects(), skimage_backgrounds()
+    spec = replace(DEMO_SPEC, seed=seed)
     out = Path(cache).expanduser() / "demo" / config_key(_params(objects, backgrounds, spec))
     return compose(objects, backgrounds, spec, out)
 
 
 @register("demo")
-def load(root: str | Path | None = None, cache: str | Path = "~/.cache/retrieval", seed: int = 0) -> Dataset:
+def load(root: str | Path | None = None, cache: str | Path = "cache/datasets", seed: int = 0,
+         name: str = "demo") -> Dataset:
     """The built-in demo set: 8 objects cut from scikit-image photos, 40 composed scenes.
 
     Generated on first use into `root`, or else into `<cache>/demo/<key>/`; read back with the
@@ -731,8 +757,9 @@ def load(root: str | Path | None = None, cache: str | Path = "~/.cache/retrieval
     if root is None:
         folder = demo_dataset_root(Path(cache), seed)
     else:
-        folder = compose(skimage_objects(), skimage_backgrounds(), replace(DEMO_SPEC, seed=seed), Path(root))
-    return load_dataset("anns", root=folder, name="demo")
+        spec = replace(DEMO_SPEC, seed=seed)
+        folder = compose(skimage_objects(), skimage_backgrounds(), spec, Path(root))
+    return load_dataset("anns", root=folder, name=name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -740,14 +767,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m retrieval.datasets compose",
         description="Paste masked objects into scenes; write a VoxDet-format anns.pt set.",
     )
-    parser.add_argument("--objects", required=True, help='"skimage" (demo objects) or a folder with images/ and masks/')
+    parser.add_argument(
+        "--objects", required=True, help='"skimage" (demo objects) or a folder with images/ and masks/'
+    )
     parser.add_argument("--backgrounds", default="skimage", help='"skimage" or a folder of images')
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--scenes", type=int)
     parser.add_argument("--instances", type=int, help="instances with queries (default: all)")
     parser.add_argument("--queries-per-instance", type=int)
     parser.add_argument("--objects-per-scene", type=int, nargs=2, metavar=("MIN", "MAX"))
-    parser.add_argument("--distractors", type=int, nargs=2, metavar=("MIN", "MAX"), dest="distractors_per_scene")
+    parser.add_argument(
+        "--distractors", type=int, nargs=2, metavar=("MIN", "MAX"), dest="distractors_per_scene"
+    )
     parser.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), dest="scene_size")
     parser.add_argument("--query-size", type=int)
     parser.add_argument("--area", type=float, nargs=2, metavar=("MIN", "MAX"))
@@ -766,7 +797,10 @@ def cli(argv: list[str]) -> int:
     source, background, out = args.pop("objects"), args.pop("backgrounds"), args.pop("out")
     skimage = source == "skimage"
     objects = skimage_objects() if skimage else folder_objects(Path(source))
-    backgrounds = skimage_backgrounds() if background == "skimage" else folder_backgrounds(Path(background))
+    if background == "skimage":
+        backgrounds = skimage_backgrounds()
+    else:
+        backgrounds = folder_backgrounds(Path(background))
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if v is not None}
     spec = replace(DEMO_SPEC if skimage else ComposeSpec(), **given)
     start = time.perf_counter()

@@ -37,15 +37,15 @@ TRANSIENT = (
     ConnectionError,
     TimeoutError,
 )
-"""Errors worth retrying: the network, not the file. HTTP error statuses are not retried."""
+"""Errors worth retrying: the network, not the file. Of HTTP errors only 5xx are retried."""
 
 # Official addresses, from the revisitop repository's python/download.py
 # (filipradenovic/revisitop): face-blurred "-v1" image archives on the Oxford VGG site,
 # ground-truth pickles on the revisitop data site, 1M distractors on ptak.felk.cvut.cz.
-# VoxDet: the Google Drive files linked from the VoxDet README (Jaraxxus-Me/VoxDet); the
-# archive format and the folders inside them could not be checked from here (no network),
-# so they are detected from content and the resulting layout is verified after unpacking.
-# None of the publishers give checksums.
+# VoxDet: the Google Drive files linked from the VoxDet README (Jaraxxus-Me/VoxDet), through
+# Drive's direct-download address. That address, the archive format and the folders inside
+# could not be checked from here (no network): the format is detected from content and the
+# layout verified after unpacking. None of the publishers give checksums.
 BASES = {
     "vgg": "https://www.robots.ox.ac.uk/~vgg/data",
     "revisitop": "http://cmp.felk.cvut.cz/revisitop/data",
@@ -152,18 +152,20 @@ SOURCES: dict[str, Source] = {
         default_root="data/pitts30k",
         layout="images/test/database/@<utm_east>@<utm_north>@...@.jpg   (10,000)\n"
         "images/test/queries/@<utm_east>@<utm_north>@...@.jpg    (6,816)",
-        manual="No public direct download: Pittsburgh 250k/30k is released by the NetVLAD "
-        "authors on request. Lay it out with gmberton/VPR-datasets-downloader "
-        "(download_pitts30k.py / format_pitts30k.py) and copy its datasets/pitts30k/ to <root>.",
+        manual="Run download_pitts30k.py of gmberton/VPR-datasets-downloader (it fetches the "
+        "NetVLAD Pittsburgh files from https://data.ciirc.cvut.cz/public/projects/2015netVLAD/"
+        "Pittsburgh250k/ and renames every image to its UTM name; the data's terms are the "
+        "NetVLAD authors'), then copy its datasets/pitts30k/ to <root>.",
         expect=("images/test/database", "images/test/queries"),
     ),
     "17places": Source(
         description="17places in the VPR-Bench layout",
         default_root="data/17places",
         layout="ref/<int>.jpg\nquery/<int>.jpg\nground_truth_new.npy",
-        manual="Download the VPR-Bench datasets archive linked from the VPR-Bench README "
-        "(github.com/MubarizZaffar/VPR-Bench; a surfdrive share) and copy its 17places/ "
-        "folder to <root>.",
+        manual="Download the VPR-Bench datasets linked from the VPR-Bench README "
+        "(github.com/MubarizZaffar/VPR-Bench), a surfdrive share: "
+        "https://surfdrive.surf.nl/files/index.php/s/sbZRXzYe3l0v67W, and copy its "
+        "17places/ folder to <root>.",
         expect=("ref", "query", "ground_truth_new.npy"),
     ),
     "baidu_mall": Source(
@@ -171,18 +173,20 @@ SOURCES: dict[str, Source] = {
         default_root="data/baidu_mall",
         layout="training_images_undistort/<name>.jpg   training_gt/<name>.camera\n"
         "query_images_undistort/<name>.jpg      query_gt/<name>.camera",
-        manual="Download IDL_dataset_cvpr17_3852.zip (the Dropbox link in AnyLoc's "
-        "custom_datasets/baidu_dataloader.py) and unpack it into <root>; AnyLoc uses "
-        "`jar xf` because some unzip versions reject the archive.",
+        manual="Download IDL_dataset_cvpr17_3852.zip from the link in AnyLoc's "
+        "custom_datasets/baidu_dataloader.py, "
+        "https://www.dropbox.com/s/4mksiwkxb7t4a8a/IDL_dataset_cvpr17_3852.zip, and unpack "
+        "it into <root> (AnyLoc uses `jar xf`, as some unzip versions reject the archive).",
         expect=("training_images_undistort", "training_gt", "query_images_undistort", "query_gt"),
     ),
     "gl3d": Source(
         description="GL3D evaluation set of the MIRorR matchable-image retrieval benchmark",
         default_root="data/gl3d",
         layout="eval_img_list.txt\ngl3d_gt_pairs\n<paths listed in eval_img_list.txt>",
-        manual="Follow the GL3D section of the MIRorR README (github.com/hlzz/mirror): unzip its "
-        "eval_data.zip (896x896 images, about 3.7 GB) into <root>, and copy "
-        "data/gl3d/eval_img_list.txt and data/gl3d/gl3d_gt_pairs from that repository.",
+        manual="Follow the GL3D section of the MIRorR README (github.com/hlzz/mirror): unzip "
+        "its eval_data.zip (896x896 images, about 3.7 GB; https://s3-ap-southeast-1.amazonaws"
+        ".com/awsiostest-deployments-mobilehub-806196172/GL3D/eval_data.zip) into <root>, "
+        "and copy data/gl3d/eval_img_list.txt and data/gl3d/gl3d_gt_pairs from that repository.",
         expect=("eval_img_list.txt", "gl3d_gt_pairs"),
     ),
 }
@@ -214,23 +218,26 @@ class Fetcher:
 
     def fetch(self, url: str, part: Path) -> Path:
         """Complete `part` from `url`, resuming whatever bytes it already holds."""
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 self._fetch_once(url, part)
                 return part
             except TRANSIENT as error:
-                if not _retryable(error) or attempt == self.retries:
-                    raise DownloadError(f"{url}: {error} (after {attempt + 1} tries)") from error
+                attempt += 1
+                if not _retryable(error) or attempt > self.retries:
+                    kept = " (partial file kept: run again to resume)" if part.exists() else ""
+                    raise DownloadError(f"{url}: {error} after {attempt} tries{kept}") from error
                 have = part.stat().st_size if part.exists() else 0
                 self.log(f"  connection lost ({error}); resuming at byte {have}")
-                time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+                time.sleep(self.backoff * 2 ** (attempt - 1))
 
     def _fetch_once(self, url: str, part: Path) -> None:
         offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                              timeout=self.timeout)
         except urllib.error.HTTPError as error:
             if error.code == 416 and offset:
                 part.unlink()  # our partial file is longer than the remote one: start over
@@ -238,10 +245,14 @@ class Fetcher:
             raise
         with response:
             _refuse_web_page(response, url, part)
-            if response.status == 206 and _range_start(response) == offset:
-                mode, expected = "ab", offset + _length(response)
+            length = _length(response)
+            if response.status == 206:
+                if _range_start(response) != offset:
+                    part.unlink()
+                    raise ConnectionResetError("server resumed at another byte; restarting")
+                mode, expected = "ab", offset + length if length >= 0 else -1
             else:
-                mode, expected = "wb", _length(response)
+                mode, expected = "wb", length
             with open(part, mode) as handle:
                 shutil.copyfileobj(response, handle, CHUNK)
         size = part.stat().st_size
@@ -291,7 +302,7 @@ def verify(path: Path, remote: Remote, recorded: dict | None) -> dict:
             if reference.get(key) is not None and reference[key] != found[key]:
                 raise DownloadError(
                     f"{remote.local_name}: {key} mismatch (expected {reference[key]}, got "
-                    f"{found[key]}); the file was deleted, run the command again to re-fetch it"
+                    f"{found[key]}); the file was deleted: run the command again to re-fetch it"
                 )
     return found
 
@@ -300,7 +311,7 @@ def _safe_members(names: Iterator[tuple[str, bool]], archive: Path) -> None:
     """Refuse absolute paths, '..' and links: an archive must not write outside its folder."""
     for name, is_link in names:
         parts = PurePosixPath(name.replace("\\", "/")).parts
-        if is_link or name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        if is_link or name.startswith(("/", "\\")) or ".." in parts:
             raise DownloadError(f"{archive.name}: unsafe member {name!r}; not extracted")
 
 
@@ -340,7 +351,7 @@ def _merge(source: Path, target: Path, flatten: bool) -> int:
 
 
 def extract(archive: Path, target: Path, flatten: bool) -> int:
-    """Unpack into a scratch folder beside `target`, then move the files in; return the count."""
+    """Unpack into a hidden scratch folder in `target`, then move the files in; return the count."""
     target.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=target))
     try:
@@ -383,17 +394,18 @@ def fetch_one(remote: Remote, root: Path, manifest: Manifest, fetcher: Fetcher, 
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     recorded = manifest.files.get(remote.path)
-    if not final.exists():
+    fresh = not final.exists()
+    if fresh:
         fetcher.log(f"fetching {remote.url(mirror)}")
         fetcher.fetch(remote.url(mirror), part)
-        try:
-            found = verify(part, remote, recorded)
-        except DownloadError:
-            part.unlink()
-            raise
+    checked = part if fresh else final
+    try:
+        found = verify(checked, remote, recorded)
+    except DownloadError:
+        checked.unlink()
+        raise
+    if fresh:
         os.replace(part, final)
-    else:
-        found = verify(final, remote, recorded)
     if remote.extract:
         count = extract(final, root / remote.dest, remote.flatten)
         fetcher.log(f"  unpacked {count} files into {root / remote.dest}")

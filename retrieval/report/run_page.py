@@ -9,22 +9,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from retrieval.artifacts import write_text
-from retrieval.report.curves import ap_histogram, mean_pr_curve, outcome_labels
+from retrieval.report.curves import outcome_labels
 from retrieval.report.inputs import RunInputs, load_run, number
-from retrieval.report.svg import histogram_chart, pr_chart
+from retrieval.report.run_html import ASSETS, page_html
 from retrieval.report.thumbnails import Request, make_thumbnails, valid_box
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = "report"
 PAGE_SIZE = 50
-SKIPPED_SHOWN = 500
 
 
 def _instance_request(record: dict[str, Any]) -> Request:
@@ -65,122 +62,13 @@ def _setup_data(run: RunInputs, setup: str) -> dict[str, Any]:
     }
 
 
+def _uri(path: str) -> str:
+    """Link to the original image, opened by a click on its thumbnail."""
+    return Path(path).absolute().as_uri()
+
+
 def _score(value: float) -> float | None:
     return round(float(value), 4) if math.isfinite(value) else None
-
-
-def _percent(value: Any) -> str:
-    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else escape(str(value))
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return escape(json.dumps(value))
-    return escape(str(value))
-
-
-def _summary_table(summary: dict[str, dict[str, Any]]) -> str:
-    """Rows = reported subsets/setups, columns = metrics, values as percentages."""
-    metrics = list(dict.fromkeys(m for values in summary.values() for m in values))
-    head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
-    body = "".join(
-        f"<tr><th>{escape(label)}</th>"
-        + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m in metrics)
-        + "</tr>"
-        for label, values in summary.items()
-    )
-    return f'<table class="metrics"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _facts(title: str, values: dict[str, Any]) -> str:
-    if not values:
-        return ""
-    items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_plain(v)}</dd>" for k, v in values.items())
-    return f'<div class="facts"><h3>{escape(title)}</h3><dl>{items}</dl></div>'
-
-
-def _skipped(skipped: list[list[str]]) -> str:
-    if not skipped:
-        return ""
-    rows = "".join(
-        f"<tr><td>{escape(str(path))}</td><td>{escape(str(reason))}</td></tr>"
-        for path, reason in skipped[:SKIPPED_SHOWN]
-    )
-    more = f"<p>… and {len(skipped) - SKIPPED_SHOWN} more.</p>" if len(skipped) > SKIPPED_SHOWN else ""
-    return (
-        f"<details><summary>{len(skipped)} input(s) skipped while loading</summary>"
-        f'<table class="skipped"><tr><th>path</th><th>reason</th></tr>{rows}</table>{more}</details>'
-    )
-
-
-def _charts(run: RunInputs, setups: dict[str, dict[str, Any]], default: str) -> str:
-    curves = {name: mean_pr_curve(data["labels"], data["npos"]) for name, data in setups.items()}
-    histograms = "".join(
-        f'<figure class="chart-box" data-setup="{escape(name)}"{"" if name == default else " hidden"}>'
-        f"<figcaption>Per-query AP, setup <b>{escape(name)}</b> "
-        f"({sum(ap is not None for ap in data['ap'])} queries with positives)</figcaption>"
-        f"{histogram_chart(ap_histogram(data['ap']))}</figure>"
-        for name, data in setups.items()
-    )
-    return (
-        '<figure class="chart-box"><figcaption>Precision–recall, mean interpolated over queries '
-        f"(from the saved top-{run.ranking.k} ranking, junk removed)</figcaption>"
-        f"{pr_chart(curves)}</figure>{histograms}"
-    )
-
-
-def _html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, top_k: int) -> str:
-    metrics, dataset = run.metrics, run.dataset
-    name = metrics.get("dataset") or dataset.get("name", "")
-    model = metrics.get("model", "")
-    facts = {
-        "query mode": metrics.get("query_mode", ""),
-        "index": metrics.get("index", ""),
-        "queries": len(dataset["queries"]),
-        "gallery": len(dataset["gallery"]),
-        "ranking depth": run.ranking.k,
-    }
-    subtitle = " · ".join(f"{k} <b>{escape(str(v))}</b>" for k, v in facts.items() if v != "")
-    provenance = escape(json.dumps(run.ranking.provenance, indent=2))
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(name)} · {escape(model)} — retrieval report</title>
-<link rel="stylesheet" href="{ASSETS}/style.css">
-</head>
-<body>
-<header class="page-head">
-  <h1>{escape(name)} <span class="model">{escape(model)}</span></h1>
-  <p class="subtitle">{subtitle}</p>
-</header>
-<main>
-<section class="card" id="summary">
-  <h2>Metrics <small>(%)</small></h2>
-  {_summary_table(metrics.get("summary", {}))}
-  <div class="facts-row">{_facts("Counts", metrics.get("counts", {}))}{_facts("Timings", metrics.get("timings", {}))}</div>
-  {_skipped(metrics.get("skipped", []))}
-  <details><summary>Provenance of the ranking</summary><pre>{provenance}</pre></details>
-</section>
-<section class="card" id="charts">
-  <h2>Curves</h2>
-  <div class="charts">{_charts(run, setups, default)}</div>
-</section>
-<section class="card" id="queries">
-  <h2>Queries <small>top {top_k} results each</small></h2>
-  <div class="toolbar" id="toolbar"></div>
-  <div id="query-list"><noscript>Turn on JavaScript to browse the queries.</noscript></div>
-  <nav class="pager" id="pager-bottom"></nav>
-</section>
-</main>
-<script src="{ASSETS}/data.js"></script>
-<script src="{ASSETS}/run.js"></script>
-</body>
-</html>
-"""
 
 
 def build_run_report(run_dir: Path, top_k: int = 10, setup: str | None = None) -> Path:
@@ -208,19 +96,19 @@ def build_run_report(run_dir: Path, top_k: int = 10, setup: str | None = None) -
         name = thumbs.get(request)
         return f"{ASSETS}/thumbs/{name}" if name else None
 
-    gallery_ids, scores = run.ranking.gallery_ids, run.ranking.scores
+    scores, gallery = run.ranking.scores, run.dataset["gallery"]
     queries = [
         {
             "id": str(run.ranking.query_ids[q]),
             "group": record.get("group", ""),
             "thumb": src(query_requests[q]),
-            "results": [
-                [str(gallery_ids[g]), _score(scores[q, r]), src(request)]
-                for r, (g, request) in enumerate(results[q])
-            ],
+            "uri": _uri(record["path"]),
+            "results": [[g, _score(scores[q, r]), src(request)] for r, (g, request) in enumerate(results[q])],
         }
         for q, record in enumerate(run.dataset["queries"])
     ]
+    shown = sorted({g for rows in results for g, _ in rows})
+    gallery_info = {g: [str(run.ranking.gallery_ids[g]), _uri(gallery[g]["path"])] for g in shown}
     setups = {name: _setup_data(run, name) for name in run.setups}
     data = {
         "topK": top_k,
@@ -228,9 +116,10 @@ def build_run_report(run_dir: Path, top_k: int = 10, setup: str | None = None) -
         "defaultSetup": default,
         "defaultSort": "ap",
         "queries": queries,
+        "gallery": gallery_info,
         "setups": {name: {**d, "labels": [l[:top_k] for l in d["labels"]]} for name, d in setups.items()},
     }
     write_text(assets / "data.js", "window.REPORT_DATA = " + json.dumps(data, separators=(",", ":"), allow_nan=False) + ";\n")
     for asset in ("style.css", "run.js"):
         shutil.copyfile(STATIC / asset, assets / asset)
-    return write_text(run_dir / "report.html", _html(run, setups, default, top_k))
+    return write_text(run_dir / "report.html", page_html(run, setups, default, top_k))

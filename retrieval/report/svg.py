@@ -62,11 +62,21 @@ def pr_chart(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     return _svg(parts, "mean precision-recall curve")
 
 
+def _nice_step(top: int, ticks: int = 5) -> int:
+    """Smallest of 1, 2, 5, 10, 20, 50 ... that covers `top` in about `ticks` steps."""
+    magnitude = 1
+    while True:
+        for step in (magnitude, 2 * magnitude, 5 * magnitude):
+            if step * ticks >= top:
+                return step
+        magnitude *= 10
+
+
 def histogram_chart(counts: np.ndarray) -> str:
     """Bars of query counts per AP bin over [0, 1], each labelled with its count."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = max(int(counts.max()) if len(counts) else 0, 1)
-    step = max(1, -(-top // 5))
+    step = _nice_step(top)
     y_max = step * -(-top // step)
     y_ticks = [(v / y_max, str(v)) for v in range(0, y_max + 1, step)]
     x_ticks = [(f, f"{f:.1f}") for f in np.linspace(0, 1, 6)]

@@ -95,20 +95,21 @@ def _draw_box(thumb: Image.Image, box: tuple[float, float, float, float], scale:
     draw.rectangle(rect, outline=OVERLAY, width=2)
 
 
-def _render_image(path: str, requests: list[Request], folder: Path) -> dict[Request, str | None]:
-    """Decode `path` once and write every requested overlay of it; None where it failed."""
+def _render_image(path: str, requests: list[tuple[Request, str]], folder: Path) -> dict[Request, str | None]:
+    """Decode `path` once and write every requested overlay of it, under the given file names."""
     try:
         with Image.open(path) as image:
             original = image.size
-            image.draft("RGB", (SIZE, SIZE))
+            fit = SIZE / max(original)
+            image.draft("RGB", (round(original[0] * fit), round(original[1] * fit)))  # JPEG: decode small
             base = image.convert("RGB")
         base.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         log.warning("no thumbnail for %s: %s", path, error)
-        return {request: None for request in requests}
+        return {request: None for request, _ in requests}
     scale = (base.width / original[0], base.height / original[1])
     done: dict[Request, str | None] = {}
-    for request in requests:
+    for request, name in requests:
         thumb = base.copy()
         try:
             if request.mask:
@@ -117,7 +118,6 @@ def _render_image(path: str, requests: list[Request], folder: Path) -> dict[Requ
                 _draw_box(thumb, request.box, scale)
         except (ValueError, KeyError, TypeError) as error:
             log.warning("overlay not drawn on %s: %s", path, error)
-        name = request.name()
         tmp = folder / f".{name}.tmp"
         thumb.save(tmp, "JPEG", quality=QUALITY, optimize=True)
         os.replace(tmp, folder / name)
@@ -134,12 +134,12 @@ def make_thumbnails(requests: set[Request], folder: Path, workers: int = 4) -> d
     folder.mkdir(parents=True, exist_ok=True)
     names = {request: request.name() for request in requests}
     result: dict[Request, str | None] = {}
-    todo: dict[str, list[Request]] = defaultdict(list)
+    todo: dict[str, list[tuple[Request, str]]] = defaultdict(list)
     for request, name in names.items():
         if (folder / name).exists():
             result[request] = name
         else:
-            todo[request.path].append(request)
+            todo[request.path].append((request, name))
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
         for done in pool.map(lambda item: _render_image(item[0], item[1], folder), todo.items()):
             result.update(done)

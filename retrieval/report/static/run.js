@@ -66,9 +66,13 @@
     return sign * (x - y);
   }
 
-  function thumb(src, cls, alt, title) {
+  // A framed thumbnail that opens the original image on click.
+  function thumb(src, uri, cls, alt, title) {
     var fig = el("figure", "thumb " + cls);
     fig.title = title;
+    var link = el("a");
+    link.href = uri;
+    link.target = "_blank";
     if (src) {
       var img = el("img");
       img.loading = "lazy";
@@ -76,10 +80,11 @@
       img.alt = alt;
       img.src = src;
       img.onerror = function () { fig.classList.add("broken"); };
-      fig.appendChild(img);
+      link.appendChild(img);
     } else {
-      fig.appendChild(el("div", "missing", "image unreadable"));
+      link.appendChild(el("div", "missing", "image unreadable"));
     }
+    fig.appendChild(link);
     return fig;
   }
 
@@ -103,15 +108,16 @@
     article.appendChild(head);
 
     var strip = el("div", "strip");
-    var q = thumb(query.thumb, "query-thumb", "query " + query.id, query.id);
+    var q = thumb(query.thumb, query.uri, "query-thumb", "query " + query.id, query.id);
     q.appendChild(el("figcaption", "", "query"));
     strip.appendChild(q);
     var results = el("div", "results");
     query.results.forEach(function (result, r) {
       var outcome = labels.charAt(r);
+      var image = D.gallery[result[0]];
       var score = result[1] === null ? "" : result[1].toFixed(3);
-      var fig = thumb(result[2], outcome, result[0],
-        "#" + (r + 1) + " " + result[0] + "\n" + OUTCOME[outcome] + ", score " + score);
+      var fig = thumb(result[2], image[1], outcome, image[0],
+        "#" + (r + 1) + " " + image[0] + "\n" + OUTCOME[outcome] + ", score " + score + "\nclick: open the original");
       fig.appendChild(el("span", "badge", String(r + 1)));
       fig.appendChild(el("figcaption", "", score));
       results.appendChild(fig);
@@ -218,6 +224,7 @@
   }
 
   readHash();
+  list.style.setProperty("--k", D.topK);
   toolbar();
   render();
 })();
