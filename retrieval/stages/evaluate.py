@@ -112,6 +112,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "index": index_name,
         "protocol": dataset.protocol,
         "protocol_options": options,
+        "dataset_notes": dataset.extra,
         "summary": {k: {m: _finite(v) for m, v in d.items()} for k, d in result.summary.items()},
         "counts": {
             **result.counts,
