@@ -10,8 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as error:  # the two builds are extras; the message says which to pick
+    raise ImportError(
+        "FAISS is missing: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)"
+    ) from error
 
 log = logging.getLogger(__name__)
 
