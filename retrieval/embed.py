@@ -90,7 +90,7 @@ class ImageSet(torch.utils.data.Dataset):
             if self.query_mode is not None:
                 instance = record.instances[0] if record.instances else None
                 image = self.query_mode(image, instance, **self.mode_options)
-            pixels = torch.from_numpy(np.ascontiguousarray(resize(image, self.preprocess)))
+            pixels = torch.from_numpy(np.array(resize(image, self.preprocess)))  # writable copy
             return index, pixels.permute(2, 0, 1), ""
         except (ImageError, QueryError) as error:
             return index, torch.zeros(3, size, size, dtype=torch.uint8), str(error)

@@ -102,8 +102,11 @@ def check_alignment(ranking: Ranking, dataset: Dataset) -> None:
 
 
 def _labelled(per_query: pd.DataFrame, dataset: Dataset) -> dict[str, pd.DataFrame]:
-    """Label -> rows it summarises: each setup, then each query group within it."""
+    """Label -> rows it summarises: each setup, then each query group within it (when there
+    are several groups; one group would only repeat the setup's row)."""
     groups = dataset.query_groups()
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(dataset.queries):
+        groups = {}
     subsets = {}
     for setup in dataset.truth:
         rows = per_query[per_query["setup"] == setup]
