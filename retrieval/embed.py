@@ -24,7 +24,7 @@ from retrieval.artifacts import atomic_path
 from retrieval.device import autocast
 from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder, Preprocess
-from retrieval.queries import QueryError, QueryMode
+from retrieval.queries import QueryError, QueryFn
 from retrieval.records import Record
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ImageSet(torch.utils.data.Dataset):
         self,
         records: Sequence[Record],
         preprocess: Preprocess,
-        query_mode: QueryMode | None = None,
+        query_mode: QueryFn | None = None,
         mode_options: dict[str, Any] | None = None,
     ):
         self.records = records
@@ -111,7 +111,7 @@ def extract(
     model: Embedder,
     folder: Path,
     *,
-    query_mode: QueryMode | None = None,
+    query_mode: QueryFn | None = None,
     mode_options: dict[str, Any] | None = None,
     device: torch.device = torch.device("cpu"),
     precision: str = "auto",

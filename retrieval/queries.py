@@ -6,13 +6,14 @@ outside the image) raises `QueryError`, which extraction counts and skips.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from retrieval.records import Box, Instance
+from retrieval.registry import Registry
 
 
 class QueryError(Exception):
@@ -20,37 +21,12 @@ class QueryError(Exception):
 
 
 QueryFn = Callable[..., np.ndarray]
+"""(image HxWx3 uint8, the query's instance or None, **options) -> the pixels to embed."""
 
-
-@dataclass(frozen=True)
-class QueryMode:
-    name: str
-    fn: QueryFn
-    description: str
-
-    def __call__(self, image: np.ndarray, instance: Instance | None, **options: Any) -> np.ndarray:
-        return self.fn(image, instance, **options)
-
-
-_MODES: dict[str, QueryMode] = {}
-
-
-def register(name: str) -> Callable[[QueryFn], QueryFn]:
-    def decorate(fn: QueryFn) -> QueryFn:
-        _MODES[name] = QueryMode(name, fn, (fn.__doc__ or "").strip().splitlines()[0])
-        return fn
-
-    return decorate
-
-
-def get_query_mode(name: str) -> QueryMode:
-    if name not in _MODES:
-        raise ValueError(f"Unknown query mode {name!r}. Valid modes: {', '.join(sorted(_MODES))}.")
-    return _MODES[name]
-
-
-def available() -> dict[str, str]:
-    return {name: mode.description for name, mode in sorted(_MODES.items())}
+MODES: Registry[QueryFn] = Registry("query mode", __name__)
+register = MODES.register
+available = MODES.available
+get_query_mode = MODES.get
 
 
 def _pixel_box(box: Box, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
@@ -139,8 +115,9 @@ def square_crop(image: np.ndarray, instance: Instance | None, **_: Any) -> np.nd
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = int(cx - side / 2), int(cy - side / 2)
-    right, bottom = int(cx + side / 2), int(cy + side / 2)
+    # floor, not int(): truncation toward zero would shrink the square where it leaves the image
+    left, top = math.floor(cx - side / 2), math.floor(cy - side / 2)
+    right, bottom = math.floor(cx + side / 2), math.floor(cy + side / 2)
     height, width = image.shape[:2]
     canvas = np.zeros((bottom - top, right - left, 3), dtype=image.dtype)
     sx1, sy1, sx2, sy2 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)

@@ -7,7 +7,6 @@ within each, every query group, so results are reported per subset as well as ov
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 from retrieval.metrics import count_queries, summarise
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
+from retrieval.registry import Registry
 
 ID_COLUMNS = ("setup", "query", "query_id", "group", "npos")
 """Leading columns of every per-query table; the metric columns follow."""
@@ -37,39 +37,10 @@ Protocol = Callable[..., ProtocolResult]
 QueryScorer = Callable[[np.ndarray, Sequence[QueryTruth]], pd.DataFrame]
 """(indices (n_query, k), truths) -> per-query frame with `npos` and metric columns."""
 
-_PROTOCOLS: dict[str, Protocol] = {}
-_MODULES = ("instance", "revisitop", "vpr", "gl3d")
-
-
-def register(name: str) -> Callable[[Protocol], Protocol]:
-    def decorate(protocol: Protocol) -> Protocol:
-        _PROTOCOLS[name] = protocol
-        return protocol
-
-    return decorate
-
-
-def _import_protocols() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-
-
-def available() -> dict[str, str]:
-    """Protocol name -> one-line description."""
-    _import_protocols()
-    return {
-        name: (protocol.__doc__ or "").strip().splitlines()[0] if protocol.__doc__ else ""
-        for name, protocol in sorted(_PROTOCOLS.items())
-    }
-
-
-def get_protocol(name: str) -> Protocol:
-    """The protocol registered as `name`; an unknown name lists the valid ones."""
-    _import_protocols()
-    if name not in _PROTOCOLS:
-        valid = ", ".join(sorted(_PROTOCOLS))
-        raise ValueError(f"Unknown protocol {name!r}. Valid protocols: {valid}.")
-    return _PROTOCOLS[name]
+PROTOCOLS: Registry[Protocol] = Registry("protocol", __name__, ("instance", "revisitop", "vpr", "gl3d"))
+register = PROTOCOLS.register
+available = PROTOCOLS.available
+get_protocol = PROTOCOLS.get
 
 
 def score(ranking: Ranking, dataset: Dataset, **options: Any) -> ProtocolResult:

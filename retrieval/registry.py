@@ -1,0 +1,51 @@
+"""Name-keyed plug-in registries (datasets, models, protocols, query modes).
+
+Entries register themselves with a decorator where they are defined; the registry imports
+its plug-in modules on first use, and describes each entry by its docstring's first line,
+so error messages and `list` commands always show what really exists.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T", bound=Callable)
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, package: str, modules: Iterable[str] = ()):
+        self.kind = kind
+        self._package = package
+        self._modules = tuple(modules)
+        self._entries: dict[str, T] = {}
+        self._imported = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorate(entry: T) -> T:
+            self._entries[name] = entry
+            return entry
+
+        return decorate
+
+    def _import_plugins(self) -> None:
+        if not self._imported:
+            self._imported = True
+            for module in self._modules:
+                importlib.import_module(f"{self._package}.{module}")
+
+    def get(self, name: str) -> T:
+        """The entry registered as `name`; an unknown name gets an error listing valid ones."""
+        self._import_plugins()
+        if name not in self._entries:
+            raise ValueError(f"Unknown {self.kind} {name!r}. Valid: {', '.join(sorted(self._entries))}.")
+        return self._entries[name]
+
+    def available(self) -> dict[str, str]:
+        """Name -> one-line description."""
+        self._import_plugins()
+        return {name: describe(entry) for name, entry in sorted(self._entries.items())}
+
+
+def describe(entry: Callable) -> str:
+    return (entry.__doc__ or "").strip().split("\n")[0]
