@@ -40,6 +40,7 @@ from scipy import ndimage
 from retrieval.artifacts import config_key, read_json, write_json
 from retrieval.datasets import load_dataset, register
 from retrieval.records import Dataset
+from retrieval.masks import tight_box
 
 GENERATOR_VERSION = 1
 """Bump when the same parameters would produce different files, so old sets are rebuilt."""
@@ -437,7 +438,7 @@ def _render(cut: Cutout, scale: float, angle: float, jitter: np.ndarray) -> Patc
     if not mask.any():
         return Patch(rgb[:0, :0], mask[:0, :0], angle, scale)
     x1, y1, x2, y2 = tight_box(mask)
-    return Patch(rgb[y1 : y2 + 1, x1 : x2 + 1], mask[y1 : y2 + 1, x1 : x2 + 1], angle, scale)
+    return Patch(rgb[y1:y2, x1:x2], mask[y1:y2, x1:x2], angle, scale)
 
 
 def _fit(cut: Cutout, angle: float, jitter: np.ndarray, area: tuple[float, float],
@@ -504,8 +505,8 @@ def _position(patch: Patch, placed: list[_Placed], spec: ComposeSpec,
     for _ in range(attempts):
         if placed and rng.random() < spec.overlap:
             x1, y1, x2, y2 = tight_box(placed[rng.integers(len(placed))].visible)
-            x = int(np.clip(rng.integers(x1, x2 + 1) - pw // 2, 0, width - pw))
-            y = int(np.clip(rng.integers(y1, y2 + 1) - ph // 2, 0, height - ph))
+            x = int(np.clip(rng.integers(x1, x2) - pw // 2, 0, width - pw))
+            y = int(np.clip(rng.integers(y1, y2) - ph // 2, 0, height - ph))
         else:
             x, y = int(rng.integers(width - pw + 1)), int(rng.integers(height - ph + 1))
         if all(_hidden(p, patch, x, y) <= spec.max_occlusion for p in placed):
@@ -600,10 +601,10 @@ def coco_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"counts": _runs(mask.ravel(order="F")), "size": list(mask.shape)}
 
 
-def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x1, y1, x2, y2) of the set pixels, inclusive."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+def inclusive_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The builder's query box: the tight box with the last pixel included."""
+    x1, y1, x2, y2 = tight_box(mask)
+    return x1, y1, x2 - 1, y2 - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,7 +636,7 @@ def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: C
             image, mask, info = _query(objects, backgrounds, instance, view, spec, rng)
             key = f"queries/{instance}/{n:03d}.png"
             _save(image, tmp / key)
-            anns[key] = {"bbox": tight_box(mask), "mask": builder_rle(mask), "ins": ins,
+            anns[key] = {"bbox": inclusive_box(mask), "mask": builder_rle(mask), "ins": ins,
                          "set": spec.set_name, "is_query": True}
             records.append({"file": key, "instance": instance, "ins": ins, "view": view, **info})
     return records
@@ -646,7 +647,7 @@ def _object_record(item: _Placed, ins: int, area: int) -> dict[str, Any]:
     full, visible = int(item.patch.mask.sum()), int(item.visible.sum())
     return {
         "instance": item.paste.instance, "ins": ins, "view": item.paste.view,
-        "role": item.paste.role, "box": [x1, y1, x2 + 1, y2 + 1], "position": list(item.origin),
+        "role": item.paste.role, "box": [x1, y1, x2, y2], "position": list(item.origin),
         "area_fraction": round(full / area, 6), "visible_fraction": round(visible / area, 6),
         "occluded_fraction": round(1 - visible / full, 6), "angle": round(item.patch.angle, 3),
         "scale": round(item.patch.scale, 5), "lighting": item.light,
