@@ -225,9 +225,9 @@ def _leaderboard_csv(root: Path, run: Path) -> Path:
     path = root / "results" / "leaderboard.csv"
     path.parent.mkdir()
     rows = [
-        ["2024-05-01", "toy", "a", "box", "Flat", "0123456789ab", 3, 8, 120.5, "../run", 0.45, 0.1],
-        ["2024-05-02", "toy", "b", "mask", "Flat", "fedcba987654", 3, 8, 80.0, str(run), 0.65, 0.3],
-        ["2024-05-03", "other", "c", "full", "HNSW", "aaaaaaaaaaaa", 5, 50, 300.0, "../nowhere", 0.15, ""],
+        ["2024-05-01", "toy", "a", "box", "Flat", "0123456789ab", 3, 8, 120.5, "../run", 45.0, 10.0],
+        ["2024-05-02", "toy", "b", "mask", "Flat", "fedcba987654", 3, 8, 80.0, str(run), 65.0, 30.0],
+        ["2024-05-03", "other", "c", "full", "HNSW", "aaaaaaaaaaaa", 5, 50, 300.0, "../nowhere", 15.0, ""],
     ]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -40,8 +40,13 @@ def open_clip_tower(
     if pretrained and not checkpoint and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         valid = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
         raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.")
+    # Weights trained with QuickGELU (every OpenAI tag) must run with it, also from a checkpoint
+    # file; open_clip only warns on the mismatch and computes wrong features.
+    quick_gelu = bool((open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}).get("quick_gelu"))
     try:
-        model = open_clip.create_model(arch, pretrained=checkpoint or pretrained, device="cpu")
+        model = open_clip.create_model(
+            arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=quick_gelu
+        )
     except Exception as error:  # hub download failures surface as many exception types
         if checkpoint or not pretrained:
             raise

@@ -43,13 +43,13 @@ def _report_link(run_dir: str, csv_dir: Path, out_dir: Path) -> str:
 
 
 def _cell(column: str, text: str, style: str) -> str:
-    """One table cell; `style` is "text", "percent", "int" or "float" for the whole column."""
+    """One table cell; `style` is "text", "metric", "int" or "float" for the whole column."""
     if column == "commit":
         return f'<td class="text" data-v="{escape(text)}" title="{escape(text)}"><code>{escape(text[:8])}</code></td>'
     value = number(text) if style != "text" else None
     if value is None:
         return f'<td class="{"text" if style == "text" else ""}" data-v="{escape(text)}">{escape(text)}</td>'
-    shown = {"percent": f"{100 * value:.2f}", "int": f"{value:,.0f}"}.get(style, f"{value:,.1f}")
+    shown = {"metric": f"{value:.2f}", "int": f"{value:,.0f}"}.get(style, f"{value:,.1f}")
     return f'<td data-v="{value!r}">{shown}</td>'
 
 
@@ -66,14 +66,13 @@ def build_leaderboard_page(csv_path: Path, out: Path | None = None) -> Path:
 
     numeric = {c for c in shown if c not in {"date", "commit"} and cells_numeric(c)}
     metrics = {c for c in numeric if c not in NOT_METRICS}
-    percent = {c for c in metrics if all(0 <= (number(r[c]) or 0) <= 1 for r in rows)}
-    integer = {c for c in numeric if all((number(r[c]) or 0).is_integer() for r in rows)}
-    style = {c: "percent" if c in percent else "int" if c in integer else "float" if c in numeric else "text"
+    integer = {c for c in numeric - metrics if all((number(r[c]) or 0.0).is_integer() for r in rows)}
+    style = {c: "metric" if c in metrics else "int" if c in integer else "float" if c in numeric else "text"
              for c in shown}
 
     head = "".join(
         f'<th data-type="{"num" if c in numeric else "text"}"{" data-metric" if c in metrics else ""}>'
-        f"<button>{escape(c)}{' %' if c in percent else ''}</button></th>"
+        f"<button>{escape(c)}{' %' if c in metrics else ''}</button></th>"
         for c in shown + ["run_dir"]
     )
     body = "".join(
