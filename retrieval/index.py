@@ -108,8 +108,17 @@ def search(
     all_indices = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(queries), block_size):
         block = queries[start : start + block_size]
-        scores, indices = index.search(block, probe)
-        scores, indices = sort_ties(scores, indices)
-        all_scores[start : start + len(block)] = scores[:, :k]
-        all_indices[start : start + len(block)] = indices[:, :k]
+        scores, indices = _top_k(index, block, k, probe)
+        all_scores[start : start + len(block)] = scores
+        all_indices[start : start + len(block)] = indices
     return all_scores, all_indices
+
+
+def _top_k(index: faiss.Index, block: np.ndarray, k: int, probe: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` of one block in tie order. Rows whose k-th score is still tied at the last probed
+    place are asked again with twice the probe: the index keeps an arbitrary part of a tie."""
+    scores, indices = sort_ties(*index.search(block, probe))
+    open_tie = (indices[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+    if probe < index.ntotal and open_tie.any():
+        scores[open_tie, :k], indices[open_tie, :k] = _top_k(index, block[open_tie], k, min(index.ntotal, 2 * probe))
+    return scores[:, :k], indices[:, :k]

@@ -16,7 +16,8 @@ from retrieval.masks import encode
 from retrieval.protocols import score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Record
-from retrieval.stages import search
+from retrieval.regions.localise import add_localisation
+from retrieval.stages import regions, search
 from retrieval.stages.common import dataset_from_config, plain
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,11 @@ def _percent_row(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
 def print_summary(summary: dict[str, dict[str, float]]) -> str:
     metrics = [m for m in next(iter(summary.values())) if not m.startswith("n_")]
     width = max(len(label) for label in summary) + 2
-    lines = [" " * width + "".join(f"{m:>10s}" for m in metrics)]
+    columns = {m: max(10, len(m) + 1) for m in metrics}  # long names (box_mAP@50:95) stay apart
+    lines = [" " * width + "".join(f"{m:>{columns[m]}s}" for m in metrics)]
     for label, values in summary.items():
         cells = "".join(
-            f"{100 * values[m]:10.2f}" if values.get(m) is not None and math.isfinite(values[m]) else f"{'-':>10s}"
+            f"{100 * values[m]:{columns[m]}.2f}" if values.get(m) is not None and math.isfinite(values[m]) else f"{'-':>{columns[m]}s}"
             for m in metrics
         )
         lines.append(f"{label:<{width}s}{cells}")
@@ -94,7 +96,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     ranking_path = Path(plain(cfg["eval"]).get("ranking") or search.main(cfg))
     ranking = Ranking.load(ranking_path)
     options = plain(cfg["dataset"]).get("protocol_options") or {}
-    result = score(ranking, dataset, **options)
+    result = add_localisation(score(ranking, dataset, **options), ranking, dataset)  # box/mask metrics if it localises
     search_meta = artifacts.read_meta(ranking_path.parent) if artifacts.is_complete(ranking_path.parent) else {}
     speed = (search_meta.get("extraction_images_per_s") or {}).get("gallery")
     skipped = {
@@ -105,11 +107,13 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     model_name = plain(cfg["model"])["name"]
     query_mode = plain(cfg["query"])["name"]
     index_name = plain(cfg["index"])["name"]
+    regions_name = regions.region_config(cfg)["name"]
     metrics = {
         "dataset": dataset.name,
         "model": model_name,
         "query_mode": query_mode,
         "index": index_name,
+        "regions": regions_name,
         "protocol": dataset.protocol,
         "protocol_options": options,
         "dataset_notes": dataset.extra,
@@ -134,6 +138,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "model": model_name,
         "query_mode": query_mode,
         "index": index_name,
+        "regions": regions_name,
         "n_queries": len(dataset.queries),
         "n_gallery": len(dataset.gallery),
         "images_per_s": speed or "",
@@ -145,8 +150,8 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     report = _report(cfg, out, leaderboard)
     n_skipped = sum(len(v) for v in skipped.values())
     log.info(
-        "%s | %s | query=%s | index=%s (%% below)\n%s",
-        dataset.name, model_name, query_mode, index_name, print_summary(result.summary),
+        "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
+        dataset.name, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
     if n_skipped:
         log.warning("%d inputs were skipped (loading %d, queries %d, gallery %d); see %s", n_skipped,

@@ -73,6 +73,10 @@ def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def main(cfg: Mapping[str, Any]) -> Path:
     """Path of the ranking for this config, searching if it does not exist yet."""
+    from retrieval.stages import regions
+
+    if regions.enabled(cfg):
+        return regions.main(cfg)
     folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "rankings", settings(cfg))
     path = folder / RANKING
     if artifacts.is_complete(folder):

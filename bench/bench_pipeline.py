@@ -1,0 +1,158 @@
+"""Where the time goes, measured in one run: decoding overhead of extraction, search overhead, memory.
+
+    python bench/bench_pipeline.py                          # ETH-80, 512 images, 100k x 1280 gallery
+    python bench/bench_pipeline.py --root ~/photos --limit 2000 --gallery 1000000 --device cuda
+
+Extraction: `retrieval.embed.extract` (DataLoader workers decode and resize, the model embeds)
+against the same model's forward pass on the same images decoded beforehand; their ratio is the
+loading overhead. Search: `retrieval.index.search` against a bare faiss `IndexFlatIP.search` on
+the same synthetic vectors; the ratio is the cost of tie ordering and blocking. Numbers from a
+machine that is busy with other work are not comparable: the header prints the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from retrieval.datasets import load_dataset  # noqa: E402
+from retrieval.device import autocast, resolve_device  # noqa: E402
+from retrieval.embed import ImageSet, extract  # noqa: E402
+from retrieval.index import build_index, search  # noqa: E402
+from retrieval.models import Embedder, create_model  # noqa: E402
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "eth80",
+                        help="a folder dataset: <root>/images/<instance>/*.png|jpg")
+    parser.add_argument("--limit", type=int, default=512, help="images to embed")
+    parser.add_argument("--family", default="effnet_lite", help="model family (retrieval.models)")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the pipeline run")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--gallery", type=int, default=100_000, help="synthetic gallery vectors")
+    parser.add_argument("--queries", type=int, default=1_000, help="synthetic query vectors")
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and faiss threads (default: theirs); 1 on a machine shared with other jobs")
+    return parser.parse_args()
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_only(model: Embedder, pixels: torch.Tensor, args: argparse.Namespace, device: torch.device) -> float:
+    """Seconds to embed already decoded uint8 images, doing on the device what extract does."""
+    mean = torch.tensor(model.preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.preprocess.std, device=device).view(1, 3, 1, 1)
+    synchronise(device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(pixels), args.batch_size):
+            batch = pixels[start : start + args.batch_size].to(device, non_blocking=True)
+            with autocast(device, args.precision):
+                vectors = model((batch.float().div_(255) - mean) / std)
+            torch.nn.functional.normalize(vectors.float(), dim=1).cpu()
+    synchronise(device)
+    return time.perf_counter() - started
+
+
+def bench_extraction(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int, float]]:
+    dataset = load_dataset("folder", root=args.root)
+    records = dataset.gallery[: args.limit]
+    model = create_model(args.family, input_size=args.input_size).to(device).eval()
+    decoded = ImageSet(records, model.preprocess)
+    warm = torch.stack([decoded[i][1] for i in range(min(args.batch_size, len(records)))])
+    forward_only(model, warm, args, device)  # first-call kernel selection is not loading overhead
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        extract(records, model, Path(folder), device=device, precision=args.precision,
+                batch_size=args.batch_size, workers=args.workers, desc="pipeline")
+        pipeline = time.perf_counter() - started
+    pixels = torch.stack([decoded[i][1] for i in range(len(records))])
+    if device.type == "cuda":
+        pixels = pixels.pin_memory()
+    forward = forward_only(model, pixels, args, device)
+    return [
+        (f"extract: pipeline (workers={args.workers})", len(records), pipeline),
+        ("extract: forward only, pre-decoded", len(records), forward),
+    ]
+
+
+def bench_search(args: argparse.Namespace) -> list[tuple[str, int, float]]:
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((args.gallery, args.dim), dtype=np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = build_index(gallery)
+    raw = faiss.IndexFlatIP(args.dim)
+    raw.add(gallery)
+    raw.search(queries[:10], args.k)  # warm-up
+
+    started = time.perf_counter()
+    ours = search(index, queries, args.k, block_size=args.block_size)
+    ours_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _, bare = raw.search(queries, args.k)
+    raw_seconds = time.perf_counter() - started
+    agree = float(np.mean(ours[1] == bare))
+    return [
+        (f"search: retrieval.index.search (k={args.k})", args.queries, ours_seconds),
+        (f"search: faiss IndexFlatIP.search (same top-k: {agree:.1%})", args.queries, raw_seconds),
+    ]
+
+
+def table(rows: list[tuple[str, int, float]]) -> str:
+    width = max(len(name) for name, _, _ in rows) + 2
+    lines = [f"{'':{width}s}{'items':>8s}{'seconds':>10s}{'items/s':>10s}"]
+    lines += [f"{name:{width}s}{n:8d}{s:10.2f}{n / s:10.1f}" for name, n, s in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}, "
+          f"cores {os.cpu_count()}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"gallery {args.gallery} x {args.dim}, {args.queries} queries; images from {args.root}, "
+          f"{args.family} at {args.input_size} px, batch {args.batch_size}\n")
+    extraction = bench_extraction(args, device)
+    searching = bench_search(args)
+    print(table(extraction + searching))
+    (_, n, pipeline), (_, _, forward) = extraction
+    (_, _, ours), (_, _, raw) = searching
+    print(f"\nloading overhead: pipeline takes {pipeline / forward:.2f}x the forward pass alone")
+    print(f"search overhead:  retrieval.index.search takes {ours / raw:.2f}x bare faiss")
+    to_mib = 1 / 1024  # ru_maxrss is in KiB on Linux
+    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib
+    print(f"peak memory: this process {self_peak:.0f} MiB, largest DataLoader worker {child_peak:.0f} MiB")
+    if device.type == "cuda":
+        print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Region-level retrieval: describe each gallery image by many regions, not one vector.
+
+Small objects vanish in a whole-image descriptor; a region that frames the object keeps it.
+
+    proposals.py  the proposer registry and the `Regions` every proposer returns
+    grid.py       multi-scale overlapping windows
+    segments.py   class-agnostic segments (Felzenszwalb superpixels, grouped hierarchically)
+    learned.py    learned proposers that need local weights (Segment Anything)
+    pooling.py    region vectors: ROI pooling of one backbone pass, or one pass per crop
+    embed.py      batched, resumable region extraction into shards (vectors, image, box, mask)
+    search.py     region search aggregated per image (max), exact blockwise or via FAISS
+    localise.py   IoU of returned boxes / masks and the localisation metrics of evaluate
+"""

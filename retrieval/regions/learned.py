@@ -1,0 +1,65 @@
+"""Learned proposers: models whose weights the user has on disk (nothing is downloaded).
+
+Segment Anything is the one wired in; an open-vocabulary detector would be another entry
+of the same shape (image -> boxes and masks). These run in the main process, on CUDA when
+torch sees it (DataLoader workers cannot share a CUDA context): see `needs_main_process`.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.device import resolve_device
+from retrieval.regions.proposals import Regions, register
+
+
+def needs_main_process(proposer: object) -> bool:
+    """Whether a proposer holds a model that must run in the main process."""
+    return bool(getattr(proposer, "main_process", False))
+
+
+@functools.lru_cache(maxsize=2)
+def _sam_generator(checkpoint: str, model_type: str, points_per_side: int, device: str):
+    try:
+        from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+    except ImportError as error:
+        raise ImportError(
+            "regions proposer 'sam' needs the segment_anything package: "
+            "pip install git+https://github.com/facebookresearch/segment-anything"
+        ) from error
+    if model_type not in sam_model_registry:
+        raise ValueError(f"Unknown SAM model_type {model_type!r}. Valid: {', '.join(sam_model_registry)}.")
+    model = sam_model_registry[model_type](checkpoint=checkpoint).to(resolve_device(device)).eval()
+    return SamAutomaticMaskGenerator(model, points_per_side=points_per_side)
+
+
+@register("sam")
+def sam(
+    image: np.ndarray,
+    checkpoint: str | None = None,
+    model_type: str = "vit_b",
+    points_per_side: int = 16,
+    max_regions: int = 150,
+    device: str = "auto",
+) -> Regions:
+    """Segment Anything automatic masks from a local checkpoint (regions.proposals.sam.checkpoint)."""
+    if not checkpoint or not Path(checkpoint).expanduser().is_file():
+        raise FileNotFoundError(
+            f"regions proposer 'sam' needs local Segment Anything weights; checkpoint={checkpoint!r} "
+            "is not a file. Download e.g. sam_vit_b_01ec64.pth from the segment-anything "
+            "release page and pass regions.proposals.sam.checkpoint=/path/to/it"
+        )
+    generator = _sam_generator(str(Path(checkpoint).expanduser()), model_type, points_per_side, device)
+    found = sorted(generator.generate(image), key=lambda m: -m["predicted_iou"])[:max_regions]
+    boxes, masks = [], []
+    for entry in found:
+        x, y, w, h = (int(round(v)) for v in entry["bbox"])
+        if w > 0 and h > 0:
+            boxes.append((x, y, x + w, y + h))
+            masks.append(np.asarray(entry["segmentation"], dtype=bool)[y : y + h, x : x + w])
+    return Regions(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), masks, ["sam"] * len(masks))
+
+
+sam.main_process = True  # type: ignore[attr-defined]

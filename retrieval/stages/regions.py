@@ -1,0 +1,260 @@
+"""Region stages: the gallery's region embeddings, and the region-level ranking.
+
+    extract_main(cfg) -> cache/regions/<key>/    (shards: vectors, region -> image, boxes, masks)
+    main(cfg)         -> cache/rankings/<key>/ranking.npz   (with `boxes` and `masks`)
+
+Used by `search.main` when `regions` is not `none`. Queries are the usual query embeddings
+(one vector per query, cut out by the query mode); only the gallery side changes.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from filelock import FileLock
+
+from retrieval import artifacts
+from retrieval.device import resolve_device
+from retrieval.index import save_index
+from retrieval.models import create_model
+from retrieval.ranking import Ranking
+from retrieval.regions.embed import RegionEmbeddings, RegionSpec, extract_regions, load_regions
+from retrieval.regions.search import AGGREGATIONS, ImageHits, approximate_search, build_region_index, exact_search
+from retrieval.stages import extract, search
+from retrieval.stages.common import dataset_from_config, dataset_identity, model_options, model_settings, plain
+
+log = logging.getLogger(__name__)
+K_REGIONS_PER_IMAGE = 32
+"""Approximate search fetches this many regions per ranked image unless k_regions is set."""
+MASK_DEPTH = 100
+MASK_BUDGET_MB = 128
+"""The ranking stores masks as one fixed-width string array (every cell as wide as the
+longest RLE), so a deep ranking cannot carry every mask: only the first `mask_depth` entries
+per query do, and only RLEs short enough for the array to stay within `mask_budget_mb`.
+Other entries carry "" (the box stands in for the mask when scoring); the meta counts them."""
+
+
+def region_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The `regions` group ({"name": "none"} when the config has none)."""
+    return plain(cfg.get("regions")) or {"name": "none"}
+
+
+def enabled(cfg: Mapping[str, Any]) -> bool:
+    return region_config(cfg).get("name", "none") != "none"
+
+
+def spec(cfg: Mapping[str, Any]) -> RegionSpec:
+    node = region_config(cfg)
+    return RegionSpec(
+        proposers=node.get("proposals") or {},
+        pooling=node.get("pooling", "roi"),
+        input_size=int(node.get("input_size", 640)),
+        roi_size=int(node.get("roi_size", 7)),
+        crop_size=node.get("crop_size"),
+    )
+
+
+def extract_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Exactly what determines the region embeddings: gallery, model, regions, dtype."""
+    chosen = spec(cfg)
+    made = {"proposals": dict(chosen.proposers), "pooling": chosen.pooling}
+    if chosen.pooling == "roi":
+        made.update(input_size=chosen.input_size, roi_size=chosen.roi_size)
+    else:
+        made.update(crop_size=chosen.crop_size)
+    return {
+        "stage": "regions",
+        "dataset": dataset_identity(cfg, dataset_from_config(cfg), "gallery"),
+        "model": model_settings(cfg),
+        "regions": made,
+        "dtype": cfg["extract"]["dtype"],
+    }
+
+
+def extract_main(cfg: Mapping[str, Any]) -> Path:
+    """Region embeddings folder, extracting (or finishing an interrupted run) if needed."""
+    folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "regions", extract_settings(cfg))
+    if artifacts.is_complete(folder):
+        log.info("region embeddings: reusing %s", folder)
+        return folder
+    with FileLock(str(folder / ".lock")):
+        if not artifacts.is_complete(folder):
+            _extract(cfg, folder)
+    return folder
+
+
+def _extract(cfg: Mapping[str, Any], folder: Path) -> None:
+    dataset = dataset_from_config(cfg)
+    family, options = model_options(cfg)
+    model = create_model(family, **options)
+    run = plain(cfg["extract"])
+    device = resolve_device(run["device"])
+    chosen = spec(cfg)
+    log.info("regions: %d gallery images of %s, %s pooling, proposers %s, on %s",
+             len(dataset.gallery), dataset.name, chosen.pooling, ", ".join(chosen.proposers) or "none", device)
+    stats = extract_regions(
+        dataset.gallery,
+        model,
+        folder,
+        chosen,
+        device=device,
+        precision=run["precision"],
+        batch_size=run["batch_size"],
+        workers=run["workers"],
+        shard_images=int(region_config(cfg).get("shard_images", 128)),
+        dtype=run["dtype"],
+    )
+    embedded = load_regions(folder, dataset.gallery_keys)
+    skipped = [[dataset.gallery[i].key, message] for i, message in sorted(embedded.errors.items())]
+    counts = np.bincount(embedded.region_image, minlength=len(dataset.gallery))[embedded.valid]
+    artifacts.write_meta(
+        folder,
+        split="gallery",
+        dataset=dataset.name,
+        model=model_settings(cfg)["name"],
+        dim=embedded.dim,
+        count=len(dataset.gallery),
+        valid=int(embedded.valid.sum()),
+        regions=len(embedded.region_image),
+        regions_per_image={"mean": round(float(counts.mean()), 1) if counts.size else 0,
+                           "max": int(counts.max()) if counts.size else 0},
+        regions_by_source={name: int((embedded.sources == code).sum()) for code, name in enumerate(embedded.source_names)},
+        vector_bytes=int(embedded.vectors.nbytes),
+        skipped=skipped,
+        device=str(device),
+        images_per_s=stats["images_per_s"],
+        seconds=stats["seconds"],
+    )
+
+
+def load(cfg: Mapping[str, Any]) -> tuple[RegionEmbeddings, dict[str, Any]]:
+    folder = extract_main(cfg)
+    return load_regions(folder, dataset_from_config(cfg).gallery_keys), artifacts.read_meta(folder)
+
+
+def _search_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    node = region_config(cfg)
+    aggregate = node.get("aggregate", "max")
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"regions.aggregate must be one of {AGGREGATIONS}, not {aggregate!r}")
+    return {
+        "aggregate": aggregate,
+        "k_regions": node.get("k_regions"),
+        "mask_depth": node.get("mask_depth", MASK_DEPTH),
+        "mask_budget_mb": node.get("mask_budget_mb", MASK_BUDGET_MB),
+    }
+
+
+def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    dataset = dataset_from_config(cfg)
+    return {
+        "stage": "search",
+        "queries": extract.settings(cfg, "queries"),
+        "gallery": extract_settings(cfg),
+        "index": plain(cfg["index"]),
+        "k": search.depth(cfg, len(dataset.gallery)),
+        **_search_options(cfg),
+    }
+
+
+def main(cfg: Mapping[str, Any]) -> Path:
+    """Path of the region-level ranking for this config, searching if needed."""
+    if plain(cfg["search"]).get("gallery"):
+        raise search.MismatchError("search.gallery names whole-image embeddings; region search needs regions=none")
+    folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "rankings", settings(cfg))
+    path = folder / search.RANKING
+    if artifacts.is_complete(folder):
+        log.info("ranking: reusing %s", path)
+        return path
+    with FileLock(str(folder / ".lock")):
+        if not artifacts.is_complete(folder):
+            _search(cfg, folder)
+    return path
+
+
+def _hits(cfg: Mapping[str, Any], queries: np.ndarray, regions: RegionEmbeddings, k: int, folder: Path) -> tuple[ImageHits, int]:
+    """Image hits and the index size in bytes (the vectors themselves for exact search)."""
+    index_cfg = plain(cfg["index"])
+    if index_cfg["factory"] == "Flat":
+        device = resolve_device(plain(cfg["extract"])["device"])
+        hits = exact_search(queries, regions.vectors, regions.region_image, len(regions.keys), k, device)
+        return hits, int(regions.vectors.nbytes)
+    index = build_region_index(regions.vectors, index_cfg["factory"], index_cfg.get("nprobe"), index_cfg.get("gpu"))
+    save_index(index, folder / "index.faiss")
+    k_regions = _search_options(cfg)["k_regions"] or K_REGIONS_PER_IMAGE * k
+    hits = approximate_search(index, queries, regions.region_image, k, int(k_regions), plain(cfg["search"])["block_size"])
+    return hits, (folder / "index.faiss").stat().st_size
+
+
+def ranking_masks(hits: ImageHits, regions: RegionEmbeddings, depth: int, budget_mb: float) -> tuple[np.ndarray, int]:
+    """(n_query, k) str: each entry's region mask as RLE JSON, within depth and budget (see
+    MASK_BUDGET_MB); and how many masks were left out for the budget."""
+    width = int(budget_mb * 2**20) // (4 * max(hits.images.size, 1))
+    carried = (hits.regions >= 0) & (np.arange(hits.images.shape[1]) < depth)
+    strings = np.array([regions.masks[r] for r in hits.regions[carried].tolist()], dtype=object)
+    fits = np.array([len(m) <= width for m in strings], dtype=bool)
+    masks = np.full(hits.images.size, "", dtype=object)
+    masks[np.flatnonzero(carried)[fits]] = strings[fits]
+    return masks.reshape(hits.images.shape).astype(str), int(sum(bool(m) for m in strings[~fits]))
+
+
+def _top1_sources(hits: ImageHits, regions: RegionEmbeddings) -> dict[str, int]:
+    """How often each kind of region gave a query its first result (what the regions buy)."""
+    first = hits.regions[:, 0][hits.regions[:, 0] >= 0] if hits.regions.size else np.zeros(0, np.int64)
+    codes = np.bincount(regions.sources[first], minlength=len(regions.source_names))
+    return {name: int(codes[code]) for code, name in enumerate(regions.source_names)}
+
+
+def _search(cfg: Mapping[str, Any], folder: Path) -> None:
+    queries, qmeta = extract.load(cfg, "queries")
+    regions, gmeta = load(cfg)
+    if qmeta["model"] != gmeta["model"] or queries.dim != regions.dim:
+        raise search.MismatchError(
+            f"query embeddings come from {qmeta['model']} (dim {queries.dim}) but region embeddings from "
+            f"{gmeta['model']} (dim {regions.dim}); extract both with one model"
+        )
+    k = search.depth(cfg, len(regions.keys))
+    started = time.perf_counter()
+    hits, index_bytes = _hits(cfg, queries.vectors, regions, k, folder)
+    searched = time.perf_counter()
+    hits.images[~queries.valid] = -1  # skipped queries: an empty row, counted, not scored as misses
+    hits.scores[~queries.valid] = -np.inf
+    hits.regions[~queries.valid] = -1
+    found = hits.regions >= 0
+    boxes = np.full((*hits.images.shape, 4), np.nan, dtype=np.float32)
+    boxes[found] = regions.boxes[hits.regions[found]]
+    options = _search_options(cfg)
+    masks, dropped = ranking_masks(hits, regions, options["mask_depth"], options["mask_budget_mb"])
+    ranking = Ranking(
+        indices=hits.images,
+        scores=hits.scores,
+        query_ids=np.asarray(queries.keys),
+        gallery_ids=np.asarray(regions.keys),
+        boxes=boxes,
+        masks=masks,
+        provenance=[
+            {"step": "extract", "split": "queries", "model": qmeta["model"], "query": plain(cfg["query"])},
+            {"step": "regions", "split": "gallery", "model": gmeta["model"], "regions": extract_settings(cfg)["regions"]},
+            {"step": "search", "index": plain(cfg["index"])["factory"], "k": k, **options},
+        ],
+    )
+    ranking.save(folder / search.RANKING)
+    artifacts.write_meta(
+        folder,
+        n_queries=len(queries.keys),
+        n_gallery=len(regions.keys),
+        n_regions=len(regions.region_image),
+        k=k,
+        index=plain(cfg["index"])["factory"],
+        index_bytes=index_bytes,
+        search_seconds=round(searched - started, 3),
+        queries_per_s=round(len(queries.keys) / max(searched - started, 1e-9), 1),
+        top1_sources=_top1_sources(hits, regions),
+        masks_over_budget=dropped,
+        extraction_images_per_s={"queries": qmeta.get("images_per_s"), "gallery": gmeta.get("images_per_s")},
+        skipped_queries=qmeta.get("skipped", []),
+        skipped_gallery=gmeta.get("skipped", []),
+    )

@@ -1,0 +1,160 @@
+"""Model families offline: packaged weights, random inits, checkpoint round trips, and the errors
+a user without network access or with a typo sees. Hub downloads are replaced by fakes that fail
+(or serve a file) at once, so no test waits on network retries."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import skimage.data
+import timm
+import torch
+from PIL import Image
+
+from retrieval.models import available, create_model
+from retrieval.models.base import Preprocess
+from retrieval.models.effnet_lite import LITE_PREPROCESS, load_lite_weights, packaged_checkpoint
+
+ESPRESSO, EGYPTIAN_CAT = 967, 285  # ImageNet-1k class indices
+
+
+def prepare(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
+    """Stretch to the input size and normalise, written out here rather than taken from embed."""
+    pixels = np.asarray(Image.fromarray(image).resize((preprocess.input_size,) * 2, Image.BICUBIC), np.float32) / 255
+    pixels = (pixels - np.array(preprocess.mean, np.float32)) / np.array(preprocess.std, np.float32)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None]
+
+
+def test_families_are_listed() -> None:
+    assert set(available()) == {"effnet_lite", "open_clip", "timm"}
+
+
+def test_unknown_family_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="Valid") as error:
+        create_model("resnet")
+    assert all(name in str(error.value) for name in ("effnet_lite", "open_clip", "timm"))
+
+
+def test_packaged_lite0_weights_classify_real_photos() -> None:
+    """With its classifier kept, the packaged Lite0 is a working ImageNet model: the name mapping
+    onto timm's parameters and the family's preprocessing constants are both right."""
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    load_lite_weights(model, packaged_checkpoint())
+    with torch.inference_mode():
+        coffee = model(prepare(skimage.data.coffee(), LITE_PREPROCESS)).softmax(1)
+        cat = model(prepare(skimage.data.chelsea(), LITE_PREPROCESS)).softmax(1)
+    assert coffee.argmax().item() == ESPRESSO and coffee.max() > 0.5
+    assert cat.argmax().item() == EGYPTIAN_CAT
+
+
+def test_effnet_family_embeds_same_photo_closer() -> None:
+    model = create_model("effnet_lite")
+    # the TF Lite0 release expects (x - 127) / 128 on 0..255 pixels
+    assert model.preprocess.input_size == 224 and model.dim == 1280
+    np.testing.assert_allclose(np.array(model.preprocess.mean) * 255, 127, atol=0.5)
+    np.testing.assert_allclose(np.array(model.preprocess.std) * 255, 128, atol=0.5)
+    coffee = skimage.data.coffee()  # 400 x 600
+    batch = torch.cat([prepare(image, model.preprocess) for image in (coffee[:, :450], coffee[:, 150:], skimage.data.chelsea())])
+    with torch.inference_mode():
+        vectors = torch.nn.functional.normalize(model(batch), dim=1)
+    assert vectors.shape == (3, 1280)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.05 and similarity[0, 1] > similarity[1, 2] + 0.05
+
+
+def test_open_clip_random_init_dim_and_preprocess() -> None:
+    model = create_model("open_clip", arch="ViT-B-32", pretrained=None)
+    assert model.dim == 512 and not model.dense
+    assert model.preprocess.input_size == 224 and model.preprocess.resize == "center_crop"
+    tag = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    np.testing.assert_allclose(model.preprocess.mean, tag["mean"])
+    np.testing.assert_allclose(model.preprocess.std, tag["std"])
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 224, 224)).shape == (2, 512)
+
+
+def test_open_clip_checkpoint_round_trip(tmp_path: Path) -> None:
+    """A training checkpoint as open_clip writes it ({"epoch", "state_dict"} with DDP's
+    "module." prefix) loads back to the same image tower."""
+    source = open_clip.create_model("ViT-S-32-alt", pretrained=None).eval()
+    path = tmp_path / "epoch_1.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    model = create_model("open_clip", arch="ViT-S-32-alt", pretrained=None, checkpoint=str(path))
+    images = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        expected = source.visual(images)
+        assert model.dim == expected.shape[1]
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+
+
+def test_open_clip_unknown_tag_lists_valid_tags() -> None:
+    with pytest.raises(ValueError, match="Valid tags") as error:
+        create_model("open_clip", arch="ViT-B-32", pretrained="imagenet")
+    assert "openai" in str(error.value) and "laion2b_s34b_b79k" in str(error.value)
+
+
+def test_open_clip_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="list_models"):
+        create_model("open_clip", arch="ViT-Q-99", pretrained=None)
+
+
+def test_open_clip_offline_fetch_points_at_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> str:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    monkeypatch.setattr(open_clip.factory, "download_pretrained_from_hf", offline)
+    with pytest.raises(RuntimeError, match=r"model\.checkpoint="):
+        create_model("open_clip", arch="ViT-B-32", pretrained="openai")
+
+
+def test_open_clip_openai_tag_runs_with_quick_gelu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """OpenAI weights were trained with QuickGELU; built with plain GELU they give wrong features."""
+    loaded: list[str] = []
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, **_: str(tmp_path / "served.pt"))
+    monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda model, path, **_: loaded.append(path))
+    model = create_model("open_clip", arch="ViT-B-32", pretrained="openai")
+    assert loaded == [str(tmp_path / "served.pt")]
+    activations = {type(m).__name__ for m in model.visual.modules() if "GELU" in type(m).__name__}
+    assert activations == {"QuickGELU"}
+
+
+def test_missing_checkpoint_file_is_named(tmp_path: Path) -> None:
+    for family in ("open_clip", "timm"):
+        with pytest.raises(FileNotFoundError, match="model.checkpoint="):
+            create_model(family, checkpoint=str(tmp_path / "absent.pt"))
+
+
+def test_dinov2_random_init_and_checkpoint_round_trip(tmp_path: Path) -> None:
+    source = create_model("timm", arch="vit_small_patch14_dinov2", pretrained=None, input_size=56)
+    assert source.dim == 384 and source.preprocess.input_size == 56
+    np.testing.assert_allclose(source.preprocess.mean, timm.data.IMAGENET_DEFAULT_MEAN)
+    np.testing.assert_allclose(source.preprocess.std, timm.data.IMAGENET_DEFAULT_STD)
+    path = tmp_path / "dinov2_vits14.pt"
+    torch.save(source.model.state_dict(), path)
+    model = create_model("timm", arch="vit_small_patch14_dinov2", pretrained="lvd142m", checkpoint=str(path), input_size=56)
+    images = torch.randn(2, 3, 56, 56)
+    with torch.inference_mode():
+        expected = source(images)
+        assert expected.shape == (2, 384)
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+        grid = model.feature_map(images)
+    assert grid.shape == (2, 384, 4, 4)  # 56 px / 14 px patches, CLS token dropped
+
+
+def test_timm_offline_fetch_points_at_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_hf", offline)
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match=r"model\.checkpoint=") as error:
+        create_model("timm", arch="vit_small_patch14_dinov2", pretrained="lvd142m", input_size=56)
+    assert "vit_small_patch14_dinov2.lvd142m" in str(error.value)
+
+
+def test_timm_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="Unknown timm architecture"):
+        create_model("timm", arch="vit_tiny_patch99_nothing", pretrained=None)

@@ -1,0 +1,316 @@
+"""Region-level retrieval: proposals, pooling, max-aggregated search, the ranking's boxes and
+masks, and the localisation metrics evaluate adds.
+
+Expected values come from computations written here: brute-force max over regions with
+numpy, IoU by counting pixels, masks decoded from anns.pt by a decoder in this file, AP by
+a loop over the ranking.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as coco_mask
+import pytest
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
+from retrieval.embed import _normalise, load_embeddings
+from retrieval.models import create_model
+from retrieval.ranking import Ranking
+from retrieval.regions.grid import grid
+from retrieval.regions.pooling import roi_vectors
+from retrieval.regions.proposals import available, propose
+from retrieval.regions.embed import RegionEmbeddings
+from retrieval.regions.search import ImageHits, exact_search, group_by_image
+from retrieval.regions.segments import segments
+from retrieval.stages import evaluate, extract, search
+from retrieval.stages import regions as regions_stage
+from retrieval.stages.regions import ranking_masks
+
+REPO = Path(__file__).resolve().parents[1]
+ETH80 = REPO.parent / "shared" / "data" / "eth80"
+TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
+                   query_size=96, scene_format="png", seed=3)
+FAST = ["regions.input_size=256", "regions.proposals.grid.scales=[0.5,0.3]"]
+"""Small scenes, few windows: keeps each extraction to a second or two."""
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 composed scenes of ETH-80 objects (2-4 per scene) with 12 queries."""
+    return compose(folder_objects(ETH80), skimage_backgrounds(), TINY, tmp_path_factory.mktemp("regions") / "set")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def config(root: Path, cache: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
+        return hydra_compose("config", overrides=[
+            "dataset=anns", f"dataset.root={root}", f"paths.cache={cache}",
+            f"paths.leaderboard={cache / 'leaderboard.csv'}", "extract.workers=0",
+            "extract.batch_size=8", "model.input_size=64", "eval.report=false", *overrides,
+        ])
+
+
+# Proposals
+
+
+def test_grid_windows_cover_the_image_at_every_scale():
+    height, width, scales, overlap = 150, 200, (0.5, 0.3, 0.12), 0.5
+    regions = grid(np.zeros((height, width, 3), np.uint8), scales=scales, overlap=overlap, min_side=8)
+    boxes = regions.boxes.astype(int)
+    assert regions.masks == [None] * len(boxes) and set(regions.sources) == {"grid"}
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert np.array_equal(sides, boxes[:, 3] - boxes[:, 1]), "windows are square"
+    assert sorted(set(sides.tolist())) == sorted(round(s * height) for s in scales)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    for side in set(sides.tolist()):
+        covered = np.zeros((height, width), int)
+        for x1, y1, x2, y2 in boxes[sides == side]:
+            covered[y1:y2, x1:x2] += 1
+        assert covered.min() >= 1, f"side {side} leaves pixels uncovered"
+        for axis, length in ((0, width), (1, height)):
+            starts = np.unique(boxes[sides == side][:, axis])
+            steps = np.diff(starts)
+            assert starts[0] == 0 and starts[-1] + side == length
+            assert steps.max() <= side * (1 - overlap) + 0.5, "neighbours overlap at least as asked"
+            if len(starts) > 2:  # as few windows as that allows
+                assert (length - side) / (len(starts) - 2) > side * (1 - overlap)
+
+
+def test_segments_recover_flat_objects_with_tight_masks():
+    rng = np.random.default_rng(0)
+    image = rng.integers(90, 140, (120, 160, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:120, :160]
+    disc = (yy - 40) ** 2 + (xx - 45) ** 2 < 18**2
+    square = (yy >= 60) & (yy < 100) & (xx >= 100) & (xx < 140)
+    image[disc] = (230, 30, 30)
+    image[square] = (20, 40, 220)
+    found = segments(image, scales=(100,), min_area=0.01)
+    assert len(found) > 0 and set(found.sources) == {"segments"}
+    for obj in (disc, square):
+        best = 0.0
+        for box, mask in zip(found.boxes.astype(int), found.masks):
+            x1, y1, x2, y2 = box
+            assert mask.shape == (y2 - y1, x2 - x1) and mask[0].any() and mask[:, 0].any(), "box is tight"
+            full = np.zeros_like(obj)
+            full[y1:y2, x1:x2] = mask
+            best = max(best, (full & obj).sum() / (full | obj).sum())
+        assert best > 0.9
+
+
+def test_whole_image_comes_first_and_registry_describes_entries():
+    image = np.zeros((90, 120, 3), np.uint8)
+    regions = propose(image, {"grid": {"scales": [0.5]}})
+    assert regions.sources[0] == "image" and regions.boxes[0].tolist() == [0, 0, 120, 90]
+    assert {"grid", "segments", "sam"} <= set(available()) and all(available().values())
+
+
+def test_sam_without_weights_says_what_to_pass():
+    with pytest.raises(FileNotFoundError, match="regions.proposals.sam.checkpoint"):
+        propose(np.zeros((32, 32, 3), np.uint8), {"sam": {"checkpoint": None}})
+
+
+# Pooling
+
+
+def test_roi_pooled_vectors_match_crops_where_aligned():
+    """Four different objects tiled 2x2: each quadrant is 4x4 feature cells, so its ROI
+    vector should be the closest to its own crop's vector; the whole box gives the pool."""
+    names = ("apple1", "car1", "cow1", "cup1")
+    tiles = []
+    for name in names:
+        first = sorted(os.listdir(ETH80 / "images" / name))[0]
+        tiles.append(np.asarray(Image.open(ETH80 / "images" / name / first).convert("RGB").resize((128, 128))))
+    scene = np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0)
+    model = create_model("effnet_lite", input_size=128).eval()
+    boxes = torch.tensor([[0, 0, 128, 128], [128, 0, 256, 128], [0, 128, 128, 256], [128, 128, 256, 256], [0, 0, 256, 256]],
+                         dtype=torch.float32)
+    with torch.inference_mode():
+        features = model.feature_map(_normalise(torch.from_numpy(scene.transpose(2, 0, 1).copy())[None], model.preprocess))
+        cells = features.shape[-1] / 256
+        roi = torch.nn.functional.normalize(roi_vectors(model, features, boxes, (cells, cells), torch.ones(5, 4, 4)), dim=1)
+        crops = torch.stack([torch.from_numpy(t.transpose(2, 0, 1).copy()) for t in tiles])
+        crop = torch.nn.functional.normalize(model(_normalise(crops, model.preprocess)), dim=1)
+        whole = torch.nn.functional.normalize(model.pool(features), dim=1)
+    similarity = (roi[:4] @ crop.T).numpy()
+    assert np.array_equal(similarity.argmax(0), np.arange(4)), similarity.round(3)
+    assert float(roi[4] @ whole[0]) > 0.98
+
+
+# Search
+
+
+def test_exact_search_is_the_max_over_each_images_regions():
+    """Small integer vectors make scores exact and ties frequent: within an image the lower
+    region wins, between images the lower image; blocks are forced small (several of each)."""
+    rng = np.random.default_rng(1)
+    owners = np.sort(rng.integers(0, 9, 300))
+    owners = owners[owners != 4]  # image 4 has no regions (skipped): never ranked
+    vectors = rng.integers(-2, 3, (len(owners), 8)).astype(np.float16)
+    vectors[1::4] = vectors[::4][: len(vectors[1::4])]  # exact ties between neighbouring regions
+    queries = rng.integers(-2, 3, (5, 8)).astype(np.float32)
+    hits = exact_search(queries, vectors, owners, n_images=9, k=9, max_cells=18)
+    scores = queries @ vectors.astype(np.float32).T
+    for q in range(len(queries)):
+        best = {}
+        for g in np.unique(owners).tolist():
+            own = np.flatnonzero(owners == g)
+            best[g] = min(own.tolist(), key=lambda r: (-scores[q, r], r))
+        expected = sorted(best, key=lambda g: (-scores[q, best[g]], g))
+        assert hits.images[q].tolist() == expected + [-1]
+        assert hits.regions[q].tolist() == [best[g] for g in expected] + [-1]
+        assert hits.scores[q, :8].tolist() == [scores[q, best[g]] for g in expected]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    grouped = group_by_image(np.take_along_axis(scores, order, 1), order, owners, 9)
+    assert np.array_equal(grouped.images, hits.images) and np.array_equal(grouped.regions, hits.regions)
+
+
+# End to end
+
+
+def _anns_truth(root: Path) -> dict[str, dict]:
+    """Gallery boxes and masks straight from anns.pt, masks decoded here (COCO runs, column-major)."""
+    truth = {}
+    for key, entry in torch.load(root / "anns.pt", weights_only=False).items():
+        if entry["is_query"]:
+            continue
+        masks = []
+        for rle in entry["mask"]:
+            height, width = rle["size"]
+            flat = np.repeat(np.arange(len(rle["counts"])) % 2 == 1, rle["counts"])
+            masks.append(flat.reshape(width, height).T)
+        truth[key] = {"ins": list(entry["ins"]), "boxes": [tuple(b) for b in entry["bbox"]], "masks": masks}
+    return truth
+
+
+def _ap(hits: list[bool], npos: int) -> float:
+    found, total = 0, 0.0
+    for rank, hit in enumerate(hits, start=1):
+        if hit:
+            found += 1
+            total += found / rank
+    return total / npos
+
+
+def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Path, tmp_path: Path):
+    cfg = config(scenes, cache, "regions=grid_segments", *FAST)
+    metrics = json.loads(evaluate.main(cfg, tmp_path / "run").read_text())
+    ranking = Ranking.load(tmp_path / "run" / "ranking.npz")
+    assert metrics["regions"] == "grid_segments"
+    assert ranking.boxes.shape == (*ranking.indices.shape, 4) and ranking.masks.shape == ranking.indices.shape
+
+    # The ranking: each image at its best region (brute force), carrying that region's box and mask.
+    regions, _ = regions_stage.load(cfg)
+    queries = load_embeddings(extract.main(cfg, "queries"), list(map(str, ranking.query_ids))).vectors
+    scores = queries.astype(np.float32) @ regions.vectors.astype(np.float32).T
+    for q in range(len(queries)):
+        for j, g in enumerate(ranking.indices[q].tolist()):
+            own = np.flatnonzero(regions.region_image == g)
+            best = own[np.argmax(scores[q, own])]
+            assert ranking.boxes[q, j].tolist() == regions.boxes[best].tolist()
+            assert str(ranking.masks[q, j]) == regions.masks[best]
+            assert ranking.scores[q, j] == pytest.approx(scores[q, best], abs=1e-5)
+        assert np.all(np.diff(ranking.scores[q]) <= 1e-6)
+    assert any(str(m) for m in ranking.masks.ravel()) and any(not str(m) for m in ranking.masks.ravel())
+
+    # Localisation metrics, recomputed from anns.pt with pixel counting.
+    truth = _anns_truth(scenes)
+    anns = torch.load(scenes / "anns.pt", weights_only=False)
+    expected: dict[str, list[float]] = {}
+    for q, query_key in enumerate(map(str, ranking.query_ids)):
+        ins = anns[query_key]["ins"]
+        positives = {j for j, g in enumerate(map(str, ranking.gallery_ids)) if ins in truth[g]["ins"]}
+        if not positives:
+            continue
+        for kind in ("box", "mask"):
+            ious = {}
+            for j, g in enumerate(ranking.indices[q].tolist()):
+                if g not in positives:
+                    continue
+                entry = truth[str(ranking.gallery_ids[g])]
+                height, width = entry["masks"][0].shape
+                x1, y1, x2, y2 = (int(v) for v in ranking.boxes[q, j])
+                predicted = np.zeros((height, width), bool)
+                if kind == "mask" and str(ranking.masks[q, j]):
+                    rle = json.loads(str(ranking.masks[q, j]))
+                    predicted = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+                else:
+                    predicted[y1:y2, x1:x2] = True
+                best = 0.0
+                for n, owner in enumerate(entry["ins"]):
+                    if owner != ins:
+                        continue
+                    if kind == "box":
+                        bx1, by1, bx2, by2 = entry["boxes"][n]
+                        target = np.zeros((height, width), bool)
+                        target[by1:by2, bx1:bx2] = True
+                    else:
+                        target = entry["masks"][n]
+                    best = max(best, (predicted & target).sum() / (predicted | target).sum())
+                ious[g] = best
+            ranked = ranking.indices[q].tolist()
+            for name, t in (("0", -1.0), ("50", 0.5)):
+                expected.setdefault(f"{kind}_mAP@{name}", []).append(
+                    _ap([g in positives and ious[g] > t for g in ranked], len(positives)))
+            expected.setdefault(f"{kind}_mAP@50:95", []).append(np.mean([
+                _ap([g in positives and ious[g] > t for g in ranked], len(positives))
+                for t in np.arange(50, 100, 5) / 100]))
+            expected.setdefault(f"{kind}_mIoU", []).append(np.mean([ious.get(g, 0.0) for g in positives]))
+    summary = metrics["summary"]["all"]
+    for name, values in expected.items():
+        assert summary[name] == pytest.approx(np.mean(values), abs=1e-9), name
+    assert summary["box_mAP@0"] == pytest.approx(summary["mAP"])
+
+
+def test_approximate_indexes_run_and_agree_with_exact(scenes: Path, cache: Path):
+    exact = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST)))
+    for index in (["index=hnsw"], ["index=ivfpq", "index.factory='IVF2,PQ16x4'", "index.nprobe=2"]):
+        approx = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST, *index)))
+        assert approx.boxes is not None and approx.indices.shape == exact.indices.shape
+        overlap = np.mean([len(set(a[:3]) & set(e[:3])) / 3 for a, e in zip(approx.indices, exact.indices)])
+        assert overlap >= (0.9 if index == ["index=hnsw"] else 0.5), (index, overlap)
+
+
+def test_crop_pooling_embeds_the_whole_image_as_the_gallery_stage_does(scenes: Path, cache: Path):
+    cfg = config(scenes, cache, "regions=grid", "regions.pooling=crop", "regions.proposals.grid.scales=[0.5]")
+    regions, meta = regions_stage.load(cfg)
+    whole = load_embeddings(extract.main(cfg, "gallery"), [str(k) for k in regions.keys]).vectors
+    first = np.flatnonzero(np.r_[True, np.diff(regions.region_image) != 0])
+    assert regions.sources[first].tolist() == [0] * len(whole)
+    np.testing.assert_allclose(regions.vectors[first], whole, atol=1e-4)
+    assert meta["regions_per_image"]["mean"] == pytest.approx(len(regions.region_image) / len(whole), abs=0.05)
+
+
+def test_regions_none_is_todays_whole_image_search(scenes: Path, cache: Path):
+    cfg = config(scenes, cache)
+    without = OmegaConf.to_container(cfg, resolve=True)
+    without.pop("regions")
+    assert search.settings(cfg) == search.settings(without) and not regions_stage.enabled(without)
+    assert Ranking.load(search.main(cfg)).boxes is None
+
+
+def testranking_masks_stay_within_depth_and_budget():
+    """The ranking's masks are one fixed-width array: long RLEs beyond the budget are left
+    out (the box stands in), entries past mask_depth carry none."""
+    strings = ["", "a" * 10, "b" * 50, "c" * 10]
+    regions = RegionEmbeddings(keys=["x", "y"], vectors=np.zeros((4, 2)), region_image=np.array([0, 0, 1, 1]),
+                               boxes=np.zeros((4, 4)), sources=np.zeros(4, np.int8), source_names=["image"],
+                               masks=strings, valid=np.ones(2, bool))
+    hits = ImageHits(scores=np.zeros((3, 2)), images=np.array([[0, 1], [1, 0], [1, -1]]),
+                     regions=np.array([[1, 2], [3, 0], [2, -1]]))
+    width = 20  # characters per cell the budget allows for 6 cells
+    masks, dropped = ranking_masks(hits, regions, depth=2, budget_mb=4 * 6 * width / 2**20)
+    assert masks.tolist() == [["a" * 10, ""], ["c" * 10, ""], ["", ""]] and dropped == 2
+    masks, dropped = ranking_masks(hits, regions, depth=1, budget_mb=1.0)
+    assert masks.tolist() == [["a" * 10, ""], ["c" * 10, ""], ["b" * 50, ""]] and dropped == 0
