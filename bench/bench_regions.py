@@ -78,8 +78,7 @@ def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path)
         meta = artifacts.read_meta(extract.main(cfg, "gallery"))
         row.update(regions_per_image=1, extract_seconds=meta["seconds"],
                    index_mb=meta["dim"] * meta["count"] * np.dtype(cfg["extract"]["dtype"]).itemsize / 2**20)
-    row.update(search_seconds=timings.get("search_seconds"), masks_as_boxes=timings.get("masks_over_budget"),
-               ranking=metrics["ranking"])
+    row.update(search_seconds=timings.get("search_seconds"), ranking=metrics["ranking"])
     return row
 
 
@@ -109,17 +108,15 @@ def main() -> None:
         rows[name].update({f"recall@{k}": overlap_at(approx, exact, k) for k in RECALL_KS})
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
-          f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}; "
-          "'masks as boxes' = ranking entries whose mask did not fit regions.mask_budget_mb (scored with their box)\n")
-    header = ["run", "mAP", "vs whole", "box mAP@50", "box mIoU", "mask mAP@50", "mask mIoU",
-              "masks as boxes", "regions/img", "index MB", "extract s", "x whole", "search s",
+          f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}\n")
+    header = ["run", "mAP", "vs whole", "box mAP@50", "box mIoU", "mask mAP@50", "mask mIoU", "regions/img", "index MB", "extract s", "x whole", "search s",
               *[f"recall@{k} vs exact" for k in RECALL_KS]]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, row in rows.items():
         cells = [name, percent(row["mAP"]), f"{100 * (row['mAP'] - whole['mAP']):+.2f}",
                  percent(row["box_mAP@50"]), percent(row["box_mIoU"]), percent(row["mask_mAP@50"]),
-                 percent(row["mask_mIoU"]), "-" if row.get("masks_as_boxes") is None else str(row["masks_as_boxes"]),
+                 percent(row["mask_mIoU"]),
                  f"{row['regions_per_image']:.0f}", f"{row['index_mb']:.1f}",
                  f"{row['extract_seconds']:.0f}", f"{row['extract_seconds'] / whole['extract_seconds']:.1f}",
                  f"{row['search_seconds'] or 0:.1f}",

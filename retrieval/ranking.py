@@ -9,8 +9,13 @@ File format (`ranking.npz`, readable with plain numpy):
 | `query_ids`   | (n_query,) str        | query keys (image path relative to the dataset root)      |
 | `gallery_ids` | (n_gallery,) str      | gallery keys, in the order `indices` refers to            |
 | `boxes`       | (n_query, k, 4) f32   | optional: where in each returned image the object is      |
-| `masks`       | (n_query, k) str      | optional: JSON COCO RLE of each returned mask, "" if none |
+| `mask_ids`    | (n_query, k) int64    | optional: row of `mask_table` with each returned mask, -1 |
+|               |                       | where the entry has none (its box stands in)              |
+| `mask_table`  | () str                | JSON list of COCO RLE dicts, each distinct mask once      |
 | `provenance`  | () str                | JSON list of the steps that produced the ranking          |
+
+Masks are stored once each and referenced by id: one region is returned to many queries, and
+an RLE is far longer than a box, so a per-entry copy would grow the file by the ranking depth.
 """
 from __future__ import annotations
 
@@ -30,12 +35,19 @@ class Ranking:
     query_ids: np.ndarray
     gallery_ids: np.ndarray
     boxes: np.ndarray | None = None
-    masks: np.ndarray | None = None
+    mask_ids: np.ndarray | None = None
+    mask_table: list[dict] = field(default_factory=list)
     provenance: list[dict] = field(default_factory=list)
 
     @property
     def k(self) -> int:
         return self.indices.shape[1]
+
+    def mask(self, query: int, rank: int) -> dict | None:
+        """COCO RLE of the mask returned at (query, rank), or None when there is none."""
+        if self.mask_ids is None or self.mask_ids[query, rank] < 0:
+            return None
+        return self.mask_table[self.mask_ids[query, rank]]
 
     def save(self, path: Path) -> Path:
         arrays = dict(
@@ -47,8 +59,9 @@ class Ranking:
         )
         if self.boxes is not None:
             arrays["boxes"] = self.boxes.astype(np.float32)
-        if self.masks is not None:
-            arrays["masks"] = np.asarray(self.masks, dtype=str)
+        if self.mask_ids is not None:
+            arrays["mask_ids"] = self.mask_ids.astype(np.int64)
+            arrays["mask_table"] = np.array(json.dumps(self.mask_table))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
@@ -63,6 +76,7 @@ class Ranking:
                 query_ids=data["query_ids"],
                 gallery_ids=data["gallery_ids"],
                 boxes=data["boxes"] if "boxes" in data else None,
-                masks=data["masks"] if "masks" in data else None,
+                mask_ids=data["mask_ids"] if "mask_ids" in data else None,
+                mask_table=json.loads(str(data["mask_table"])) if "mask_table" in data else [],
                 provenance=json.loads(str(data["provenance"])),
             )

@@ -208,7 +208,7 @@ def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Pat
     metrics = json.loads(evaluate.main(cfg, tmp_path / "run").read_text())
     ranking = Ranking.load(tmp_path / "run" / "ranking.npz")
     assert metrics["regions"] == "grid_segments"
-    assert ranking.boxes.shape == (*ranking.indices.shape, 4) and ranking.masks.shape == ranking.indices.shape
+    assert ranking.boxes.shape == (*ranking.indices.shape, 4) and ranking.mask_ids.shape == ranking.indices.shape
 
     # The ranking: each image at its best region (brute force), carrying that region's box and mask.
     regions, _ = regions_stage.load(cfg)
@@ -219,10 +219,12 @@ def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Pat
             own = np.flatnonzero(regions.region_image == g)
             best = own[np.argmax(scores[q, own])]
             assert ranking.boxes[q, j].tolist() == regions.boxes[best].tolist()
-            assert str(ranking.masks[q, j]) == regions.masks[best]
+            mask = ranking.mask(q, j)
+            assert (json.dumps(mask) if mask else "") == regions.masks[best]
             assert ranking.scores[q, j] == pytest.approx(scores[q, best], abs=1e-5)
         assert np.all(np.diff(ranking.scores[q]) <= 1e-6)
-    assert any(str(m) for m in ranking.masks.ravel()) and any(not str(m) for m in ranking.masks.ravel())
+    assert (ranking.mask_ids >= 0).any() and (ranking.mask_ids < 0).any()
+    assert len(ranking.mask_table) == len(np.unique(ranking.mask_ids[ranking.mask_ids >= 0]))
 
     # Localisation metrics, recomputed from anns.pt with pixel counting.
     truth = _anns_truth(scenes)
@@ -242,8 +244,8 @@ def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Pat
                 height, width = entry["masks"][0].shape
                 x1, y1, x2, y2 = (int(v) for v in ranking.boxes[q, j])
                 predicted = np.zeros((height, width), bool)
-                if kind == "mask" and str(ranking.masks[q, j]):
-                    rle = json.loads(str(ranking.masks[q, j]))
+                if kind == "mask" and ranking.mask(q, j) is not None:
+                    rle = ranking.mask(q, j)
                     predicted = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
                 else:
                     predicted[y1:y2, x1:x2] = True
@@ -300,17 +302,19 @@ def test_regions_none_is_todays_whole_image_search(scenes: Path, cache: Path):
     assert Ranking.load(search.main(cfg)).boxes is None
 
 
-def testranking_masks_stay_within_depth_and_budget():
-    """The ranking's masks are one fixed-width array: long RLEs beyond the budget are left
-    out (the box stands in), entries past mask_depth carry none."""
-    strings = ["", "a" * 10, "b" * 50, "c" * 10]
+def test_ranking_stores_each_returned_mask_once(tmp_path: Path):
+    """Entries share one table row per distinct region mask; box-only regions and padding get -1."""
+    strings = ["", json.dumps({"size": [2, 2], "counts": "a"}), json.dumps({"size": [2, 2], "counts": "b"}), ""]
     regions = RegionEmbeddings(keys=["x", "y"], vectors=np.zeros((4, 2)), region_image=np.array([0, 0, 1, 1]),
                                boxes=np.zeros((4, 4)), sources=np.zeros(4, np.int8), source_names=["image"],
                                masks=strings, valid=np.ones(2, bool))
     hits = ImageHits(scores=np.zeros((3, 2)), images=np.array([[0, 1], [1, 0], [1, -1]]),
-                     regions=np.array([[1, 2], [3, 0], [2, -1]]))
-    width = 20  # characters per cell the budget allows for 6 cells
-    masks, dropped = ranking_masks(hits, regions, depth=2, budget_mb=4 * 6 * width / 2**20)
-    assert masks.tolist() == [["a" * 10, ""], ["c" * 10, ""], ["", ""]] and dropped == 2
-    masks, dropped = ranking_masks(hits, regions, depth=1, budget_mb=1.0)
-    assert masks.tolist() == [["a" * 10, ""], ["c" * 10, ""], ["b" * 50, ""]] and dropped == 0
+                     regions=np.array([[1, 2], [3, 1], [2, -1]]))
+    ids, table = ranking_masks(hits, regions)
+    assert ids.tolist() == [[0, 1], [-1, 0], [1, -1]]
+    assert table == [json.loads(strings[1]), json.loads(strings[2])]
+    ranking = Ranking(indices=hits.images, scores=hits.scores, query_ids=np.array(["a", "b", "c"]),
+                      gallery_ids=np.array(regions.keys), mask_ids=ids, mask_table=table)
+    loaded = Ranking.load(ranking.save(tmp_path / "ranking.npz"))
+    assert [[loaded.mask(q, j) for j in range(2)] for q in range(3)] == [
+        [table[0], table[1]], [None, table[0]], [table[1], None]]

@@ -88,15 +88,17 @@ def make_run(root: Path) -> Path:
 
     indices = np.array(INDICES, dtype=np.int64)
     boxes = np.full(indices.shape + (4,), np.nan, dtype=np.float32)
-    masks = np.full(indices.shape, "", dtype=object)
+    mask_ids = np.full(indices.shape, -1, dtype=np.int64)
+    mask_table = []
     for r, g in enumerate(INDICES[0]):
         boxes[0, r] = GALLERY[g][1]
     for r, g in enumerate(INDICES[2]):
         if g >= 0:
-            masks[2, r] = json.dumps(_rle(GALLERY[g][1]))
+            mask_ids[2, r] = len(mask_table)
+            mask_table.append(_rle(GALLERY[g][1]))
     scores = np.where(indices >= 0, 1.0 - 0.1 * np.arange(6), -np.inf)
     Ranking(indices, scores, np.array([q["key"] for q in queries]), np.array([g["key"] for g in gallery]),
-            boxes=boxes, masks=masks.astype(str), provenance=[{"step": "search", "index": "Flat"}]).save(
+            boxes=boxes, mask_ids=mask_ids, mask_table=mask_table, provenance=[{"step": "search", "index": "Flat"}]).save(
         run / "ranking.npz")
 
     (run / "metrics.json").write_text(json.dumps({

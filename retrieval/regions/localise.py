@@ -66,9 +66,9 @@ def prediction_ious(ranking: Ranking, dataset: Dataset, kind: str) -> np.ndarray
                 truth_masks[key] = [decode(i.mask) for i in matches if i.mask is not None]
             if not truth_masks[key]:
                 continue
-            rle = str(ranking.masks[q, j]) if ranking.masks is not None else ""
-            if rle:
-                predicted = decode(json.loads(rle))
+            rle = ranking.mask(q, j)
+            if rle is not None:
+                predicted = decode(rle)
             elif not np.isnan(box).any():
                 predicted = _box_raster(box, truth_masks[key][0].shape)
             else:
@@ -79,7 +79,7 @@ def prediction_ious(ranking: Ranking, dataset: Dataset, kind: str) -> np.ndarray
 
 def available_kinds(ranking: Ranking, dataset: Dataset) -> list[str]:
     """Which localisation kinds can be scored: the ranking predicts, the gallery has truth."""
-    if ranking.boxes is None and ranking.masks is None:
+    if ranking.boxes is None and ranking.mask_ids is None:
         return []
     instances = [i for record in dataset.gallery for i in record.instances]
     has_mask = any(i.mask is not None for i in instances)

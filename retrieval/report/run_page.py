@@ -41,8 +41,8 @@ def _result_requests(run: RunInputs, top_k: int) -> list[list[tuple[int, Request
             if g < 0:
                 break
             box = valid_box(ranking.boxes[q, r]) if ranking.boxes is not None else None
-            mask = str(ranking.masks[q, r]) if ranking.masks is not None else ""
-            results.append((g, Request(gallery[g]["path"], box, mask or None)))
+            mask = ranking.mask(q, r)
+            results.append((g, Request(gallery[g]["path"], box, json.dumps(mask) if mask else None)))
         shown.append(results)
     return shown
 

@@ -1,13 +1,14 @@
 """Region stages: the gallery's region embeddings, and the region-level ranking.
 
     extract_main(cfg) -> cache/regions/<key>/    (shards: vectors, region -> image, boxes, masks)
-    main(cfg)         -> cache/rankings/<key>/ranking.npz   (with `boxes` and `masks`)
+    main(cfg)         -> cache/rankings/<key>/ranking.npz   (with `boxes`, `mask_ids`, `mask_table`)
 
 Used by `search.main` when `regions` is not `none`. Queries are the usual query embeddings
 (one vector per query, cut out by the query mode); only the gallery side changes.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,12 +30,6 @@ from retrieval.stages.common import dataset_from_config, dataset_identity, model
 log = logging.getLogger(__name__)
 K_REGIONS_PER_IMAGE = 32
 """Approximate search fetches this many regions per ranked image unless k_regions is set."""
-MASK_DEPTH = 100
-MASK_BUDGET_MB = 128
-"""The ranking stores masks as one fixed-width string array (every cell as wide as the
-longest RLE), so a deep ranking cannot carry every mask: only the first `mask_depth` entries
-per query do, and only RLEs short enough for the array to stay within `mask_budget_mb`.
-Other entries carry "" (the box stands in for the mask when scoring); the meta counts them."""
 
 
 def region_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,8 +138,6 @@ def _search_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "aggregate": aggregate,
         "k_regions": node.get("k_regions"),
-        "mask_depth": node.get("mask_depth", MASK_DEPTH),
-        "mask_budget_mb": node.get("mask_budget_mb", MASK_BUDGET_MB),
     }
 
 
@@ -189,16 +182,16 @@ def _hits(cfg: Mapping[str, Any], queries: np.ndarray, regions: RegionEmbeddings
     return hits, (folder / "index.faiss").stat().st_size
 
 
-def ranking_masks(hits: ImageHits, regions: RegionEmbeddings, depth: int, budget_mb: float) -> tuple[np.ndarray, int]:
-    """(n_query, k) str: each entry's region mask as RLE JSON, within depth and budget (see
-    MASK_BUDGET_MB); and how many masks were left out for the budget."""
-    width = int(budget_mb * 2**20) // (4 * max(hits.images.size, 1))
-    carried = (hits.regions >= 0) & (np.arange(hits.images.shape[1]) < depth)
-    strings = np.array([regions.masks[r] for r in hits.regions[carried].tolist()], dtype=object)
-    fits = np.array([len(m) <= width for m in strings], dtype=bool)
-    masks = np.full(hits.images.size, "", dtype=object)
-    masks[np.flatnonzero(carried)[fits]] = strings[fits]
-    return masks.reshape(hits.images.shape).astype(str), int(sum(bool(m) for m in strings[~fits]))
+def ranking_masks(hits: ImageHits, regions: RegionEmbeddings) -> tuple[np.ndarray, list[dict]]:
+    """Per ranking entry, the row of its region's mask in the returned table (-1: the region
+    has no mask, or the entry is padding); each distinct returned mask is in the table once."""
+    has_mask = np.fromiter((bool(m) for m in regions.masks), dtype=bool, count=len(regions.masks))
+    returned = np.unique(hits.regions[hits.regions >= 0])
+    kept = returned[has_mask[returned]]
+    row_of = np.full(len(regions.masks), -1, dtype=np.int64)
+    row_of[kept] = np.arange(len(kept))
+    ids = np.where(hits.regions >= 0, row_of[np.clip(hits.regions, 0, None)], -1)
+    return ids, [json.loads(regions.masks[r]) for r in kept.tolist()]
 
 
 def _top1_sources(hits: ImageHits, regions: RegionEmbeddings) -> dict[str, int]:
@@ -226,19 +219,19 @@ def _search(cfg: Mapping[str, Any], folder: Path) -> None:
     found = hits.regions >= 0
     boxes = np.full((*hits.images.shape, 4), np.nan, dtype=np.float32)
     boxes[found] = regions.boxes[hits.regions[found]]
-    options = _search_options(cfg)
-    masks, dropped = ranking_masks(hits, regions, options["mask_depth"], options["mask_budget_mb"])
+    mask_ids, mask_table = ranking_masks(hits, regions)
     ranking = Ranking(
         indices=hits.images,
         scores=hits.scores,
         query_ids=np.asarray(queries.keys),
         gallery_ids=np.asarray(regions.keys),
         boxes=boxes,
-        masks=masks,
+        mask_ids=mask_ids,
+        mask_table=mask_table,
         provenance=[
             {"step": "extract", "split": "queries", "model": qmeta["model"], "query": plain(cfg["query"])},
             {"step": "regions", "split": "gallery", "model": gmeta["model"], "regions": extract_settings(cfg)["regions"]},
-            {"step": "search", "index": plain(cfg["index"])["factory"], "k": k, **options},
+            {"step": "search", "index": plain(cfg["index"])["factory"], "k": k, **_search_options(cfg)},
         ],
     )
     ranking.save(folder / search.RANKING)
@@ -253,7 +246,6 @@ def _search(cfg: Mapping[str, Any], folder: Path) -> None:
         search_seconds=round(searched - started, 3),
         queries_per_s=round(len(queries.keys) / max(searched - started, 1e-9), 1),
         top1_sources=_top1_sources(hits, regions),
-        masks_over_budget=dropped,
         extraction_images_per_s={"queries": qmeta.get("images_per_s"), "gallery": gmeta.get("images_per_s")},
         skipped_queries=qmeta.get("skipped", []),
         skipped_gallery=gmeta.get("skipped", []),
