@@ -177,6 +177,8 @@ def test_corrupt_gallery_image_is_a_counted_skip(make_cfg: ComposeFn, calls: Cal
         gallery_ids, indices = list(map(str, data["gallery_ids"])), data["indices"]
     assert gallery_ids.index(key) not in indices  # never returned
     assert (indices[gallery_ids.index(key)] == -1).all()  # and its own query row is empty
+    per_query = pd.read_csv(tmp_path / "run" / "per_query.csv")
+    assert per_query.loc[per_query["query_id"] == key, "ap"].tolist() == [0.0]  # scored as a miss
 
 
 def test_multirun_appends_a_row_per_job_and_reuses_the_gallery(folder_root: Path, tmp_path: Path) -> None:

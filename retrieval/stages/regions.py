@@ -213,7 +213,7 @@ def _search(cfg: Mapping[str, Any], folder: Path) -> None:
     started = time.perf_counter()
     hits, index_bytes = _hits(cfg, queries.vectors, regions, k, folder)
     searched = time.perf_counter()
-    hits.images[~queries.valid] = -1  # skipped queries: an empty row, counted, not scored as misses
+    hits.images[~queries.valid] = -1  # skipped queries: an empty row, a miss (see search._build)
     hits.scores[~queries.valid] = -np.inf
     hits.regions[~queries.valid] = -1
     found = hits.regions >= 0
