@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 
+log = logging.getLogger(__name__)
 META = "meta.json"
 
 
@@ -70,6 +73,20 @@ def artifact_dir(cache: Path, stage: str, settings: dict[str, Any]) -> Path:
 
 def is_complete(folder: Path) -> bool:
     return (Path(folder) / META).exists()
+
+
+def build_once(folder: Path, build: Callable[[Path], None], what: str) -> Path:
+    """`folder`, after `build(folder)` has completed it, unless it already was complete.
+
+    A file lock makes concurrent runs (Hydra multirun jobs) build it once: the others wait,
+    then reuse it. `build` must finish with `write_meta`, which marks the folder complete."""
+    if not is_complete(folder):
+        with FileLock(str(Path(folder) / ".lock")):
+            if not is_complete(folder):
+                build(folder)
+                return folder
+    log.info("%s: reusing %s", what, folder)
+    return folder
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

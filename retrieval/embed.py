@@ -96,11 +96,20 @@ class ImageSet(torch.utils.data.Dataset):
             return index, torch.zeros(3, size, size, dtype=torch.uint8), str(error)
 
 
-def _shard_path(folder: Path, shard: int) -> Path:
+def shard_path(folder: Path, shard: int) -> Path:
     return folder / f"shard_{shard:05d}.npz"
 
 
-def _normalise(batch: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+def pending_shards(folder: Path, n_items: int, shard_size: int, desc: str) -> list[int]:
+    """Shards of `n_items` that are not written yet (an interrupted run resumes with these)."""
+    n_shards = (n_items + shard_size - 1) // shard_size
+    pending = [s for s in range(n_shards) if not shard_path(folder, s).exists()]
+    if len(pending) < n_shards:
+        log.info("%s: resuming, %d of %d shards already done", desc, n_shards - len(pending), n_shards)
+    return pending
+
+
+def normalise(batch: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     mean = torch.tensor(preprocess.mean, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, device=batch.device).view(1, 3, 1, 1)
     return (batch.float().div_(255) - mean) / std
@@ -125,10 +134,7 @@ def extract(
 
     Returns statistics of this call (images embedded, seconds, images/s, errors)."""
     shard_size = max(batch_size, shard_size // batch_size * batch_size)
-    n_shards = (len(records) + shard_size - 1) // shard_size
-    pending = [s for s in range(n_shards) if not _shard_path(folder, s).exists()]
-    if len(pending) < n_shards:
-        log.info("%s: resuming, %d of %d shards already done", desc, n_shards - len(pending), n_shards)
+    pending = pending_shards(folder, len(records), shard_size, desc)
     batches = [
         list(range(start, min(start + batch_size, (s + 1) * shard_size, len(records))))
         for s in pending
@@ -152,7 +158,7 @@ def extract(
         for indices, pixels, messages in loader:
             pixels = pixels.to(device, non_blocking=True)
             with autocast(device, precision):
-                vectors = model(_normalise(pixels, model.preprocess))
+                vectors = model(normalise(pixels, model.preprocess))
             vectors = torch.nn.functional.normalize(vectors.float(), dim=1).cpu().numpy()
             valid = np.array([not m for m in messages])
             vectors[~valid] = 0
@@ -180,7 +186,7 @@ def _write_shard(folder: Path, shard: int, parts: list, errors: dict[int, str]) 
     indices = np.concatenate([p[0] for p in parts])
     order = np.argsort(indices)
     shard_errors = {str(i): errors[i] for i in indices.tolist() if i in errors}
-    with atomic_path(_shard_path(folder, shard)) as tmp:
+    with atomic_path(shard_path(folder, shard)) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,

@@ -207,7 +207,7 @@ def test_pixel_retrieval_map_matches_brute_force():
         assert pixel_retrieval_map(indices, ious, truths, ignored) == pytest.approx(expected)
 
 
-def test_pixel_retrieval_ap_normalises_by_passing_positives():
+def test_pixel_retrieval_apnormalises_by_passing_positives():
     ranked, ious = [5, 1, 2, 3], [0.0, 0.8, 0.3, 0.9]
     # only 1 and 3 pass 0.5; 2 is a plain negative; trapezoid over 2 passing positives
     expected = ((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2

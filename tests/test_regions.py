@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
-from retrieval.embed import _normalise, load_embeddings
+from retrieval.embed import normalise, load_embeddings
 from retrieval.models import create_model
 from retrieval.ranking import Ranking
 from retrieval.regions.grid import grid
@@ -137,11 +137,11 @@ def test_roi_pooled_vectors_match_crops_where_aligned():
     boxes = torch.tensor([[0, 0, 128, 128], [128, 0, 256, 128], [0, 128, 128, 256], [128, 128, 256, 256], [0, 0, 256, 256]],
                          dtype=torch.float32)
     with torch.inference_mode():
-        features = model.feature_map(_normalise(torch.from_numpy(scene.transpose(2, 0, 1).copy())[None], model.preprocess))
+        features = model.feature_map(normalise(torch.from_numpy(scene.transpose(2, 0, 1).copy())[None], model.preprocess))
         cells = features.shape[-1] / 256
         roi = torch.nn.functional.normalize(roi_vectors(model, features, boxes, (cells, cells), torch.ones(5, 4, 4)), dim=1)
         crops = torch.stack([torch.from_numpy(t.transpose(2, 0, 1).copy()) for t in tiles])
-        crop = torch.nn.functional.normalize(model(_normalise(crops, model.preprocess)), dim=1)
+        crop = torch.nn.functional.normalize(model(normalise(crops, model.preprocess)), dim=1)
         whole = torch.nn.functional.normalize(model.pool(features), dim=1)
     similarity = (roi[:4] @ crop.T).numpy()
     assert np.array_equal(similarity.argmax(0), np.arange(4)), similarity.round(3)

@@ -1,6 +1,8 @@
 """What every backbone provides: an embedding of a normalised batch, and its preprocessing."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -49,3 +51,17 @@ class Embedder(nn.Module):
 def gem(features: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """Generalised-mean pooling (Radenovic et al.): B x C x h x w -> B x C."""
     return features.float().clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+@contextlib.contextmanager
+def offline_hint(weights: str, downloading: bool) -> Iterator[None]:
+    """Turn a failed hub download of `weights` into an error that says how to work offline."""
+    try:
+        yield
+    except Exception as error:  # hub download failures surface as many exception types
+        if not downloading:
+            raise
+        raise RuntimeError(
+            f"Could not fetch {weights} ({type(error).__name__}). Without network access, "
+            "download them elsewhere and pass model.checkpoint=/path/to/file."
+        ) from error

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess
+from retrieval.models.base import Embedder, Preprocess, offline_hint
 
 
 class ClipImageTower(Embedder):
@@ -43,17 +43,10 @@ def open_clip_tower(
     # Weights trained with QuickGELU (every OpenAI tag) must run with it, also from a checkpoint
     # file; open_clip only warns on the mismatch and computes wrong features.
     quick_gelu = bool((open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}).get("quick_gelu"))
-    try:
+    with offline_hint(f"open_clip weights {arch}/{pretrained}", downloading=bool(pretrained and not checkpoint)):
         model = open_clip.create_model(
             arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=quick_gelu
         )
-    except Exception as error:  # hub download failures surface as many exception types
-        if checkpoint or not pretrained:
-            raise
-        raise RuntimeError(
-            f"Could not fetch open_clip weights {arch}/{pretrained} ({type(error).__name__}). "
-            "Without network access, download them elsewhere and pass model.checkpoint=/path/to/file."
-        ) from error
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
     preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), resize="center_crop")

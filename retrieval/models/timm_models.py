@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.base import Embedder, Preprocess, gem, offline_hint
 
 
 class TimmBackbone(Embedder):
@@ -52,20 +52,13 @@ def timm_backbone(
     if "vit" in arch:
         kwargs.update(dynamic_img_size=True, img_size=input_size or 224)
     name = f"{arch}.{pretrained}" if pretrained else arch
-    try:
+    with offline_hint(f"timm weights {name}", downloading=bool(pretrained and not checkpoint)):
         model = timm.create_model(
             name,
             pretrained=bool(pretrained or checkpoint),
             pretrained_cfg_overlay={"file": checkpoint} if checkpoint else None,
             **kwargs,
         )
-    except Exception as error:  # hub download failures surface as many exception types
-        if checkpoint or not pretrained:
-            raise
-        raise RuntimeError(
-            f"Could not fetch timm weights {name} ({type(error).__name__}). Without network "
-            "access, download them elsewhere and pass model.checkpoint=/path/to/file."
-        ) from error
     config = timm.data.resolve_data_config({}, model=model)
     preprocess = Preprocess(config["input_size"][-1], tuple(config["mean"]), tuple(config["std"]))
     return TimmBackbone(model, preprocess.with_options(input_size, resize)).eval()

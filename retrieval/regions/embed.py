@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from retrieval.artifacts import atomic_path
 from retrieval.device import autocast
-from retrieval.embed import _normalise
+from retrieval.embed import normalise, pending_shards, shard_path
 from retrieval.images import ImageError, load_rgb
 from retrieval.masks import encode
 from retrieval.models.base import Embedder
@@ -140,7 +140,7 @@ def _embed_roi(model: Embedder, items: list[dict], device: torch.device, precisi
     for positions in shapes.values():
         pixels = torch.stack([items[p]["pixels"] for p in positions]).to(device, non_blocking=True)
         with autocast(device, precision):
-            features = model.feature_map(_normalise(pixels, model.preprocess))
+            features = model.feature_map(normalise(pixels, model.preprocess))
             for row, position in enumerate(positions):
                 item = items[position]
                 fmap = features[row : row + 1]
@@ -159,13 +159,9 @@ def _embed_crops(model: Embedder, items: list[dict], device: torch.device, preci
         for start in range(0, len(item["pixels"]), batch_size):
             pixels = item["pixels"][start : start + batch_size].to(device, non_blocking=True)
             with autocast(device, precision):
-                parts.append(model(_normalise(pixels, model.preprocess)).float())
+                parts.append(model(normalise(pixels, model.preprocess)).float())
         vectors.append(torch.cat(parts))
     return vectors
-
-
-def _shard_path(folder: Path, shard: int) -> Path:
-    return folder / f"shard_{shard:05d}.npz"
 
 
 def extract_regions(
@@ -193,10 +189,7 @@ def extract_regions(
     if any(needs_main_process(PROPOSERS.get(name)) for name in spec.proposers):
         workers = 0
     sources = [IMAGE_SOURCE, *spec.proposers]
-    n_shards = (len(records) + shard_images - 1) // shard_images
-    pending = [s for s in range(n_shards) if not _shard_path(folder, s).exists()]
-    if len(pending) < n_shards:
-        log.info("%s: resuming, %d of %d shards already done", desc, n_shards - len(pending), n_shards)
+    pending = pending_shards(folder, len(records), shard_images, desc)
     order = [i for s in pending for i in range(s * shard_images, min((s + 1) * shard_images, len(records)))]
     images_per_batch = batch_size if spec.pooling == "roi" else 1
     loader = torch.utils.data.DataLoader(
@@ -245,7 +238,7 @@ def extract_regions(
 def _write_shard(folder: Path, shard: int, items: list[dict], sources: list[str], dim: int, storage: type) -> None:
     items = sorted(items, key=lambda item: item["index"])
     good = [item for item in items if not item["error"]]
-    with atomic_path(_shard_path(folder, shard)) as tmp:
+    with atomic_path(shard_path(folder, shard)) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(
                 handle,

@@ -8,7 +8,6 @@ Results are added to the protocol's tables as `box_*` and `mask_*` metrics.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np

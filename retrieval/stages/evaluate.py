@@ -2,7 +2,6 @@
 leaderboard row and the HTML report into the run folder."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from filelock import FileLock
 
 from retrieval import artifacts
 from retrieval.device import resolve_device
@@ -36,14 +35,7 @@ def main(cfg: Mapping[str, Any], split: str) -> Path:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "embeddings", settings(cfg, split))
-    if artifacts.is_complete(folder):
-        log.info("%s embeddings: reusing %s", split, folder)
-        return folder
-    with FileLock(str(folder / ".lock")):
-        if artifacts.is_complete(folder):
-            return folder
-        _build(cfg, split, folder)
-    return folder
+    return artifacts.build_once(folder, lambda out: _build(cfg, split, out), f"{split} embeddings")
 
 
 def _build(cfg: Mapping[str, Any], split: str, folder: Path) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from filelock import FileLock
 
 from retrieval import artifacts
 from retrieval.device import resolve_device
@@ -72,13 +71,7 @@ def extract_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def extract_main(cfg: Mapping[str, Any]) -> Path:
     """Region embeddings folder, extracting (or finishing an interrupted run) if needed."""
     folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "regions", extract_settings(cfg))
-    if artifacts.is_complete(folder):
-        log.info("region embeddings: reusing %s", folder)
-        return folder
-    with FileLock(str(folder / ".lock")):
-        if not artifacts.is_complete(folder):
-            _extract(cfg, folder)
-    return folder
+    return artifacts.build_once(folder, lambda out: _extract(cfg, out), "region embeddings")
 
 
 def _extract(cfg: Mapping[str, Any], folder: Path) -> None:
@@ -158,14 +151,7 @@ def main(cfg: Mapping[str, Any]) -> Path:
     if plain(cfg["search"]).get("gallery"):
         raise search.MismatchError("search.gallery names whole-image embeddings; region search needs regions=none")
     folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "rankings", settings(cfg))
-    path = folder / search.RANKING
-    if artifacts.is_complete(folder):
-        log.info("ranking: reusing %s", path)
-        return path
-    with FileLock(str(folder / ".lock")):
-        if not artifacts.is_complete(folder):
-            _search(cfg, folder)
-    return path
+    return artifacts.build_once(folder, lambda out: _search(cfg, out), "ranking") / search.RANKING
 
 
 def _hits(cfg: Mapping[str, Any], queries: np.ndarray, regions: RegionEmbeddings, k: int, folder: Path) -> tuple[ImageHits, int]:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from filelock import FileLock
 
 from retrieval import artifacts
 from retrieval.embed import Embeddings, load_embeddings
-from retrieval.index import build_index, load_index, save_index, search
+from retrieval.index import build_index, save_index, search
 from retrieval.ranking import Ranking
 from retrieval.stages import extract
 from retrieval.stages.common import dataset_from_config, plain
@@ -78,14 +77,7 @@ def main(cfg: Mapping[str, Any]) -> Path:
     if regions.enabled(cfg):
         return regions.main(cfg)
     folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]), "rankings", settings(cfg))
-    path = folder / RANKING
-    if artifacts.is_complete(folder):
-        log.info("ranking: reusing %s", path)
-        return path
-    with FileLock(str(folder / ".lock")):
-        if not artifacts.is_complete(folder):
-            _build(cfg, folder)
-    return path
+    return artifacts.build_once(folder, lambda out: _build(cfg, out), "ranking") / RANKING
 
 
 def _build(cfg: Mapping[str, Any], folder: Path) -> None:
