@@ -25,7 +25,7 @@ from retrieval.embed import normalise, load_embeddings
 from retrieval.models import create_model
 from retrieval.ranking import Ranking
 from retrieval.regions.grid import grid
-from retrieval.regions.pooling import roi_vectors
+from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
 from retrieval.regions.embed import RegionEmbeddings
 from retrieval.regions.search import ImageHits, exact_search, group_by_image
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 ETH80 = REPO.parent / "shared" / "data" / "eth80"
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
-FAST = ["regions.input_size=256", "regions.proposals.grid.scales=[0.5,0.3]"]
+FAST = ["regions.input_sizes=[256]", "regions.proposals.grid.scales=[0.5,0.3]"]
 """Small scenes, few windows: keeps each extraction to a second or two."""
 
 
@@ -146,6 +146,29 @@ def test_roi_pooled_vectors_match_crops_where_aligned():
     similarity = (roi[:4] @ crop.T).numpy()
     assert np.array_equal(similarity.argmax(0), np.arange(4)), similarity.round(3)
     assert float(roi[4] @ whole[0]) > 0.98
+
+
+def test_pyramid_pools_each_region_at_the_pass_where_it_looks_query_sized():
+    # a 1000 x 800 image in passes of longer side 500, 1000, 2000; queries are 224 pixels:
+    # a 100-pixel region looks 50, 100, 200 -> pass 2; 300 -> 150, 300, 600 -> pass 1 (log
+    # distance 0.40 vs 0.29); the whole image (1000) -> 500 at pass 0.
+    boxes = np.array([[0, 0, 100, 60], [10, 10, 310, 200], [0, 0, 1000, 800]], dtype=np.float32)
+    assert pyramid_levels(boxes, (800, 1000), (500, 1000, 2000), 224).tolist() == [2, 1, 0]
+
+
+def test_pyramid_vectors_are_the_single_pass_vectors_of_their_level(scenes: Path, cache: Path):
+    """A region pooled from pass 256 of a [128, 256] pyramid is the same vector as in a
+    one-pass extraction at 256, and the pyramid uses both passes."""
+    grid_only = ["regions=grid", "regions.proposals.grid.scales=[0.5,0.3]"]
+    pyramid, _ = regions_stage.load(config(scenes, cache, *grid_only, "regions.input_sizes=[128,256]"))
+    single, _ = regions_stage.load(config(scenes, cache, *grid_only, "regions.input_sizes=[256]"))
+    assert np.array_equal(pyramid.boxes, single.boxes)
+    levels = np.concatenate([
+        pyramid_levels(pyramid.boxes[pyramid.region_image == g], (150, 200), (128, 256), 64) for g in range(len(pyramid.keys))
+    ])
+    assert set(levels.tolist()) == {0, 1}
+    np.testing.assert_allclose(pyramid.vectors[levels == 1], single.vectors[levels == 1], atol=1e-5)
+    assert not np.allclose(pyramid.vectors[levels == 0], single.vectors[levels == 0], atol=1e-3)
 
 
 # Search

@@ -40,7 +40,7 @@ from retrieval.masks import encode
 from retrieval.models.base import Embedder
 from retrieval.records import Record
 from retrieval.regions.learned import needs_main_process
-from retrieval.regions.pooling import POOLINGS, crop_pixels, roi_vectors, roi_weights, scene_pixels
+from retrieval.regions.pooling import POOLINGS, crop_pixels, pyramid_levels, roi_vectors, roi_weights, scene_pixels
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ class RegionSpec:
 
     proposers: Mapping[str, Mapping[str, Any] | None]
     pooling: str = "roi"
-    input_size: int = 640
-    """ROI pooling: longer side of the scene for the backbone pass."""
+    input_sizes: tuple[int, ...] = (640,)
+    """ROI pooling: longer side of the scene in each backbone pass (the pyramid)."""
     roi_size: int = 7
     """ROI pooling: bins per side that each region is aligned to before the model's pool."""
     crop_size: int | None = None
@@ -82,6 +82,8 @@ class RegionSpec:
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"regions.pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if not self.input_sizes or min(self.input_sizes) < 32:
+            raise ValueError(f"regions.input_sizes must list scene sizes of at least 32 pixels, not {self.input_sizes!r}")
 
 
 def _rle_strings(regions: Regions, size_hw: tuple[int, int]) -> list[str]:
@@ -97,6 +99,7 @@ class RegionImageSet(torch.utils.data.Dataset):
     def __init__(self, records: Sequence[Record], model: Embedder, spec: RegionSpec, sources: list[str]):
         self.records = records
         self.preprocess = model.preprocess.with_options(input_size=spec.crop_size)
+        self.query_size = model.preprocess.input_size
         self.spec = spec
         self.sources = sources
 
@@ -120,8 +123,12 @@ class RegionImageSet(torch.utils.data.Dataset):
         if self.spec.pooling == "crop":
             item["pixels"] = torch.from_numpy(crop_pixels(image, regions, self.preprocess))
             return item
-        scene = scene_pixels(image, self.spec.input_size)
-        item["pixels"] = torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))
+        levels = pyramid_levels(regions.boxes, (height, width), self.spec.input_sizes, self.query_size)
+        item["levels"] = torch.from_numpy(levels)
+        item["scenes"] = {
+            int(level): torch.from_numpy(np.ascontiguousarray(scene_pixels(image, self.spec.input_sizes[level]).transpose(2, 0, 1)))
+            for level in np.unique(levels)
+        }
         item["size_hw"] = (height, width)
         item["weights"] = torch.from_numpy(roi_weights(regions, self.spec.roi_size))
         return item
@@ -132,23 +139,27 @@ def _as_list(items: list) -> list:
 
 
 def _embed_roi(model: Embedder, items: list[dict], device: torch.device, precision: str) -> list[torch.Tensor]:
-    """One backbone pass per group of equally sized scenes; regions pooled from it."""
-    vectors: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    shapes: dict[tuple, list[int]] = {}
+    """One backbone pass per pyramid level and group of equally sized scenes; each region is
+    pooled from the pass of its level."""
+    vectors = [torch.empty(len(item["boxes"]), model.dim) for item in items]
+    groups: dict[tuple, list[int]] = {}
     for position, item in enumerate(items):
-        shapes.setdefault(tuple(item["pixels"].shape), []).append(position)
-    for positions in shapes.values():
-        pixels = torch.stack([items[p]["pixels"] for p in positions]).to(device, non_blocking=True)
+        for level, scene in item["scenes"].items():
+            groups.setdefault((level, *scene.shape), []).append(position)
+    for (level, *_), positions in groups.items():
+        pixels = torch.stack([items[p]["scenes"][level] for p in positions]).to(device, non_blocking=True)
         with autocast(device, precision):
             features = model.feature_map(normalise(pixels, model.preprocess))
             for row, position in enumerate(positions):
                 item = items[position]
+                chosen = torch.nonzero(item["levels"] == level).flatten()
                 fmap = features[row : row + 1]
                 height, width = item["size_hw"]
                 scale = (fmap.shape[-1] / width, fmap.shape[-2] / height)
-                pooled = roi_vectors(model, fmap, item["boxes"], scale, item["weights"])
-                pooled[0] = model.pool(fmap)[0].float()  # the whole image: the model's own descriptor
-                vectors[position] = pooled
+                pooled = roi_vectors(model, fmap, item["boxes"][chosen], scale, item["weights"][chosen])
+                if chosen[0] == 0:  # the whole image: the model's own descriptor of this pass
+                    pooled[0] = model.pool(fmap)[0].float()
+                vectors[position][chosen] = pooled.cpu()
     return vectors
 
 
@@ -214,7 +225,7 @@ def extract_regions(
                 vectors = _embed_crops(model, good, device, precision, batch_size)
             for item, vector in zip(good, vectors):
                 item["vectors"] = torch.nn.functional.normalize(vector, dim=1).cpu().numpy().astype(storage)
-                item.pop("pixels"), item.pop("weights", None)
+                item.pop("pixels", None), item.pop("scenes", None), item.pop("weights", None)
                 regions += len(vector)
             for item in items:
                 if item["error"]:

@@ -1,9 +1,11 @@
 """Region vectors, two ways.
 
-`roi`: one backbone pass over the scene (aspect kept, long side `input_size`), then every
-region is ROI-aligned out of the feature map (torchvision `roi_align`) and pooled with the
-model's own `pool`; segments weight the aligned cells by their mask, so the background
-inside their box is left out. Hundreds of regions cost about one forward pass.
+`roi`: a few backbone passes over the scene (aspect kept, long sides `input_sizes`: an image
+pyramid), then every region is ROI-aligned out of the feature map of the pass in which it
+looks closest to the size the model embeds queries at (torchvision `roi_align`), and pooled
+with the model's own `pool`; segments weight the aligned cells by their mask, so the
+background inside their box is left out. Hundreds of regions cost a few forward passes, and
+a small object is still seen at the scale the backbone was trained on.
 
 `crop`: each region is cut out (segments: background filled with the image mean, as the
 `mask` query mode does), resized like a query and embedded on its own. One pass per region:
@@ -33,6 +35,14 @@ def scene_pixels(image: np.ndarray, long_side: int) -> np.ndarray:
     scale = long_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
+def pyramid_levels(boxes: np.ndarray, size_hw: tuple[int, int], input_sizes: tuple[int, ...], target: int) -> np.ndarray:
+    """Per region, the pass (index into `input_sizes`, the scene's longer side in each pass)
+    in which the region's longer side is closest to `target` pixels, on a log scale."""
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(min=1)
+    scales = np.asarray(input_sizes, dtype=np.float64) / max(size_hw)
+    return np.abs(np.log(sides[:, None] * scales[None] / target)).argmin(axis=1)
 
 
 def roi_weights(regions: Regions, roi_size: int) -> np.ndarray:

@@ -30,17 +30,29 @@ def _plain(value: Any) -> str:
     return escape(str(value))
 
 
-def _summary_table(summary: dict[str, dict[str, Any]]) -> str:
-    """Rows = reported subsets/setups, columns = metrics, values as percentages."""
+LOCALISATION_FAMILIES = {"box_": "Localisation, boxes", "mask_": "Localisation, masks"}
+
+
+def _summary_tables(summary: dict[str, dict[str, Any]]) -> str:
+    """Rows = reported subsets/setups, columns = metrics, values as percentages; retrieval
+    metrics first, then one table per localisation kind (`box_mAP@50` under "boxes")."""
     metrics = list(dict.fromkeys(m for values in summary.values() for m in values))
-    head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
-    body = "".join(
-        f"<tr><th>{escape(label)}</th>"
-        + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m in metrics)
-        + "</tr>"
-        for label, values in summary.items()
-    )
-    return f'<table class="metrics"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
+    families = {"Retrieval": [(m, m) for m in metrics if not m.startswith(tuple(LOCALISATION_FAMILIES))]}
+    for prefix, title in LOCALISATION_FAMILIES.items():
+        families[title] = [(m, m.removeprefix(prefix)) for m in metrics if m.startswith(prefix)]
+    families = {title: columns for title, columns in families.items() if columns}
+    tables = []
+    for title, columns in families.items():
+        head = "".join(f"<th>{escape(name)}</th>" for _, name in columns)
+        body = "".join(
+            f"<tr><th>{escape(label)}</th>"
+            + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
+            + "</tr>"
+            for label, values in summary.items()
+        )
+        caption = f"<caption>{escape(title)}</caption>" if len(families) > 1 else ""
+        tables.append(f'<table class="metrics">{caption}<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return "".join(tables)
 
 
 def _facts(title: str, values: dict[str, Any]) -> str:
@@ -92,6 +104,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
     facts = {
         "query mode": metrics.get("query_mode", ""),
         "index": metrics.get("index", ""),
+        "regions": metrics.get("regions", ""),
         "queries": len(dataset["queries"]),
         "gallery": len(dataset["gallery"]),
         "ranking depth": run.ranking.k,
@@ -118,7 +131,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
 <main>
 <section class="card" id="summary">
   <h2>Metrics <small>(%)</small></h2>
-  {_summary_table(metrics.get("summary", {}))}
+  {_summary_tables(metrics.get("summary", {}))}
   <div class="facts-row">{_facts("Counts", metrics.get("counts", {}))}{_facts("Timings", metrics.get("timings", {}))}</div>
   {_skipped(metrics.get("skipped", {}))}
   {provenance}

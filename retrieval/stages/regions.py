@@ -45,7 +45,7 @@ def spec(cfg: Mapping[str, Any]) -> RegionSpec:
     return RegionSpec(
         proposers=node.get("proposals") or {},
         pooling=node.get("pooling", "roi"),
-        input_size=int(node.get("input_size", 640)),
+        input_sizes=tuple(int(size) for size in node.get("input_sizes", (640,))),
         roi_size=int(node.get("roi_size", 7)),
         crop_size=node.get("crop_size"),
     )
@@ -56,7 +56,7 @@ def extract_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     chosen = spec(cfg)
     made = {"proposals": dict(chosen.proposers), "pooling": chosen.pooling}
     if chosen.pooling == "roi":
-        made.update(input_size=chosen.input_size, roi_size=chosen.roi_size)
+        made.update(input_sizes=list(chosen.input_sizes), roi_size=chosen.roi_size)
     else:
         made.update(crop_size=chosen.crop_size)
     return {
