@@ -11,11 +11,12 @@ from typing import Any, Mapping
 
 from retrieval import artifacts
 from retrieval.leaderboard import append_row, git_commit
-from retrieval.masks import encode
+from retrieval.masks import decode, encode
 from retrieval.protocols import score
 from retrieval.ranking import Ranking
-from retrieval.records import Dataset, Record
+from retrieval.records import Dataset, Instance, Record
 from retrieval.regions.localise import add_localisation
+from retrieval.report import build_leaderboard_page, build_run_report
 from retrieval.stages import regions, search
 from retrieval.stages.common import dataset_from_config, plain
 
@@ -26,12 +27,13 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _instance_json(instance, with_mask: bool) -> dict[str, Any]:
+def _instance_json(instance: Instance, with_mask: bool) -> dict[str, Any]:
+    """An instance as JSON; its mask (any encoding the adapters accept) as compressed COCO RLE."""
     mask = None
     if with_mask and instance.mask is not None:
-        from retrieval.masks import decode
-
-        rle = instance.mask if isinstance(instance.mask, dict) and isinstance(instance.mask.get("counts"), str) else encode(decode(instance.mask))
+        rle = instance.mask
+        if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str)):
+            rle = encode(decode(rle))
         mask = {"size": list(rle["size"]), "counts": rle["counts"]}
     box = [float(v) for v in instance.box] if instance.box is not None else None
     return {"id": instance.id, "box": box, "mask": mask}
@@ -162,10 +164,6 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
 def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:
     settings = plain(cfg["eval"])
     if not settings.get("report", True):
-        return None
-    try:
-        from retrieval.report import build_leaderboard_page, build_run_report
-    except ImportError:
         return None
     path = build_run_report(out, top_k=settings.get("report_top_k", 10))
     build_leaderboard_page(leaderboard)
