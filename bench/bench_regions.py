@@ -39,10 +39,12 @@ def runs(crop_size: int | None, skip_crop: bool) -> dict[str, list[str]]:
     """Name -> overrides. Defaults of each config group are used unless named here."""
     table = {
         "whole image": ["regions=none"],
-        "grid, ROI": ["regions=grid", "regions.pooling=roi"],
-        "grid+segments, ROI": ["regions=grid_segments", "regions.pooling=roi"],
-        "grid, ROI, ivfpq": ["regions=grid", "regions.pooling=roi", "index=ivfpq"],
-        "grid, ROI, hnsw": ["regions=grid", "regions.pooling=roi", "index=hnsw"],
+        "grid, ROI 640": ["regions=grid", "regions.input_sizes=[640]"],
+        "grid, ROI 1280": ["regions=grid", "regions.input_sizes=[1280]"],
+        "grid, ROI": ["regions=grid"],
+        "grid+segments, ROI": ["regions=grid_segments"],
+        "grid, ROI, ivfpq": ["regions=grid", "index=ivfpq"],
+        "grid, ROI, hnsw": ["regions=grid", "index=hnsw"],
     }
     if not skip_crop:
         size = [f"regions.crop_size={crop_size}"] if crop_size else []
@@ -108,6 +110,7 @@ def main() -> None:
         rows[name].update({f"recall@{k}": overlap_at(approx, exact, k) for k in RECALL_KS})
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
+          f"ROI = the default pyramid (passes of longer side 640 and 1280) unless a size is named; "
           f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}\n")
     header = ["run", "mAP", "vs whole", "box mAP@50", "box mIoU", "mask mAP@50", "mask mIoU", "regions/img", "index MB", "extract s", "x whole", "search s",
               *[f"recall@{k} vs exact" for k in RECALL_KS]]
