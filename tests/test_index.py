@@ -81,15 +81,15 @@ def test_blocked_search_equals_unblocked() -> None:
         np.testing.assert_array_equal(blocked[1], whole[1])
 
 
-@pytest.mark.parametrize("factory, nprobe", [("IVF16,Flat", 4), ("HNSW32", None)])
-def test_approximate_indexes_have_high_recall_on_clustered_data(factory: str, nprobe: int | None) -> None:
+@pytest.mark.parametrize("factory, params", [("IVF16,Flat", {"nprobe": 4}), ("HNSW32", {"efSearch": 32})])
+def test_approximate_indexes_have_high_recall_on_clustered_data(factory: str, params: dict) -> None:
     d = 32
     centres = np.random.default_rng(7).standard_normal((16, d))
     gallery = clustered(3000, d, centres, seed=8)
     queries = clustered(100, d, centres, seed=9)
     k = 10
     _, exact = brute_force(queries, gallery, k)
-    index = build_index(gallery, factory=factory, nprobe=nprobe, train_size=2000)
+    index = build_index(gallery, factory=factory, search_params=params, train_size=2000)
     scores, found = search(index, queries, k=k)
     recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)])
     assert recall >= 0.9, recall

@@ -300,7 +300,7 @@ def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Pat
 
 def test_approximate_indexes_run_and_agree_with_exact(scenes: Path, cache: Path):
     exact = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST)))
-    for index in (["index=hnsw"], ["index=ivfpq", "index.factory='IVF2,PQ16x4'", "index.nprobe=2"]):
+    for index in (["index=hnsw"], ["index=ivfpq", "index.factory='IVF2,PQ16x4'", "index.search_params.nprobe=2"]):
         approx = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST, *index)))
         assert approx.boxes is not None and approx.indices.shape == exact.indices.shape
         overlap = np.mean([len(set(a[:3]) & set(e[:3])) / 3 for a, e in zip(approx.indices, exact.indices)])

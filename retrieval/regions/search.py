@@ -9,6 +9,7 @@ images none of whose regions came back are missing from the row (padding).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import faiss
@@ -84,13 +85,13 @@ def exact_search(
 def build_region_index(
     vectors: np.ndarray,
     factory: str,
-    nprobe: int | None = None,
+    search_params: Mapping[str, float] | None = None,
     use_gpu: bool | None = None,
     add_block: int = 100_000,
 ) -> faiss.Index:
     """A FAISS index over region vectors (float16 allowed), trained on (and first filled
     with) one block, then filled block by block, so one float32 block exists at a time."""
-    index = build_index(np.asarray(vectors[:add_block], dtype=np.float32), factory=factory, use_gpu=use_gpu, nprobe=nprobe)
+    index = build_index(np.asarray(vectors[:add_block], dtype=np.float32), factory=factory, use_gpu=use_gpu, search_params=search_params)
     for start in range(add_block, len(vectors), add_block):
         index.add(np.asarray(vectors[start : start + add_block], dtype=np.float32))
     return index

@@ -161,7 +161,7 @@ def _hits(cfg: Mapping[str, Any], queries: np.ndarray, regions: RegionEmbeddings
         device = resolve_device(plain(cfg["extract"])["device"])
         hits = exact_search(queries, regions.vectors, regions.region_image, len(regions.keys), k, device)
         return hits, int(regions.vectors.nbytes)
-    index = build_region_index(regions.vectors, index_cfg["factory"], index_cfg.get("nprobe"), index_cfg.get("gpu"))
+    index = build_region_index(regions.vectors, index_cfg["factory"], index_cfg.get("search_params"), index_cfg.get("gpu"))
     save_index(index, folder / "index.faiss")
     k_regions = _search_options(cfg)["k_regions"] or K_REGIONS_PER_IMAGE * k
     hits = approximate_search(index, queries, regions.region_image, k, int(k_regions), plain(cfg["search"])["block_size"])

@@ -90,7 +90,7 @@ def _build(cfg: Mapping[str, Any], folder: Path) -> None:
         gallery.vectors[gallery_rows].astype(np.float32),
         factory=index_cfg["factory"],
         use_gpu=index_cfg.get("gpu"),
-        nprobe=index_cfg.get("nprobe"),
+        search_params=index_cfg.get("search_params"),
     )
     built = time.perf_counter()
     if index_cfg["factory"] != "Flat":
