@@ -317,6 +317,14 @@ def test_crop_pooling_embeds_the_whole_image_as_the_gallery_stage_does(scenes: P
     assert meta["regions_per_image"]["mean"] == pytest.approx(len(regions.region_image) / len(whole), abs=0.05)
 
 
+def test_region_run_reports_the_whole_image_baseline(scenes: Path, cache: Path, tmp_path: Path):
+    region_run = json.loads(evaluate.main(config(scenes, cache, "regions=grid", *FAST, "eval.report=true"), tmp_path / "grid").read_text())
+    whole_run = json.loads(evaluate.main(config(scenes, cache), tmp_path / "whole").read_text())
+    assert region_run["whole_image_summary"] == whole_run["summary"] and whole_run["whole_image_summary"] is None
+    report = (tmp_path / "grid" / "report.html").read_text()
+    assert "all, whole image" in report and f"{100 * whole_run['summary']['all']['mAP']:.2f}" in report
+
+
 def test_regions_none_is_todays_whole_image_search(scenes: Path, cache: Path):
     cfg = config(scenes, cache)
     without = OmegaConf.to_container(cfg, resolve=True)

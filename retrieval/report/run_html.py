@@ -33,9 +33,10 @@ def _plain(value: Any) -> str:
 LOCALISATION_FAMILIES = {"box_": "Localisation, boxes", "mask_": "Localisation, masks"}
 
 
-def _summary_tables(summary: dict[str, dict[str, Any]]) -> str:
+def _summary_tables(summary: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]] | None = None) -> str:
     """Rows = reported subsets/setups, columns = metrics, values as percentages; retrieval
-    metrics first, then one table per localisation kind (`box_mAP@50` under "boxes")."""
+    metrics first (with the whole-image baseline rows of a region-level run), then one table
+    per localisation kind (`box_mAP@50` under "boxes")."""
     metrics = list(dict.fromkeys(m for values in summary.values() for m in values))
     families = {"Retrieval": [(m, m) for m in metrics if not m.startswith(tuple(LOCALISATION_FAMILIES))]}
     for prefix, title in LOCALISATION_FAMILIES.items():
@@ -44,11 +45,14 @@ def _summary_tables(summary: dict[str, dict[str, Any]]) -> str:
     tables = []
     for title, columns in families.items():
         head = "".join(f"<th>{escape(name)}</th>" for _, name in columns)
+        rows = [(label, values, "") for label, values in summary.items()]
+        if baseline and title == "Retrieval":
+            rows += [(f"{label}, whole image", values, ' class="baseline"') for label, values in baseline.items()]
         body = "".join(
-            f"<tr><th>{escape(label)}</th>"
+            f"<tr{css}><th>{escape(label)}</th>"
             + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
             + "</tr>"
-            for label, values in summary.items()
+            for label, values, css in rows
         )
         caption = f"<caption>{escape(title)}</caption>" if len(families) > 1 else ""
         tables.append(f'<table class="metrics">{caption}<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>')
@@ -131,7 +135,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
 <main>
 <section class="card" id="summary">
   <h2>Metrics <small>(%)</small></h2>
-  {_summary_tables(metrics.get("summary", {}))}
+  {_summary_tables(metrics.get("summary", {}), metrics.get("whole_image_summary"))}
   <div class="facts-row">{_facts("Counts", metrics.get("counts", {}))}{_facts("Timings", metrics.get("timings", {}))}</div>
   {_skipped(metrics.get("skipped", {}))}
   {provenance}

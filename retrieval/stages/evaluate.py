@@ -89,6 +89,14 @@ def print_summary(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def whole_image_summary(cfg: Mapping[str, Any], dataset: Dataset, options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The same run's metrics with one vector per gallery image (`regions=none`): the
+    baseline a region-level run is reported against. Its artifacts are cached like any run's."""
+    whole = {**plain(cfg), "regions": {"name": "none"}}
+    summary = score(Ranking.load(search.main(whole)), dataset, **options).summary
+    return {label: {m: _finite(v) for m, v in values.items()} for label, values in summary.items()}
+
+
 def main(cfg: Mapping[str, Any], out: Path) -> Path:
     """Score the configured ranking (searching first if needed); returns metrics.json."""
     out = Path(out)
@@ -109,6 +117,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     query_mode = plain(cfg["query"])["name"]
     index_name = plain(cfg["index"])["name"]
     regions_name = regions.region_config(cfg)["name"]
+    baseline = whole_image_summary(cfg, dataset, options) if regions.enabled(cfg) and not plain(cfg["eval"]).get("ranking") else None
     metrics = {
         "dataset": dataset.name,
         "model": model_name,
@@ -119,6 +128,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "protocol_options": options,
         "dataset_notes": dataset.extra,
         "summary": {k: {m: _finite(v) for m, v in d.items()} for k, d in result.summary.items()},
+        "whole_image_summary": baseline,
         "counts": {
             **result.counts,
             "n_queries": len(dataset.queries),
@@ -146,6 +156,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "commit": git_commit(),
         "run_dir": str(out.resolve()),
         **_percent_row(result.summary),
+        **({"whole_image_mAP": _percent_row(baseline).get("mAP", "")} if baseline else {}),
     }
     leaderboard = append_row(Path(cfg["paths"]["leaderboard"]), row)
     report = _report(cfg, out, leaderboard)
@@ -154,6 +165,8 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
         dataset.name, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
+    if baseline:
+        log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(baseline))
     if n_skipped:
         log.warning("%d inputs were skipped (loading %d, queries %d, gallery %d); see %s", n_skipped,
                     len(skipped["loading"]), len(skipped["queries"]), len(skipped["gallery"]), metrics_path)
