@@ -47,8 +47,8 @@ def runs(crop_size: int | None, skip_crop: bool) -> dict[str, list[str]]:
         "grid, ROI, hnsw": ["regions=grid", "index=hnsw"],
     }
     if not skip_crop:
-        size = [f"regions.crop_size={crop_size}"] if crop_size else []
-        table["grid, crop"] = ["regions=grid", "regions.pooling=crop", "extract.batch_size=64", *size]
+        size = [f"regions.crop_size={crop_size or 'null'}"]
+        table["grid, crop"] = ["regions=grid_crop", "extract.batch_size=64", *size]
         table["segments, crop"] = ["regions=segments", "regions.pooling=crop", "extract.batch_size=64", *size]
     return table
 
