@@ -6,7 +6,7 @@ Small objects vanish in a whole-image descriptor; a region that frames the objec
     grid.py       multi-scale overlapping windows
     segments.py   class-agnostic segments (Felzenszwalb superpixels, grouped hierarchically)
     learned.py    learned proposers that need local weights (Segment Anything)
-    pooling.py    region vectors: ROI pooling of one backbone pass, or one pass per crop
+    pooling.py    region vectors: ROI pooling of an image pyramid's passes, or one pass per crop
     embed.py      batched, resumable region extraction into shards (vectors, image, box, mask)
     search.py     region search aggregated per image (max), exact blockwise or via FAISS
     localise.py   IoU of returned boxes / masks and the localisation metrics of evaluate

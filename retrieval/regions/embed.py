@@ -1,7 +1,7 @@
 """Batched, resumable region extraction: the region embeddings artifact.
 
 Each gallery image is decoded once, in a DataLoader worker, which also proposes its
-regions and prepares the pixels (the resized scene for ROI pooling, or the crops); the
+regions and prepares the pixels (the scene at each pyramid size for ROI pooling, or the crops); the
 device pools or embeds, under autocast and `inference_mode`. Shards of `shard_images`
 images are written atomically, so an interrupted run resumes from the last finished shard.
 
