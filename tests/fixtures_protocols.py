@@ -45,6 +45,27 @@ def make_revisitop(root: Path, name: str = "roxford5k", n_database: int = 10) ->
     return gnd
 
 
+def make_pixel_labels(release: Path, gnd: dict, city: str = "oxford") -> dict[str, tuple[int, int, int, int]]:
+    """A PROxford-style release: `<city>_pair2labelpath.npy` (pickled dict "{q}_{i}" -> JSON
+    path) and one LabelMe JSON per (query, positive) pair, each outlining two rectangles.
+    Returns pair -> the rectangles' union box (x1, y1, x2, y2), drawn inside a 48 x 36 image."""
+    import json
+
+    labels, boxes = {}, {}
+    for q, entry in enumerate(gnd["gnd"]):
+        for i in sorted({int(v) for v in list(entry["easy"]) + list(entry["hard"])}):
+            x, y = 4 + 2 * q, 3 + i
+            shapes = [[[x, y], [x + 10, y], [x + 10, y + 8], [x, y + 8]],
+                      [[x + 10, y], [x + 20, y], [x + 20, y + 4], [x + 10, y + 4]]]
+            path = Path("labels") / f"{q}_{i}.json"
+            (release / path).parent.mkdir(parents=True, exist_ok=True)
+            (release / path).write_text(json.dumps({"shapes": [{"label": "landmark", "points": s} for s in shapes]}))
+            labels[f"{q}_{i}"] = str(path)
+            boxes[f"{q}_{i}"] = (x, y, x + 20, y + 8)
+    np.save(release / f"{city}_pair2labelpath.npy", labels, allow_pickle=True)
+    return boxes
+
+
 def make_revisitop1m(root: Path, count: int = 4) -> list[str]:
     """`<root>/revisitop1m/revisitop1m.txt` and `jpg/<sub>/<name>.jpg`; returns the list lines."""
     folder = Path(root) / "revisitop1m"

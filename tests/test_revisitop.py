@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from retrieval.datasets import load_dataset
-from tests.fixtures_protocols import ROXFORD_GND, make_revisitop, make_revisitop1m, run_evaluate
+from retrieval.masks import decode
+from tests.fixtures_protocols import ROXFORD_GND, make_pixel_labels, make_revisitop, make_revisitop1m, run_evaluate
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
@@ -194,3 +195,43 @@ def test_end_to_end_metrics_match_the_saved_ranking(tmp_path):
         for k, values in mps.items():
             assert summary[f"mP@{k}"] == pytest.approx(np.mean(values), abs=1e-12)
         assert metrics["counts"][setup]["n_queries_without_positives"] == 3 - len(aps)
+
+
+def test_pixel_labels_outline_the_landmark_in_each_labelled_positive(oxford):
+    root, gnd = oxford
+    boxes = make_pixel_labels(root / "pr", gnd)
+    dataset = load_dataset("revisitop", root=root, name="roxford5k", pixel_labels=root / "pr")
+    found = {f"{inst.id[1:]}_{g}": inst for g, record in enumerate(dataset.gallery) for inst in record.instances}
+    assert set(found) == set(boxes) and dataset.extra["n_pixel_labels"] == len(boxes)
+    for pair, (x1, y1, x2, y2) in boxes.items():
+        mask = decode(found[pair].mask)
+        assert mask.shape == (36, 48)
+        ys, xs = np.nonzero(mask)
+        assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1 and abs(ys.min() - y1) <= 1
+        assert abs(ys.max() + 1 - y2) <= 1, "the union of both rectangles"
+        assert not mask[y1 + 6, x1 + 15], "the second rectangle is only 4 pixels high"
+
+
+def test_pixel_labels_refuse_pickled_code_and_name_the_release(oxford, tmp_path):
+    root, _ = oxford
+    with pytest.raises(FileNotFoundError, match="PROxford/PRParis"):
+        load_dataset("revisitop", root=root, name="roxford5k", pixel_labels=tmp_path / "nothing")
+    (tmp_path / "evil").mkdir()
+    np.save(tmp_path / "evil" / "oxford_pair2labelpath.npy", np.array([Path("x")], dtype=object), allow_pickle=True)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        load_dataset("revisitop", root=root, name="roxford5k", pixel_labels=tmp_path / "evil")
+
+
+def test_region_ranking_on_pixel_labels_gets_localisation_metrics(tmp_path):
+    gnd = make_revisitop(tmp_path / "data", "roxford5k")
+    make_pixel_labels(tmp_path / "data" / "pr", gnd)
+    run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'",
+                       f"dataset.pixel_labels='{tmp_path / 'data' / 'pr'}'", "regions=grid",
+                       "regions.input_sizes=[64]", "regions.proposals.grid.scales=[0.5]", "model.input_size=32")
+    metrics = json.loads((run / "metrics.json").read_text())
+    for setup in ("easy", "medium", "hard"):
+        summary = metrics["summary"][setup]
+        for kind in ("box", "mask"):
+            assert {f"{kind}_mAP@50", f"{kind}_mAP@50:95", f"{kind}_mIoU"} <= set(summary)
+            assert summary[f"{kind}_mAP@0"] == pytest.approx(summary["mAP"])
+            assert summary[f"{kind}_mAP@50"] <= summary["mAP"] + 1e-12

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.datasets import register
+from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -101,8 +102,8 @@ def _query_record(folder: Path, image: Path, index: int, bbx: Any, crop: bool) -
     )
 
 
-def _gallery_record(folder: Path, image: Path) -> Record:
-    return Record(path=image, key=os.path.relpath(image, folder))
+def _gallery_record(folder: Path, image: Path, instances: list[Instance] | None = None) -> Record:
+    return Record(path=image, key=os.path.relpath(image, folder), instances=tuple(instances or ()))
 
 
 def _check_images(paths: list[Path], root: Path, name: str) -> None:
@@ -154,8 +155,11 @@ def load(
     name: str = "roxford5k",
     crop_queries: bool = True,
     distractors: str | os.PathLike | None = None,
+    pixel_labels: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk."""
+    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk;
+    with `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
+    positive, so region-level rankings get localisation metrics."""
     root = Path(root).expanduser()
     folder = root / name
     gnd_file = folder / f"gnd_{name}.pkl"
@@ -170,7 +174,12 @@ def load(
         _query_record(folder, path, q, entry["bbx"], crop_queries)
         for q, (path, entry) in enumerate(zip(query_paths, data["gnd"]))
     ]
-    gallery = [_gallery_record(folder, path) for path in gallery_paths]
+    outlined = (
+        pixel_instances(Path(pixel_labels).expanduser(), name, gallery_paths, _GroundTruthUnpickler)
+        if pixel_labels is not None
+        else {}
+    )
+    gallery = [_gallery_record(folder, path, outlined.get(g)) for g, path in enumerate(gallery_paths)]
     extra_paths = distractor_images(distractors, root) if distractors is not None else []
     gallery += [_gallery_record(folder, path) for path in extra_paths]
     return Dataset(
@@ -185,5 +194,6 @@ def load(
             "crop_rounding": "pillow",
             "n_database": len(gallery_paths),
             "n_distractors": len(extra_paths),
+            "n_pixel_labels": sum(len(found) for found in outlined.values()),
         },
     )

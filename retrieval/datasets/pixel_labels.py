@@ -1,0 +1,67 @@
+"""Pixel-retrieval ground truth for Revisited Oxford and Paris (PROxford / PRParis, An et al.,
+ICCV 2023): where each query's landmark is in each of its positive images.
+
+The release holds `<city>_pair2labelpath.npy`, a pickled dict "{query}_{gallery index}" ->
+LabelMe JSON path (relative to the release folder), and those JSON files, whose polygons
+(`shapes[*].points`, pixel [x, y]) together outline the landmark. Here each pair becomes an
+`Instance` of the query's id in the gallery image, with the union of its polygons as mask,
+so the localisation metrics (FORMATS.md sections 7 and 8) score region-level rankings on it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retrieval.masks import encode
+from retrieval.records import Instance
+
+PAIR_FILES = {"roxford5k": "oxford_pair2labelpath.npy", "rparis6k": "paris_pair2labelpath.npy"}
+
+
+def read_pair_labels(path: Path, unpickler: type) -> dict[str, str]:
+    """The "{query}_{gallery index}" -> label path dict of a pair file, unpickled with
+    `unpickler` (one that rebuilds numpy arrays only: a label index has no reason to run code)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(handle)
+        if dtype != np.dtype(object):
+            raise ValueError(f"{path} is not a pickled label index (dtype {dtype})")
+        index = unpickler(handle).load()
+    labels = index.item() if isinstance(index, np.ndarray) else index
+    if not isinstance(labels, dict):
+        raise ValueError(f"{path} holds {type(labels).__name__}, expected a dict of label paths")
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def labelme_polygons(path: Path) -> list[list[float]]:
+    """Every shape of a LabelMe JSON as a flat COCO polygon [x1, y1, x2, y2, ...]."""
+    shapes = json.loads(Path(path).read_text()).get("shapes", [])
+    return [[float(v) for point in shape["points"] for v in point] for shape in shapes if len(shape.get("points", [])) >= 3]
+
+
+def pixel_instances(release: Path, name: str, gallery_images: list[Path], unpickler: type) -> dict[int, list[Instance]]:
+    """Gallery index -> the query instances outlined in it (id "q<query>", mask as RLE)."""
+    if name not in PAIR_FILES:
+        raise ValueError(f"pixel labels exist for {sorted(PAIR_FILES)}, not {name!r}")
+    pair_file = Path(release) / PAIR_FILES[name]
+    if not pair_file.is_file():
+        raise FileNotFoundError(
+            f"{pair_file} not found. dataset.pixel_labels must be the unpacked PROxford/PRParis "
+            "release (pixel_retrieval_benchmarks/, from github.com/anguoyuan/"
+            "Pixel_retrieval-Segmented_instance_retrieval), holding "
+            f"{' and '.join(PAIR_FILES.values())} and the label JSON files"
+        )
+    found: dict[int, list[Instance]] = {}
+    for pair, label in sorted(read_pair_labels(pair_file, unpickler).items()):
+        query, gallery = (int(part) for part in pair.split("_"))
+        if not 0 <= gallery < len(gallery_images):
+            raise ValueError(f"{pair_file}: pair {pair} names gallery image {gallery} of {len(gallery_images)}")
+        with Image.open(gallery_images[gallery]) as image:
+            width, height = image.size
+        mask = encode(labelme_polygons(Path(release) / label), (height, width))
+        found.setdefault(gallery, []).append(Instance(id=f"q{query}", mask=mask))
+    return found
