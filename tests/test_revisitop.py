@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from retrieval.datasets import load_dataset
+from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_map
 from retrieval.masks import decode
 from tests.fixtures_protocols import ROXFORD_GND, make_pixel_labels, make_revisitop, make_revisitop1m, run_evaluate
 
@@ -235,3 +236,33 @@ def test_region_ranking_on_pixel_labels_gets_localisation_metrics(tmp_path):
             assert {f"{kind}_mAP@50", f"{kind}_mAP@50:95", f"{kind}_mIoU"} <= set(summary)
             assert summary[f"{kind}_mAP@0"] == pytest.approx(summary["mAP"])
             assert summary[f"{kind}_mAP@50"] <= summary["mAP"] + 1e-12
+
+
+def test_pixel_reference_option_adds_the_reference_numbers(tmp_path):
+    gnd = make_revisitop(tmp_path / "data", "roxford5k")
+    union_boxes = make_pixel_labels(tmp_path / "data" / "pr", gnd)
+    run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'",
+                       f"dataset.pixel_labels='{tmp_path / 'data' / 'pr'}'", "regions=grid",
+                       "regions.input_sizes=[64]", "regions.proposals.grid.scales=[0.5]", "model.input_size=32",
+                       "+dataset.protocol_options.pixel_reference=true")
+    metrics = json.loads((run / "metrics.json").read_text())
+    ranking = np.load(run / "ranking.npz")
+    indices, boxes = ranking["indices"], ranking["boxes"]
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    ious = np.full(indices.shape, np.nan)
+    for q in range(len(indices)):
+        for j, g in enumerate(indices[q].tolist()):
+            if f"{q}_{g}" in union_boxes:
+                ious[q, j] = iou(boxes[q, j], union_boxes[f"{q}_{g}"])
+    dataset = load_dataset("revisitop", root=tmp_path / "data", name="roxford5k")
+    for setup in ("medium", "hard"):
+        expected = pixel_retrieval_map(indices, ious, dataset.truth[setup], PIXEL_RETRIEVAL_IGNORED["roxford5k"])
+        assert metrics["summary"][setup]["reference_box_mAP@50:95"] == pytest.approx(expected)
+        assert 0 <= metrics["summary"][setup]["reference_box_mIoU"] <= 1
+    assert "reference_box_mAP@50:95" not in metrics["summary"]["easy"]

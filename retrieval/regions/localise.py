@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from retrieval.localisation import best_box_iou, best_mask_iou, per_query_localisation
+from retrieval.localisation import (
+    PIXEL_RETRIEVAL_IGNORED,
+    best_box_iou,
+    best_mask_iou,
+    per_query_localisation,
+    pixel_retrieval_iou,
+    pixel_retrieval_map,
+)
 from retrieval.masks import decode, tight_box
 from retrieval.protocols import ID_COLUMNS, ProtocolResult, evaluate_setups
 from retrieval.ranking import Ranking
@@ -109,12 +116,43 @@ def localisation_result(ranking: Ranking, dataset: Dataset, kinds: Sequence[str]
     return result
 
 
-def add_localisation(result: ProtocolResult, ranking: Ranking, dataset: Dataset) -> ProtocolResult:
-    """`result` with the localisation metrics added, when the ranking and gallery allow them."""
+def pixel_reference_summary(ranking: Ranking, dataset: Dataset) -> dict[str, dict[str, float]]:
+    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (FORMATS.md
+    section 8, compatibility): box IoU, strict IoU > t, queries with no passing positive
+    dropped per threshold, its two ignored queries kept in the denominator; mIoU skipping
+    unpredicted easy positives in Medium."""
+    ious = prediction_ious(ranking, dataset, "box")
+    ignored = PIXEL_RETRIEVAL_IGNORED.get(dataset.name, ())
+    summary = {}
+    for setup in ("medium", "hard"):
+        truths = dataset.truth[setup]
+        skip = [dataset.truth["easy"][q].positives if setup == "medium" else () for q in range(len(truths))]
+        per_query = [
+            pixel_retrieval_iou(ranking.indices[q], truth.positives, ious[q], skip[q])
+            for q, truth in enumerate(truths)
+            if len(truth.positives)
+        ]
+        summary[setup] = {
+            "reference_box_mAP@50:95": pixel_retrieval_map(ranking.indices, ious, truths, ignored),
+            "reference_box_mIoU": float(np.nanmean(per_query)) if per_query else float("nan"),
+        }
+    return summary
+
+
+def add_localisation(
+    result: ProtocolResult, ranking: Ranking, dataset: Dataset, pixel_reference: bool = False
+) -> ProtocolResult:
+    """`result` with the localisation metrics added, when the ranking and gallery allow them;
+    `pixel_reference` adds the pixel-retrieval reference's own numbers (Revisited Oxford/Paris)."""
     kinds = available_kinds(ranking, dataset)
     if not kinds:
         return result
     found = localisation_result(ranking, dataset, kinds)
+    if pixel_reference:
+        if dataset.protocol != "revisitop":
+            raise ValueError("protocol_options.pixel_reference applies to roxford5k / rparis6k with dataset.pixel_labels")
+        for setup, metrics in pixel_reference_summary(ranking, dataset).items():
+            found.summary.setdefault(setup, {}).update(metrics)
     columns = [c for c in found.per_query.columns if c not in ID_COLUMNS]
     per_query = result.per_query.merge(found.per_query[["setup", "query", *columns]], on=["setup", "query"], how="left")
     summary = {label: {**metrics, **found.summary.get(label, {})} for label, metrics in result.summary.items()}

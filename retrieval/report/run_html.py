@@ -30,7 +30,11 @@ def _plain(value: Any) -> str:
     return escape(str(value))
 
 
-LOCALISATION_FAMILIES = {"box_": "Localisation, boxes", "mask_": "Localisation, masks"}
+LOCALISATION_FAMILIES = {
+    "box_": "Localisation, boxes",
+    "mask_": "Localisation, masks",
+    "reference_box_": "Pixel-retrieval reference evaluation, boxes (compatibility)",
+}
 
 
 def _summary_tables(summary: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]] | None = None) -> str:

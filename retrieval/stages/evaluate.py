@@ -76,7 +76,7 @@ def _percent_row(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, dict[str, float]]) -> str:
-    metrics = [m for m in next(iter(summary.values())) if not m.startswith("n_")]
+    metrics = list(dict.fromkeys(m for values in summary.values() for m in values if not m.startswith("n_")))
     width = max(len(label) for label in summary) + 2
     columns = {m: max(10, len(m) + 1) for m in metrics}  # long names (box_mAP@50:95) stay apart
     lines = [" " * width + "".join(f"{m:>{columns[m]}s}" for m in metrics)]
@@ -105,7 +105,10 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     ranking_path = Path(plain(cfg["eval"]).get("ranking") or search.main(cfg))
     ranking = Ranking.load(ranking_path)
     options = plain(cfg["dataset"]).get("protocol_options") or {}
-    result = add_localisation(score(ranking, dataset, **options), ranking, dataset)  # box/mask metrics if it localises
+    scoring = {name: value for name, value in options.items() if name != "pixel_reference"}
+    result = add_localisation(  # box/mask metrics if the ranking localises and the gallery has truth
+        score(ranking, dataset, **scoring), ranking, dataset, pixel_reference=bool(options.get("pixel_reference"))
+    )
     search_meta = artifacts.read_meta(ranking_path.parent) if artifacts.is_complete(ranking_path.parent) else {}
     speed = (search_meta.get("extraction_images_per_s") or {}).get("gallery")
     skipped = {
@@ -117,7 +120,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     query_mode = plain(cfg["query"])["name"]
     index_name = plain(cfg["index"])["name"]
     regions_name = regions.region_config(cfg)["name"]
-    baseline = whole_image_summary(cfg, dataset, options) if regions.enabled(cfg) and not plain(cfg["eval"]).get("ranking") else None
+    baseline = whole_image_summary(cfg, dataset, scoring) if regions.enabled(cfg) and not plain(cfg["eval"]).get("ranking") else None
     metrics = {
         "dataset": dataset.name,
         "model": model_name,
