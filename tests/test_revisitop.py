@@ -244,7 +244,7 @@ def test_pixel_reference_option_adds_the_reference_numbers(tmp_path):
     run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'",
                        f"dataset.pixel_labels='{tmp_path / 'data' / 'pr'}'", "regions=grid",
                        "regions.input_sizes=[64]", "regions.proposals.grid.scales=[0.5]", "model.input_size=32",
-                       "+dataset.protocol_options.pixel_reference=true")
+                       "dataset.protocol_options.pixel_reference=true")
     metrics = json.loads((run / "metrics.json").read_text())
     ranking = np.load(run / "ranking.npz")
     indices, boxes = ranking["indices"], ranking["boxes"]
