@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from retrieval.artifacts import atomic_path
 
-LEADING = ["date", "dataset", "model", "query_mode", "index", "n_queries", "n_gallery", "images_per_s", "commit", "run_dir"]
+LEADING = ["date", "dataset", "model", "query_mode", "index", "regions", "n_queries", "n_gallery", "images_per_s", "commit", "run_dir"]
 
 
 def git_commit(where: Path | None = None) -> str:
