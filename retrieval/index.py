@@ -8,7 +8,7 @@ index so results never depend on the index type or the device.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +102,8 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` (scores, indices) per query, searched in blocks so memory stays bounded.
 
-    Asks the index for a few extra neighbours so ties straddling the k-th place are resolved
-    by gallery index rather than by the index's internal order."""
+    Asks the index for a few extra neighbours, and more while a tie straddles the k-th place,
+    so ties are resolved by gallery index rather than by the index's internal order."""
     n = index.ntotal
     k = min(k, n)
     probe = min(n, k + 16)
@@ -112,17 +112,26 @@ def search(
     all_indices = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(queries), block_size):
         block = queries[start : start + block_size]
-        scores, indices = _top_k(index, block, k, probe)
+        scores, indices = top_k_in_tie_order(
+            lambda rows, depth: index.search(block[rows], depth), np.arange(len(block)), k, probe, n
+        )
         all_scores[start : start + len(block)] = scores
         all_indices[start : start + len(block)] = indices
     return all_scores, all_indices
 
 
-def _top_k(index: faiss.Index, block: np.ndarray, k: int, probe: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-`k` of one block in tie order. Rows whose k-th score is still tied at the last probed
-    place are asked again with twice the probe: the index keeps an arbitrary part of a tie."""
-    scores, indices = sort_ties(*index.search(block, probe))
-    open_tie = (indices[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
-    if probe < index.ntotal and open_tie.any():
-        scores[open_tie, :k], indices[open_tie, :k] = _top_k(index, block[open_tie], k, min(index.ntotal, 2 * probe))
-    return scores[:, :k], indices[:, :k]
+RowSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(rows, depth) -> the (scores, ids) of the best `depth` candidates of those rows, in any
+order within a tie; ids -1 for padding."""
+
+
+def top_k_in_tie_order(search_rows: RowSearch, rows: np.ndarray, k: int, probe: int, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` of each of `rows`, ties broken by lower id, from a search that keeps an arbitrary
+    part of a tie: rows whose k-th score is still tied at the last probed place are searched
+    again with twice the depth, up to all `total` candidates."""
+    scores, ids = sort_ties(*search_rows(rows, probe))
+    open_tie = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+    if probe < total and open_tie.any():
+        deeper = top_k_in_tie_order(search_rows, rows[open_tie], k, min(total, 2 * probe), total)
+        scores[open_tie, :k], ids[open_tie, :k] = deeper
+    return scores[:, :k], ids[:, :k]

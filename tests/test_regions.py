@@ -174,6 +174,13 @@ def test_pyramid_vectors_are_the_single_pass_vectors_of_their_level(scenes: Path
 # Search
 
 
+def test_exact_search_breaks_wide_ties_by_lower_image():
+    """Forty images tie for every place: the top 5 are the five lowest, however topk orders them."""
+    owners = np.repeat(np.arange(40), 3)[::-1].copy()
+    hits = exact_search(np.ones((2, 4), np.float32), np.ones((len(owners), 4), np.float16), owners, 40, 5)
+    assert hits.images.tolist() == [[0, 1, 2, 3, 4]] * 2
+
+
 def test_exact_search_is_the_max_over_each_images_regions():
     """Small integer vectors make scores exact and ties frequent: within an image the lower
     region wins, between images the lower image; blocks are forced small (several of each)."""

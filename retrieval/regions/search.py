@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import torch
 
-from retrieval.index import build_index, search, sort_ties
+from retrieval.index import build_index, search, top_k_in_tie_order
 
 AGGREGATIONS = ("max",)
 
@@ -32,13 +32,16 @@ class ImageHits:
 
 
 def _top_images(best: torch.Tensor, region: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top `k` images of each row of (b, n_images) scores; ties by lower image index."""
-    probe = min(best.shape[1], k + 16)
-    scores, images = torch.topk(best, probe, dim=1)
-    scores, images = scores.cpu().numpy(), images.cpu().numpy()
-    images = np.where(np.isfinite(scores), images, -1)
-    scores, images = sort_ties(scores, images)
-    scores, images = scores[:, :k], images[:, :k]
+    """Top `k` images of each row of (b, n_images) scores; ties by lower image index; images
+    without a region (score -inf) are padding."""
+
+    def top_rows(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, images = torch.topk(best[torch.from_numpy(rows).to(best.device)], depth, dim=1)
+        scores, images = scores.cpu().numpy(), images.cpu().numpy()
+        return scores, np.where(np.isfinite(scores), images, -1)
+
+    n_images = best.shape[1]
+    scores, images = top_k_in_tie_order(top_rows, np.arange(len(best)), k, min(n_images, k + 16), n_images)
     regions = np.take_along_axis(region.cpu().numpy(), np.clip(images, 0, None), 1)
     return scores, images, np.where(images >= 0, regions, -1)
 
