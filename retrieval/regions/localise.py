@@ -8,7 +8,7 @@ Results are added to the protocol's tables as `box_*` and `mask_*` metrics.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,15 +46,24 @@ def _box_raster(box: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _truths(kind: str, instances: list[Instance]) -> list:
+    """The ground truth of `kind` for these instances: boxes, or decoded masks."""
+    if kind == "box":
+        return [b for b in map(_box_of, instances) if b is not None]
+    return [decode(i.mask) for i in instances if i.mask is not None]
+
+
 def prediction_ious(ranking: Ranking, dataset: Dataset, kind: str) -> np.ndarray:
     """(n_query, k) IoU of each returned image's prediction with the query's instances in it;
-    NaN where the image holds none of them or there is no prediction."""
+    NaN where the image holds none of them or there is no prediction. Each image's truth is
+    decoded once per set of wanted instances, however many queries return the image."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     ious = np.full(ranking.indices.shape, np.nan)
-    truth_masks: dict[tuple[int, str], list[np.ndarray]] = {}
+    truths_of: dict[tuple[int, str], list] = {}
     for q, query in enumerate(dataset.queries):
         wanted = set(query.instance_ids)
+        wanted_key = ",".join(sorted(wanted))
         for j, g in enumerate(ranking.indices[q].tolist()):
             if g < 0:
                 continue
@@ -62,24 +71,22 @@ def prediction_ious(ranking: Ranking, dataset: Dataset, kind: str) -> np.ndarray
             box = ranking.boxes[q, j] if ranking.boxes is not None else np.full(4, np.nan)
             if not matches or (np.isnan(box).any() and kind == "box"):
                 continue
-            if kind == "box":
-                truths = [b for b in map(_box_of, matches) if b is not None]
-                if truths:
-                    ious[q, j] = best_box_iou(box, np.asarray(truths, dtype=np.float64))
+            if (g, wanted_key) not in truths_of:
+                truths_of[g, wanted_key] = _truths(kind, matches)
+            truths = truths_of[g, wanted_key]
+            if not truths:
                 continue
-            key = (g, ",".join(sorted(wanted)))
-            if key not in truth_masks:
-                truth_masks[key] = [decode(i.mask) for i in matches if i.mask is not None]
-            if not truth_masks[key]:
+            if kind == "box":
+                ious[q, j] = best_box_iou(box, np.asarray(truths, dtype=np.float64))
                 continue
             rle = ranking.mask(q, j)
             if rle is not None:
                 predicted = decode(rle)
             elif not np.isnan(box).any():
-                predicted = _box_raster(box, truth_masks[key][0].shape)
+                predicted = _box_raster(box, truths[0].shape)
             else:
                 continue
-            ious[q, j] = best_mask_iou(predicted, truth_masks[key])
+            ious[q, j] = best_mask_iou(predicted, truths)
     return ious
 
 
@@ -93,11 +100,12 @@ def available_kinds(ranking: Ranking, dataset: Dataset) -> list[str]:
     return kinds + (["mask"] if has_mask else [])
 
 
-def localisation_result(ranking: Ranking, dataset: Dataset, kinds: Sequence[str]) -> ProtocolResult:
+def localisation_result(ranking: Ranking, dataset: Dataset, ious: Mapping[str, np.ndarray]) -> ProtocolResult:
     """Per-query and summary localisation metrics (`<kind>_mAP@50`, ...) for every setup and
-    query group, as the dataset's protocol reports them (trapezoid AP for revisitop)."""
+    query group from each kind's `prediction_ious`, as the dataset's protocol reports them
+    (trapezoid AP for revisitop)."""
     ap_kind = "trapezoid" if dataset.protocol == "revisitop" else "standard"
-    ious = {kind: prediction_ious(ranking, dataset, kind) for kind in kinds}
+    kinds = list(ious)
 
     def scorer(indices: np.ndarray, truths: Sequence[QueryTruth]) -> pd.DataFrame:
         frames = []
@@ -116,12 +124,11 @@ def localisation_result(ranking: Ranking, dataset: Dataset, kinds: Sequence[str]
     return result
 
 
-def pixel_reference_summary(ranking: Ranking, dataset: Dataset) -> dict[str, dict[str, float]]:
+def pixel_reference_summary(ranking: Ranking, dataset: Dataset, ious: np.ndarray) -> dict[str, dict[str, float]]:
     """Medium and Hard as the PROxford/PRParis reference evaluation computes them (FORMATS.md
     section 8, compatibility): box IoU, strict IoU > t, queries with no passing positive
     dropped per threshold, its two ignored queries kept in the denominator; mIoU skipping
-    unpredicted easy positives in Medium."""
-    ious = prediction_ious(ranking, dataset, "box")
+    unpredicted easy positives in Medium. `ious` are the ranking's box IoUs."""
     ignored = PIXEL_RETRIEVAL_IGNORED.get(dataset.name, ())
     summary = {}
     for setup in ("medium", "hard"):
@@ -147,11 +154,12 @@ def add_localisation(
     kinds = available_kinds(ranking, dataset)
     if not kinds:
         return result
-    found = localisation_result(ranking, dataset, kinds)
+    ious = {kind: prediction_ious(ranking, dataset, kind) for kind in kinds}
+    found = localisation_result(ranking, dataset, ious)
     if pixel_reference:
-        if dataset.protocol != "revisitop":
+        if dataset.protocol != "revisitop" or "box" not in ious:
             raise ValueError("protocol_options.pixel_reference applies to roxford5k / rparis6k with dataset.pixel_labels")
-        for setup, metrics in pixel_reference_summary(ranking, dataset).items():
+        for setup, metrics in pixel_reference_summary(ranking, dataset, ious["box"]).items():
             found.summary.setdefault(setup, {}).update(metrics)
     columns = [c for c in found.per_query.columns if c not in ID_COLUMNS]
     per_query = result.per_query.merge(found.per_query[["setup", "query", *columns]], on=["setup", "query"], how="left")
