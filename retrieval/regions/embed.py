@@ -72,7 +72,7 @@ class RegionSpec:
 
     proposers: Mapping[str, Mapping[str, Any] | None]
     pooling: str = "roi"
-    input_sizes: tuple[int, ...] = (640,)
+    input_sizes: tuple[int, ...] = (640, 1280)
     """ROI pooling: longer side of the scene in each backbone pass (the pyramid)."""
     roi_size: int = 7
     """ROI pooling: bins per side that each region is aligned to before the model's pool."""
@@ -80,6 +80,7 @@ class RegionSpec:
     """Crop pooling: side each crop is resized to; None = the model's input size (as queries)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "input_sizes", tuple(int(size) for size in self.input_sizes))
         if self.pooling not in POOLINGS:
             raise ValueError(f"regions.pooling must be one of {POOLINGS}, not {self.pooling!r}")
         if not self.input_sizes or min(self.input_sizes) < 32:

@@ -17,6 +17,7 @@ half takes tensors.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -48,8 +49,6 @@ def pyramid_levels(boxes: np.ndarray, size_hw: tuple[int, int], input_sizes: tup
 def roi_weights(regions: Regions, roi_size: int) -> np.ndarray:
     """(n, roi_size, roi_size) float32: the fraction of each ROI bin inside the region's mask
     (1 everywhere for box regions), matching the bins `roi_align` samples."""
-    import cv2
-
     weights = np.ones((len(regions), roi_size, roi_size), dtype=np.float32)
     for index, mask in enumerate(regions.masks):
         if mask is not None:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from retrieval import artifacts
 from retrieval.device import resolve_device
 from retrieval.embed import extract, load_embeddings, Embeddings

@@ -41,14 +41,10 @@ def enabled(cfg: Mapping[str, Any]) -> bool:
 
 
 def spec(cfg: Mapping[str, Any]) -> RegionSpec:
+    """The `regions` group as a RegionSpec (its defaults stand in for keys the config lacks)."""
     node = region_config(cfg)
-    return RegionSpec(
-        proposers=node.get("proposals") or {},
-        pooling=node.get("pooling", "roi"),
-        input_sizes=tuple(int(size) for size in node.get("input_sizes", (640,))),
-        roi_size=int(node.get("roi_size", 7)),
-        crop_size=node.get("crop_size"),
-    )
+    options = {name: node[name] for name in ("pooling", "input_sizes", "roi_size", "crop_size") if name in node}
+    return RegionSpec(proposers=node.get("proposals") or {}, **options)
 
 
 def extract_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
