@@ -56,12 +56,14 @@ def pixel_instances(release: Path, name: str, gallery_images: list[Path], unpick
             f"{' and '.join(PAIR_FILES.values())} and the label JSON files"
         )
     found: dict[int, list[Instance]] = {}
+    sizes: dict[int, tuple[int, int]] = {}  # an image is a positive of several queries: read its header once
     for pair, label in sorted(read_pair_labels(pair_file, unpickler).items()):
         query, gallery = (int(part) for part in pair.split("_"))
         if not 0 <= gallery < len(gallery_images):
             raise ValueError(f"{pair_file}: pair {pair} names gallery image {gallery} of {len(gallery_images)}")
-        with Image.open(gallery_images[gallery]) as image:
-            width, height = image.size
-        mask = encode(labelme_polygons(Path(release) / label), (height, width))
+        if gallery not in sizes:
+            with Image.open(gallery_images[gallery]) as image:
+                sizes[gallery] = (image.height, image.width)
+        mask = encode(labelme_polygons(Path(release) / label), sizes[gallery])
         found.setdefault(gallery, []).append(Instance(id=f"q{query}", mask=mask))
     return found

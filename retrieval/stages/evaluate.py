@@ -23,8 +23,12 @@ from retrieval.stages.common import dataset_from_config, plain
 log = logging.getLogger(__name__)
 
 
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def _json_summary(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """A summary as JSON: NaN and infinities (a metric with nothing to average) become null."""
+    return {
+        label: {m: None if isinstance(v, float) and not math.isfinite(v) else v for m, v in values.items()}
+        for label, values in summary.items()
+    }
 
 
 def _instance_json(instance: Instance, with_mask: bool) -> dict[str, Any]:
@@ -93,8 +97,7 @@ def whole_image_summary(cfg: Mapping[str, Any], dataset: Dataset, options: Mappi
     """The same run's metrics with one vector per gallery image (`regions=none`): the
     baseline a region-level run is reported against. Its artifacts are cached like any run's."""
     whole = {**plain(cfg), "regions": {"name": "none"}}
-    summary = score(Ranking.load(search.main(whole)), dataset, **options).summary
-    return {label: {m: _finite(v) for m, v in values.items()} for label, values in summary.items()}
+    return _json_summary(score(Ranking.load(search.main(whole)), dataset, **options).summary)
 
 
 def main(cfg: Mapping[str, Any], out: Path) -> Path:
@@ -130,7 +133,7 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "protocol": dataset.protocol,
         "protocol_options": options,
         "dataset_notes": dataset.extra,
-        "summary": {k: {m: _finite(v) for m, v in d.items()} for k, d in result.summary.items()},
+        "summary": _json_summary(result.summary),
         "whole_image_summary": baseline,
         "counts": {
             **result.counts,
