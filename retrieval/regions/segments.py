@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from retrieval.localisation import box_iou
+from retrieval.masks import tight_box
 from retrieval.regions.proposals import Regions, register
 
 COLOUR_BINS = 25
@@ -176,9 +177,10 @@ def segments(
         x1, y1 = (int(np.floor(v / shrink)) for v in box[:2])
         x2, y2 = min(int(np.ceil(box[2] / shrink)), width), min(int(np.ceil(box[3] / shrink)), height)
         crop = np.isin(full_maps[which][y1:y2, x1:x2], members)
-        rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
-        if rows.size == 0:
+        tight = tight_box(crop)
+        if tight is None:
             continue
-        boxes.append((x1 + cols[0], y1 + rows[0], x1 + cols[-1] + 1, y1 + rows[-1] + 1))
-        masks.append(crop[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        left, top, right, bottom = tight
+        boxes.append((x1 + left, y1 + top, x1 + right, y1 + bottom))
+        masks.append(crop[top:bottom, left:right])
     return Regions(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), masks, ["segments"] * len(masks))
