@@ -9,12 +9,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from retrieval.stages import evaluate
+from retrieval import pipeline
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    evaluate.main(cfg, Path(HydraConfig.get().runtime.output_dir))
+    pipeline.evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

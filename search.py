@@ -1,13 +1,14 @@
-"""Rank the gallery for every query (extracting first if needed): `python search.py index=ivfpq`."""
+"""Rank the gallery for every query, then re-rank (extracting first if needed):
+`python search.py index=ivfpq`, `python search.py 'rerank=[dba,alpha_qe]'`."""
 import hydra
 from omegaconf import DictConfig
 
-from retrieval.stages import search
+from retrieval import pipeline
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    print(f"ranking: {search.main(cfg)}")
+    print(f"ranking: {pipeline.ranking(cfg)}")
 
 
 if __name__ == "__main__":

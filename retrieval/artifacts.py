@@ -61,6 +61,11 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_yaml(path: Path) -> Any:
+    """A settings file this package wrote (safe loader: plain types only)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
 def artifact_dir(cache: Path, stage: str, settings: dict[str, Any]) -> Path:
     """Folder of the artifact of `stage` for these settings; writes `config.yaml` on first use."""
     folder = Path(cache) / stage / config_key(settings)

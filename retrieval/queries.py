@@ -25,6 +25,27 @@ QueryFn = Callable[..., np.ndarray]
 
 MODES: Registry[QueryFn] = Registry("query mode", __name__)
 register = MODES.register
+
+
+def reads(*annotations: str, requires: bool = False) -> Callable[[QueryFn], QueryFn]:
+    """Declare which of the instance's annotations ("box", "mask") a mode cuts out with, and
+    whether it cannot work without them; see `returns_whole_image`."""
+
+    def mark(mode: QueryFn) -> QueryFn:
+        mode.reads, mode.requires = annotations, requires  # type: ignore[attr-defined]
+        return mode
+
+    return mark
+
+
+def returns_whole_image(mode: QueryFn, instance: Instance | None) -> bool:
+    """Whether `mode` gives the image unchanged for this instance (it reads no annotation the
+    instance has), so the query's vector is the gallery's vector of the same image."""
+    if getattr(mode, "requires", True):
+        return False
+    present = {"box": instance is not None and instance.box is not None,
+               "mask": instance is not None and instance.mask is not None}
+    return not any(present[name] for name in getattr(mode, "reads", ("box", "mask")))
 available = MODES.available
 get_query_mode = MODES.get
 
@@ -67,12 +88,14 @@ def _box_of(image: np.ndarray, instance: Instance | None) -> Box | None:
 
 
 @register("full")
+@reads()
 def full_image(image: np.ndarray, instance: Instance | None, **_: Any) -> np.ndarray:
     """The whole image, as the gallery is embedded."""
     return image
 
 
 @register("box")
+@reads("box", "mask")
 def box_crop(image: np.ndarray, instance: Instance | None, margin: float = 0.0, **_: Any) -> np.ndarray:
     """Crop to the object's box grown by `margin` x its size (whole image if it has no box)."""
     box = _box_of(image, instance)
@@ -83,6 +106,7 @@ def box_crop(image: np.ndarray, instance: Instance | None, margin: float = 0.0, 
 
 
 @register("mask")
+@reads("mask", "box", requires=True)
 def masked_crop(
     image: np.ndarray,
     instance: Instance | None,
@@ -107,6 +131,7 @@ def masked_crop(
 
 
 @register("square")
+@reads("box", "mask")
 def square_crop(image: np.ndarray, instance: Instance | None, **_: Any) -> np.ndarray:
     """Find-your-Needle reference: square of side max(w, h) centred on the box, zero padding."""
     box = _box_of(image, instance)

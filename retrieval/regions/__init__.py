@@ -7,7 +7,8 @@ Small objects vanish in a whole-image descriptor; a region that frames the objec
     segments.py   class-agnostic segments (Felzenszwalb superpixels, grouped hierarchically)
     learned.py    learned proposers that need local weights (Segment Anything)
     pooling.py    region vectors: ROI pooling of an image pyramid's passes, or one pass per crop
-    embed.py      batched, resumable region extraction into shards (vectors, image, box, mask)
-    search.py     region search aggregated per image (max), exact blockwise or via FAISS
-    localise.py   IoU of returned boxes / masks and the localisation metrics of evaluate
+
+The representations that use them (`roi`, `crop`) are in `retrieval.representations`; their
+rows are searched like any others (`retrieval.search`), and localisation is scored with the
+protocols (`retrieval.protocols.localisation`).
 """

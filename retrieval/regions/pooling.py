@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torchvision.ops import roi_align
 
-from retrieval.embed import resize
+from retrieval.models.transform import prepare
 from retrieval.models.base import Embedder, Preprocess
 from retrieval.regions.proposals import Regions
 
@@ -65,7 +65,7 @@ def crop_pixels(image: np.ndarray, regions: Regions, preprocess: Preprocess) -> 
         crop = image[y1:y2, x1:x2]
         if mask is not None:
             crop = np.where(mask[..., None], crop, fill)
-        crops.append(resize(np.ascontiguousarray(crop), preprocess).transpose(2, 0, 1))
+        crops.append(prepare(np.ascontiguousarray(crop), preprocess).transpose(2, 0, 1))
     return np.stack(crops)
 
 

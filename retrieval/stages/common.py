@@ -1,4 +1,6 @@
-"""What every stage needs: the dataset of a config, and the settings that identify artifacts."""
+"""What several stages share: the dataset of a config, what its items are and where their
+vectors live, the ranking depth, the model check, and finishing a ranking. Stages import
+this module, never each other."""
 from __future__ import annotations
 
 import functools
@@ -8,24 +10,36 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
+from retrieval import artifacts
 from retrieval.datasets import load_dataset
+from retrieval.features import Features
+from retrieval.features.keys import Item, gallery_items, query_items
+from retrieval.features.store import Store
+from retrieval.queries import get_query_mode
+from retrieval.ranking import Ranking
 from retrieval.records import Dataset
+from retrieval.representations import Representation, create_representation
+from retrieval.device import resolve_device
+from retrieval.search import AGGREGATIONS, ImageHits, rank_images
 
 log = logging.getLogger(__name__)
 
 RESERVED_DATASET_KEYS = ("format", "k", "protocol_options")
+SPLITS = ("queries", "gallery")
+RANKING = "ranking.npz"
+
+
+class MismatchError(ValueError):
+    """Inputs of a stage that were not made to go together."""
 
 
 def plain(node: Any) -> Any:
     """DictConfig/ListConfig -> plain containers (resolved); anything else unchanged."""
-    try:
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-        if OmegaConf.is_config(node):
-            return OmegaConf.to_container(node, resolve=True)
-    except ImportError:
-        pass
-    return node
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def loader_settings(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,26 +53,13 @@ def loader_settings(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def _load(format: str, settings_json: str) -> Dataset:
     dataset = load_dataset(format, **json.loads(settings_json))
     if dataset.skipped:
-        log.warning("%s: %d inputs skipped while loading (see meta.json)", dataset.name, len(dataset.skipped))
+        log.warning("%s: %d inputs skipped while loading (see metrics.json)", dataset.name, len(dataset.skipped))
     return dataset
 
 
 def dataset_from_config(cfg: Mapping[str, Any]) -> Dataset:
     dataset_cfg = plain(cfg["dataset"])
     return _load(dataset_cfg["format"], json.dumps(loader_settings(dataset_cfg), sort_keys=True))
-
-
-def dataset_identity(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> dict[str, Any]:
-    """What determines a split's images: the adapter, its settings, and the exact file list."""
-    records = dataset.queries if split == "queries" else dataset.gallery
-    listing = hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest()[:16]
-    return {
-        "format": plain(cfg["dataset"])["format"],
-        "settings": loader_settings(cfg["dataset"]),
-        "split": split,
-        "files": listing,
-        "count": len(records),
-    }
 
 
 def model_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,3 +71,165 @@ def model_options(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     settings = dict(model_settings(cfg))
     settings.pop("name", None)
     return settings.pop("family"), settings
+
+
+def region_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The `regions` group ({"name": "none"} when the config has none)."""
+    return plain(cfg.get("regions")) or {"name": "none"}
+
+
+def regions_enabled(cfg: Mapping[str, Any]) -> bool:
+    return region_config(cfg).get("name", "none") != "none"
+
+
+def representation_for(cfg: Mapping[str, Any], split: str) -> Representation:
+    """Queries: one vector per query cut-out. Gallery: the `regions` group's representation
+    (`global` for regions=none, else its pooling: `roi` or `crop`)."""
+    max_pixels = int(plain(cfg["extract"])["max_pixels"])
+    if split == "queries":
+        query = dict(plain(cfg["query"]))
+        name = query.pop("name")
+        return create_representation("global", max_pixels=max_pixels, mode=get_query_mode(name), mode_options=query)
+    if not regions_enabled(cfg):
+        return create_representation("global", max_pixels=max_pixels)
+    node = region_config(cfg)
+    options = {key: node[key] for key in ("input_sizes", "roi_size", "crop_size") if key in node}
+    return create_representation(node.get("pooling", "roi"), proposals=node.get("proposals") or {}, max_pixels=max_pixels, **options)
+
+
+def shard_size(cfg: Mapping[str, Any], split: str) -> int:
+    if split == "gallery" and regions_enabled(cfg):
+        return int(region_config(cfg).get("shard_images", 128))
+    return int(plain(cfg["extract"])["shard_size"])
+
+
+def store_settings(cfg: Mapping[str, Any], representation: Representation) -> dict[str, Any]:
+    """Exactly what determines the rows of any item: model, representation, storage."""
+    return {"stage": "features", "model": model_settings(cfg), **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
+
+
+def store_folder(cfg: Mapping[str, Any], split: str) -> Path:
+    """The feature store of `split`: `search.<split>` when set (an existing store), else the
+    one the configuration determines."""
+    chosen = plain(cfg.get("search") or {}).get(split)
+    if chosen:
+        folder = Path(chosen).expanduser()
+        if not (folder / "config.yaml").is_file():
+            raise MismatchError(f"search.{split}={folder} is not a feature store (no config.yaml); run python extract.py first")
+        return folder
+    settings = store_settings(cfg, representation_for(cfg, split))
+    return artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "features", settings)
+
+
+def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]:
+    """The split's items, in record order (the keys they are stored under)."""
+    if split == "gallery":
+        return gallery_items(dataset.gallery, dataset.root)
+    query = dict(plain(cfg["query"]))
+    name = query.pop("name")
+    return query_items(dataset.queries, dataset.root, name, get_query_mode(name), query)
+
+
+def load_features(cfg: Mapping[str, Any], folder: Path, split: str) -> Features:
+    """The split's rows from the store at `folder`, in record order."""
+    dataset = dataset_from_config(cfg)
+    records = dataset.queries if split == "queries" else dataset.gallery
+    keys = [item.key for item in items_of(cfg, dataset, split)]
+    return Store(folder).gather(keys, [record.key for record in records])
+
+
+def listing_digest(cfg: Mapping[str, Any], split: str) -> str:
+    """A hash of the split's item keys: changes when an image (or a query's cut-out) does."""
+    keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), split)]
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def store_model(folder: Path) -> str:
+    """The model name a store's vectors come from (its config.yaml)."""
+    return str(artifacts.read_yaml(Path(folder) / "config.yaml")["model"]["name"])
+
+
+def check_same_model(queries: Features, gallery: Features, query_model: str, gallery_model: str) -> None:
+    if query_model != gallery_model or (queries.vectors.size and gallery.vectors.size and queries.dim != gallery.dim):
+        raise MismatchError(
+            f"query vectors come from {query_model} (dim {queries.dim}) but gallery vectors from "
+            f"{gallery_model} (dim {gallery.dim}); extract both with one model: python extract.py model=<name>"
+        )
+
+
+def depth(cfg: Mapping[str, Any], n_gallery: int) -> int:
+    """How many images a ranking keeps per query (`dataset.k`, at most the gallery)."""
+    k = plain(cfg["dataset"]).get("k")
+    return n_gallery if k is None else min(int(k), n_gallery)
+
+
+def aggregation(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How rows make an image's score (`regions.aggregate`) and, for approximate indexes, how
+    many rows a query fetches (`regions.k_regions`)."""
+    node = region_config(cfg)
+    aggregate = node.get("aggregate", "max")
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"regions.aggregate must be one of {AGGREGATIONS}, not {aggregate!r}")
+    return {"aggregate": aggregate, "k_regions": node.get("k_regions")}
+
+
+def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_path: Path | None = None) -> ImageHits:
+    """Search `gallery` for the query vectors as the config's index, depth and device say."""
+    index_cfg = plain(cfg["index"])
+    return rank_images(
+        queries,
+        gallery,
+        depth(cfg, len(gallery.keys)),
+        index_cfg["factory"],
+        device=resolve_device(plain(cfg["extract"])["device"]),
+        search_params=index_cfg.get("search_params"),
+        use_gpu=index_cfg.get("gpu"),
+        k_regions=aggregation(cfg)["k_regions"],
+        block_size=plain(cfg["search"])["block_size"],
+        index_path=index_path,
+    )
+
+
+def finish_ranking(
+    hits: ImageHits, queries: Features, gallery: Features, k: int, provenance: list[dict[str, Any]]
+) -> Ranking:
+    """A ranking of exactly `k` columns: skipped queries get an empty row (a miss, AP 0, so the
+    mean stays over every query of the benchmark and comparable with published numbers),
+    short rows are padded, and a localising gallery adds each entry's box and mask."""
+    images, scores, rows = hits.images.copy(), hits.scores.copy(), hits.rows.copy()
+    pad = k - images.shape[1]
+    if pad > 0:
+        images, rows = (np.pad(a, ((0, 0), (0, pad)), constant_values=-1) for a in (images, rows))
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    skipped = ~queries.valid
+    images[skipped], rows[skipped], scores[skipped] = -1, -1, -np.inf
+    ranking = Ranking(
+        indices=images,
+        scores=scores.astype(np.float32),
+        query_ids=np.asarray(queries.keys),
+        gallery_ids=np.asarray(gallery.keys),
+        provenance=provenance,
+    )
+    if gallery.localises:
+        found = rows >= 0
+        ranking.boxes = np.full((*images.shape, 4), np.nan, dtype=np.float32)
+        ranking.boxes[found] = gallery.boxes[rows[found]]
+        ranking.mask_ids, ranking.mask_table = ranking_masks(rows, gallery)
+    return ranking
+
+
+def ranking_masks(rows: np.ndarray, gallery: Features) -> tuple[np.ndarray, list[dict]]:
+    """Per ranking entry, the row of its mask in the returned table (-1: the row has no mask,
+    or the entry is padding); each distinct returned mask is in the table once."""
+    has_mask = np.fromiter((bool(m) for m in gallery.masks), dtype=bool, count=len(gallery.masks))
+    returned = np.unique(rows[rows >= 0])
+    kept = returned[has_mask[returned]]
+    row_of = np.full(len(gallery.masks), -1, dtype=np.int64)
+    row_of[kept] = np.arange(len(kept))
+    ids = np.where(rows >= 0, row_of[np.clip(rows, 0, None)], -1)
+    return ids, [json.loads(gallery.masks[r]) for r in kept.tolist()]
+
+
+def skipped_list(features: Features) -> list[list[str]]:
+    """[[key, reason], ...] of the skipped images or queries, for meta and metrics files."""
+    return [[features.keys[i], reason] for i, reason in sorted(features.errors.items())]

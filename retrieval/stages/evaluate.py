@@ -1,5 +1,9 @@
-"""Stage 3: score a ranking with the dataset's protocol; write metrics, per-query table,
-leaderboard row and the HTML report into the run folder."""
+"""Stage 4: score a ranking with the dataset's protocol; write metrics, per-query table,
+leaderboard row and the HTML report into the run folder.
+
+    main(cfg, ranking, out, baseline=None) -> metrics.json
+
+`baseline`, for a region-level run, is the same run's whole-image ranking, reported beside."""
 from __future__ import annotations
 
 import logging
@@ -15,10 +19,9 @@ from retrieval.masks import decode, encode
 from retrieval.protocols import score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
-from retrieval.regions.localise import add_localisation
+from retrieval.protocols.localisation import add_localisation
 from retrieval.report import build_leaderboard_page, build_run_report
-from retrieval.stages import regions, search
-from retrieval.stages.common import dataset_from_config, plain
+from retrieval.stages.common import dataset_from_config, plain, region_config
 
 log = logging.getLogger(__name__)
 
@@ -93,26 +96,19 @@ def print_summary(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def whole_image_summary(cfg: Mapping[str, Any], dataset: Dataset, options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """The same run's metrics with one vector per gallery image (`regions=none`): the
-    baseline a region-level run is reported against. Its artifacts are cached like any run's."""
-    whole = {**plain(cfg), "regions": {"name": "none"}}
-    return _json_summary(score(Ranking.load(search.main(whole)), dataset, **options).summary)
-
-
-def main(cfg: Mapping[str, Any], out: Path) -> Path:
-    """Score the configured ranking (searching first if needed); returns metrics.json."""
+def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path | None = None) -> Path:
+    """Score the ranking at `ranking_path` into the run folder `out`; returns metrics.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = dataset_from_config(cfg)
-    ranking_path = Path(plain(cfg["eval"]).get("ranking") or search.main(cfg))
+    ranking_path = Path(ranking_path)
     ranking = Ranking.load(ranking_path)
     options = plain(cfg["dataset"]).get("protocol_options") or {}
     scoring = {name: value for name, value in options.items() if name != "pixel_reference"}
     result = add_localisation(  # box/mask metrics if the ranking localises and the gallery has truth
         score(ranking, dataset, **scoring), ranking, dataset, pixel_reference=bool(options.get("pixel_reference"))
     )
-    search_meta = artifacts.read_meta(ranking_path.parent) if artifacts.is_complete(ranking_path.parent) else {}
+    search_meta = _search_meta(ranking_path)
     speed = (search_meta.get("extraction_images_per_s") or {}).get("gallery")
     skipped = {
         "loading": [list(s) for s in dataset.skipped],
@@ -122,8 +118,9 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
     model_name = plain(cfg["model"])["name"]
     query_mode = plain(cfg["query"])["name"]
     index_name = plain(cfg["index"])["name"]
-    regions_name = regions.region_config(cfg)["name"]
-    baseline = whole_image_summary(cfg, dataset, scoring) if regions.enabled(cfg) and not plain(cfg["eval"]).get("ranking") else None
+    regions_name = region_config(cfg)["name"]
+    rerank_names = "+".join(step["name"] for step in ranking.provenance if step.get("step") == "rerank")
+    whole = _json_summary(score(Ranking.load(baseline), dataset, **scoring).summary) if baseline else None
     metrics = {
         "dataset": dataset.name,
         "model": model_name,
@@ -134,7 +131,8 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "protocol_options": options,
         "dataset_notes": dataset.extra,
         "summary": _json_summary(result.summary),
-        "whole_image_summary": baseline,
+        "rerank": rerank_names,
+        "whole_image_summary": whole,
         "counts": {
             **result.counts,
             "n_queries": len(dataset.queries),
@@ -156,13 +154,14 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "query_mode": query_mode,
         "index": index_name,
         "regions": regions_name,
+        "rerank": rerank_names,
         "n_queries": len(dataset.queries),
         "n_gallery": len(dataset.gallery),
         "images_per_s": speed or "",
         "commit": git_commit(),
         "run_dir": str(out.resolve()),
         **_percent_row(result.summary),
-        **({"whole_image_mAP": _percent_row(baseline).get("mAP", "")} if baseline else {}),
+        **({"whole_image_mAP": _percent_row(whole).get("mAP", "")} if whole else {}),
     }
     leaderboard = append_row(Path(cfg["paths"]["leaderboard"]), row)
     report = _report(cfg, out, leaderboard)
@@ -171,13 +170,24 @@ def main(cfg: Mapping[str, Any], out: Path) -> Path:
         "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
         dataset.name, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
-    if baseline:
-        log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(baseline))
+    if whole:
+        log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(whole))
     if n_skipped:
         log.warning("%d inputs were skipped (loading %d, queries %d, gallery %d); see %s", n_skipped,
                     len(skipped["loading"]), len(skipped["queries"]), len(skipped["gallery"]), metrics_path)
     log.info("results: %s%s; leaderboard: %s", out, f", report: {report}" if report else "", leaderboard)
     return metrics_path
+
+
+def _search_meta(ranking_path: Path) -> dict[str, Any]:
+    """The meta of the search that a ranking descends from (through any re-rank steps)."""
+    folder = ranking_path.parent
+    if not artifacts.is_complete(folder):
+        return {}
+    meta = artifacts.read_meta(folder)
+    if "step" in meta and meta.get("search"):
+        return artifacts.read_meta(Path(meta["search"]))
+    return meta
 
 
 def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:

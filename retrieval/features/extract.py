@@ -1,0 +1,115 @@
+"""The one extraction loop: items in, a store's missing shards out.
+
+CPU workers (a DataLoader) decode each image and prepare what the representation embeds
+(a query's cut-out, a resized image, region crops or an image pyramid); uint8 tensors go to
+the device (pinned, non-blocking) and are normalised and embedded there, under autocast and
+`inference_mode`. What happens per item is the representation's; the batching, shards,
+progress and skips are this module's, for every representation alike. A bad image or
+query is a counted, logged skip of that item, never a crash.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retrieval.features.keys import Item
+from retrieval.features.store import ShardRows, Store
+from retrieval.models.base import Embedder
+from retrieval.representations import Representation, Rows
+
+log = logging.getLogger(__name__)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def embed_items(
+    items: Sequence[Item],
+    representation: Representation,
+    model: Embedder,
+    *,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    workers: int,
+    storage: type,
+    bar: tqdm,
+) -> ShardRows:
+    """Embed `items` (one shard) and return its rows, in item order."""
+    started = time.perf_counter()
+    workers = 0 if representation.main_process else workers
+    loader = torch.utils.data.DataLoader(
+        representation.worker_dataset(items, model),
+        batch_size=representation.images_per_batch(batch_size),
+        collate_fn=_as_list,
+        num_workers=min(workers, len(items)),
+        pin_memory=device.type == "cuda",
+    )
+    rows: list[Rows | None] = [None] * len(items)
+    errors: dict[str, str] = {}
+    for batch in loader:
+        good = [prepared for prepared in batch if not prepared["error"]]
+        for prepared in batch:
+            if prepared["error"]:
+                errors[items[prepared["position"]].key] = prepared["error"]
+                log.warning("skipped %s: %s", items[prepared["position"]].path, prepared["error"])
+        for prepared, made in zip(good, representation.embed(model, good, device, precision, batch_size)):
+            made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(storage)
+            rows[prepared["position"]] = made
+        bar.update(len(batch))
+    done = [made for made in rows if made is not None]
+    localises = representation.localises
+    return ShardRows(
+        items=[item.key for item in items],
+        valid=np.array([made is not None for made in rows]),
+        counts=np.array([0 if made is None else len(made.vectors) for made in rows], dtype=np.int64),
+        vectors=np.concatenate([made.vectors for made in done]) if done else np.zeros((0, model.dim), storage),
+        errors=errors,
+        seconds=time.perf_counter() - started,
+        boxes=np.concatenate([made.boxes for made in done] or [np.zeros((0, 4), np.float32)]) if localises else None,
+        sources=np.concatenate([made.sources for made in done] or [np.zeros(0, np.int8)]) if localises else None,
+        source_names=representation.source_names if localises else None,
+        masks=[mask for made in done for mask in made.masks] if localises else None,
+    )
+
+
+def fill_store(
+    store: Store,
+    items: Sequence[Item],
+    representation: Representation,
+    model: Embedder,
+    *,
+    device: torch.device,
+    precision: str = "auto",
+    batch_size: int = 32,
+    workers: int = 2,
+    shard_size: int = 1024,
+    dtype: str = "float32",
+    desc: str = "extract",
+) -> dict[str, Any]:
+    """Extract the items `store` lacks; returns statistics of this call."""
+    by_key = {item.key: item for item in items}
+    storage = np.float16 if dtype == "float16" else np.float32
+    pending = store.missing(list(by_key))
+    started = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
+        if pending:
+            model = model.to(device).eval()
+        embedded = store.build(
+            list(by_key),
+            shard_size,
+            lambda keys: embed_items(
+                [by_key[key] for key in keys], representation, model, device=device, precision=precision,
+                batch_size=batch_size, workers=workers, storage=storage, bar=bar,
+            ),
+        )
+    seconds = time.perf_counter() - started
+    return {"embedded": embedded, "seconds": round(seconds, 3),
+            "images_per_s": round(embedded / seconds, 2) if embedded and seconds > 0 else None}

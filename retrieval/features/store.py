@@ -1,0 +1,231 @@
+"""A feature store: the rows of many items, in shards built independently, found by item key.
+
+A store is a folder `<cache>/features/<key>/` whose key hashes what determines the rows
+(model, representation, storage dtype, decoding limits), never the file list: any listing
+of any dataset finds its items here by their keys (`retrieval.features.keys`), and only the
+items no shard holds are extracted. Beside the shards sits `config.yaml`, the settings.
+
+A shard (`shard-<hash>.npz`, plain numpy, written atomically) holds a batch of items:
+
+| array          | shape / dtype        | meaning                                                  |
+|----------------|----------------------|----------------------------------------------------------|
+| `items`        | (n_items,) str       | item keys                                                |
+| `valid`        | (n_items,) bool      | False = the item was skipped (its reason is in `errors`) |
+| `counts`       | (n_items,) int64     | rows of each item (0 for a skipped one), in item order   |
+| `vectors`      | (n_rows, D)          | L2-normalised, float32 or float16                        |
+| `boxes`        | (n_rows, 4) f32      | region representations: xyxy in original pixels          |
+| `sources`      | (n_rows,) int8       | region representations: index into `source_names`       |
+| `masks`        | () str               | region representations: JSON list, RLE JSON or "" per row |
+| `errors`       | () str               | JSON {item key: reason}                                  |
+| `seconds`      | () float64           | wall time spent embedding the shard                      |
+
+A shard's name hashes its item keys, so two processes that need the same items agree on the
+shard and one waits for the other (a file lock per shard), while processes that need
+different shards build them in parallel. A shard that is missing or cannot be read is
+named in the log and its items are extracted again; nothing else is redone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from retrieval.artifacts import atomic_path
+from retrieval.features import Features
+
+log = logging.getLogger(__name__)
+SHARD_GLOB = "shard-*.npz"
+
+
+@dataclass
+class ShardRows:
+    """What one shard holds for its items (the arrays of the table above)."""
+
+    items: list[str]
+    valid: np.ndarray
+    counts: np.ndarray
+    vectors: np.ndarray
+    errors: dict[str, str]
+    seconds: float
+    boxes: np.ndarray | None = None
+    sources: np.ndarray | None = None
+    source_names: list[str] | None = None
+    masks: list[str] | None = None
+
+
+def shard_name(item_keys: Sequence[str]) -> str:
+    return "shard-" + hashlib.sha256("\n".join(item_keys).encode()).hexdigest()[:20] + ".npz"
+
+
+def write_shard(path: Path, rows: ShardRows) -> None:
+    arrays: dict[str, Any] = dict(
+        items=np.asarray(rows.items, dtype=str),
+        valid=rows.valid.astype(bool),
+        counts=rows.counts.astype(np.int64),
+        vectors=rows.vectors,
+        errors=np.array(json.dumps(rows.errors)),
+        seconds=np.array(rows.seconds, dtype=np.float64),
+    )
+    if rows.boxes is not None:
+        arrays.update(
+            boxes=rows.boxes.astype(np.float32),
+            sources=rows.sources.astype(np.int8),
+            source_names=np.array(json.dumps(rows.source_names)),
+            masks=np.array(json.dumps(rows.masks)),
+        )
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+"""What numpy raises on a truncated, corrupt or foreign .npz."""
+
+
+class Store:
+    """The shards of one store folder, indexed by item key."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._where: dict[str, tuple[str, int]] = {}
+        """item key -> (shard file name, position of the item in the shard)."""
+        self._indexed: set[str] = set()
+
+    def _refresh(self) -> None:
+        """Index shards written since the last look (by this process or another)."""
+        for path in sorted(self.folder.glob(SHARD_GLOB)):
+            if path.name in self._indexed:
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    items = data["items"].tolist()
+            except UNREADABLE as error:
+                self._discard(path, error)
+                continue
+            self._indexed.add(path.name)
+            for position, key in enumerate(items):
+                self._where.setdefault(key, (path.name, position))
+
+    def _discard(self, path: Path, error: BaseException) -> None:
+        """Set an unreadable shard aside (kept for inspection) so its items are rebuilt."""
+        aside = path.with_name(path.name + ".unreadable")
+        log.warning("shard %s cannot be read (%s: %s); its items will be extracted again (moved to %s)",
+                    path, type(error).__name__, error, aside.name)
+        path.replace(aside)
+        self._indexed.discard(path.name)
+        self._where = {key: place for key, place in self._where.items() if place[0] != path.name}
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """Distinct keys (first-seen order) that no readable shard holds."""
+        self._refresh()
+        return [key for key in dict.fromkeys(keys) if key not in self._where]
+
+    @contextmanager
+    def claim(self, name: str, wait: bool) -> Iterator[bool]:
+        """Hold shard `name`'s lock; yields False when not waiting and another process holds it."""
+        lock = FileLock(str(self.folder / f".{name}.lock"))
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def build(self, keys: Sequence[str], shard_size: int, embed: Callable[[list[str]], ShardRows]) -> int:
+        """Make every key present: the missing ones, in listing order, in shards of
+        `shard_size` items, each embedded by `embed(keys) -> ShardRows`. Shards another process
+        is building are waited for after this process has built the free ones. Returns the
+        number of items this call embedded."""
+        pending = self.missing(keys)
+        chunks = [pending[start : start + shard_size] for start in range(0, len(pending), shard_size)]
+        if pending:
+            log.info("%s: %d of %d items to extract, in %d shard(s)", self.folder.name, len(pending), len(set(keys)), len(chunks))
+        embedded = 0
+        deferred = []
+        for wait in (False, True):
+            for chunk in chunks if not wait else deferred:
+                name = shard_name(chunk)
+                with self.claim(name, wait) as mine:
+                    if not mine:
+                        deferred.append(chunk)
+                        continue
+                    if (self.folder / name).exists():
+                        continue
+                    write_shard(self.folder / name, embed(chunk))
+                    embedded += len(chunk)
+        still = self.missing(keys)
+        if still:
+            raise RuntimeError(f"{self.folder}: {len(still)} items still missing after extraction (first: {still[0]})")
+        return embedded
+
+    def gather(self, keys: Sequence[str], image_keys: list[str]) -> Features:
+        """The rows of `keys` (one item per image of the listing, in order) as Features."""
+        self._refresh()
+        missing = [key for key in keys if key not in self._where]
+        if missing:
+            raise RuntimeError(f"{self.folder} holds no vectors for {len(missing)} items (first: {missing[0]}); run python extract.py")
+        by_shard: dict[str, list[int]] = {}
+        for image, key in enumerate(keys):
+            by_shard.setdefault(self._where[key][0], []).append(image)
+        parts: dict[int, dict[str, Any]] = {}
+        errors: dict[int, str] = {}
+        seconds, embedded = 0.0, 0
+        names: list[str] = []
+        for name, images in by_shard.items():
+            try:
+                data = _read(self.folder / name)
+            except UNREADABLE as error:
+                self._discard(self.folder / name, error)
+                raise RuntimeError(f"shard {self.folder / name} became unreadable; run again to rebuild it") from error
+            seconds += data["seconds"]
+            embedded += len(data["items"])
+            names = names or data.get("source_names") or []
+            starts = np.concatenate([[0], np.cumsum(data["counts"])])
+            for image in images:
+                position = self._where[keys[image]][1]
+                if not data["valid"][position]:
+                    errors[image] = data["errors"].get(keys[image], "skipped")
+                lo, hi = starts[position], starts[position + 1]
+                parts[image] = {name: data[name][lo:hi] for name in ("vectors", "boxes", "sources", "masks") if data.get(name) is not None}
+        order = [parts[i] for i in range(len(keys))]
+        counts = np.array([len(p["vectors"]) for p in order], dtype=np.int64)
+        localises = any("boxes" in p for p in order)
+        dim = next((p["vectors"].shape[1] for p in order if p["vectors"].ndim == 2), 0)
+        return Features(
+            keys=list(image_keys),
+            vectors=np.concatenate([p["vectors"].reshape(-1, dim) for p in order]) if order else np.zeros((0, dim), np.float32),
+            row_image=np.repeat(np.arange(len(keys), dtype=np.int64), counts),
+            valid=np.array([i not in errors for i in range(len(keys))], dtype=bool),
+            errors=errors,
+            boxes=np.concatenate([p["boxes"] for p in order]).reshape(-1, 4) if localises else None,
+            sources=np.concatenate([p["sources"] for p in order]) if localises else None,
+            source_names=names,
+            masks=[m for p in order for m in p["masks"]] if localises else None,
+            images_per_s=round(embedded / seconds, 2) if seconds > 0 else None,
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A shard's arrays, JSON fields decoded."""
+    with np.load(path, allow_pickle=False) as data:
+        out = {name: data[name] for name in data.files}
+    out["items"] = out["items"].tolist()
+    out["errors"] = json.loads(str(out["errors"]))
+    out["seconds"] = float(out["seconds"])
+    if "masks" in out:
+        out["masks"] = np.asarray(json.loads(str(out["masks"])), dtype=object)
+        out["source_names"] = json.loads(str(out["source_names"]))
+    return out

@@ -1,0 +1,43 @@
+"""The stages chained: config in, artifacts out, each stage built only when missing.
+
+    features(cfg)       -> (queries store, gallery store)          extract
+    ranking(cfg)        -> ranking.npz after search and re-ranking  extract, search, rerank
+    evaluate(cfg, out)  -> metrics.json                             all of them
+
+The configuration is checked before any work starts, so a bad value never costs a model
+load or leaves a leaderboard row. Stages take their inputs as paths and never import each
+other; this module is where they meet (the entry scripts call it, and so can a notebook).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from retrieval.stages import evaluate as evaluate_stage
+from retrieval.stages import extract, rerank, search
+from retrieval.stages.common import plain, regions_enabled
+
+
+def features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
+    """The feature stores of the queries and the gallery, extracted where missing."""
+    return extract.main(cfg, "queries"), extract.main(cfg, "gallery")
+
+
+def ranking(cfg: Mapping[str, Any]) -> Path:
+    """The run's final ranking: searched, then re-ranked by the configured steps."""
+    queries, gallery = features(cfg)
+    return rerank.main(cfg, search.main(cfg, queries, gallery), queries, gallery)
+
+
+def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The same config with one vector per gallery image and no re-ranking: the baseline."""
+    return {**plain(cfg), "regions": {"name": "none"}, "rerank": {}}
+
+
+def evaluate(cfg: Mapping[str, Any], out: Path) -> Path:
+    """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
+    given = plain(cfg["eval"]).get("ranking")
+    if given:
+        return evaluate_stage.main(cfg, Path(given).expanduser(), out)
+    baseline = ranking(whole_image(cfg)) if regions_enabled(cfg) else None
+    return evaluate_stage.main(cfg, ranking(cfg), out, baseline)

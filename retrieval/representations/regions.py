@@ -1,0 +1,179 @@
+"""`roi` and `crop`: an image described by its regions (the whole image first, then what the
+configured proposers found), each row with its box, its mask and the proposer that made it.
+
+`roi`: a few backbone passes over an image pyramid, each region ROI-aligned out of the pass
+where it looks query-sized (`retrieval.regions.pooling`). `crop`: every region cut out and
+embedded like a query, one pass per region (any model, CLIP towers included).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from retrieval.device import autocast
+from retrieval.features.keys import Item
+from retrieval.images import ImageError, load_rgb
+from retrieval.masks import encode
+from retrieval.models.base import Embedder
+from retrieval.models.transform import normalise
+from retrieval.regions.learned import needs_main_process
+from retrieval.regions.pooling import crop_pixels, pyramid_levels, roi_vectors, roi_weights, scene_pixels
+from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
+from retrieval.representations import Representation, Rows, register
+
+
+def _rle_strings(regions: Regions, size_hw: tuple[int, int]) -> list[str]:
+    return [
+        "" if mask is None else json.dumps(encode(full_mask(regions, index, size_hw)))
+        for index, mask in enumerate(regions.masks)
+    ]
+
+
+class RegionImages(torch.utils.data.Dataset):
+    """Item -> {"position", "error", regions (boxes, sources, masks), and the pixels to embed}."""
+
+    def __init__(self, items: Sequence[Item], representation: "RegionRepresentation", model: Embedder):
+        self.items = items
+        self.representation = representation
+        self.crop_preprocess = model.preprocess.with_options(input_size=representation.crop_size)
+        self.query_size = model.preprocess.input_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        chosen = self.representation
+        try:
+            image = load_rgb(self.items[position].path, max_pixels=chosen.max_pixels)
+        except ImageError as error:
+            return {"position": position, "error": str(error)}
+        regions = propose(image, chosen.proposers)
+        height, width = image.shape[:2]
+        prepared = {
+            "position": position,
+            "error": "",
+            "boxes": regions.boxes,
+            "sources": np.array([chosen.source_names.index(s) for s in regions.sources], dtype=np.int8),
+            "masks": _rle_strings(regions, (height, width)),
+        }
+        if chosen.pooling == "crop":
+            prepared["pixels"] = torch.from_numpy(crop_pixels(image, regions, self.crop_preprocess))
+            return prepared
+        levels = pyramid_levels(regions.boxes, (height, width), chosen.input_sizes, self.query_size)
+        prepared.update(
+            levels=torch.from_numpy(levels),
+            size_hw=(height, width),
+            weights=torch.from_numpy(roi_weights(regions, chosen.roi_size)),
+            scenes={
+                int(level): torch.from_numpy(np.ascontiguousarray(scene_pixels(image, chosen.input_sizes[level]).transpose(2, 0, 1)))
+                for level in np.unique(levels)
+            },
+        )
+        return prepared
+
+
+class RegionRepresentation(Representation):
+    """Regions from `proposers` (name -> options), pooled by the subclass."""
+
+    localises = True
+    pooling = ""
+
+    def __init__(
+        self,
+        proposals: Mapping[str, Mapping[str, Any] | None],
+        max_pixels: int,
+        input_sizes: Sequence[int] = (640, 1280),
+        roi_size: int = 7,
+        crop_size: int | None = None,
+    ):
+        self.proposers = {name: dict(options or {}) for name, options in proposals.items()}
+        for name in self.proposers:
+            PROPOSERS.get(name)  # an unknown proposer fails here, naming the valid ones
+        self.max_pixels = int(max_pixels)
+        self.input_sizes = tuple(int(size) for size in input_sizes)
+        self.roi_size = int(roi_size)
+        self.crop_size = crop_size
+        self.source_names = [IMAGE_SOURCE, *self.proposers]
+        self.main_process = any(needs_main_process(PROPOSERS.get(name)) for name in self.proposers)
+
+    def settings(self) -> dict[str, Any]:
+        return {"representation": self.pooling, "proposals": self.proposers, "max_pixels": self.max_pixels}
+
+    def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
+        return RegionImages(items, self, model)
+
+    @staticmethod
+    def _rows(prepared: dict, vectors: torch.Tensor) -> Rows:
+        return Rows(vectors=vectors, boxes=prepared["boxes"], sources=prepared["sources"], masks=prepared["masks"])
+
+
+@register("roi")
+class RoiRegions(RegionRepresentation):
+    """Regions ROI-aligned out of a few backbone passes over an image pyramid (dense models)."""
+
+    pooling = "roi"
+
+    def __init__(self, *args: Any, **options: Any):
+        super().__init__(*args, **options)
+        if not self.input_sizes or min(self.input_sizes) < 32:
+            raise ValueError(f"regions.input_sizes must list scene sizes of at least 32 pixels, not {list(self.input_sizes)}")
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "input_sizes": list(self.input_sizes), "roi_size": self.roi_size}
+
+    def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
+        if not model.dense:
+            raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use regions.pooling=crop")
+        return super().worker_dataset(items, model)
+
+    def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
+        """One backbone pass per pyramid level and group of equally sized scenes; each region is
+        pooled from the pass of its level (the whole image: the model's own descriptor)."""
+        vectors = [torch.empty(len(p["boxes"]), model.dim) for p in prepared]
+        groups: dict[tuple, list[int]] = {}
+        for position, p in enumerate(prepared):
+            for level, scene in p["scenes"].items():
+                groups.setdefault((level, *scene.shape), []).append(position)
+        for (level, *_), positions in groups.items():
+            pixels = torch.stack([prepared[i]["scenes"][level] for i in positions]).to(device, non_blocking=True)
+            with autocast(device, precision):
+                features = model.feature_map(normalise(pixels, model.preprocess))
+                for row, position in enumerate(positions):
+                    p = prepared[position]
+                    chosen = torch.nonzero(p["levels"] == level).flatten()
+                    fmap = features[row : row + 1]
+                    height, width = p["size_hw"]
+                    scale = (fmap.shape[-1] / width, fmap.shape[-2] / height)
+                    pooled = roi_vectors(model, fmap, torch.from_numpy(p["boxes"])[chosen], scale, p["weights"][chosen])
+                    if chosen[0] == 0:
+                        pooled[0] = model.pool(fmap)[0].float()
+                    vectors[position][chosen] = pooled.cpu()
+        return [self._rows(p, v) for p, v in zip(prepared, vectors)]
+
+
+@register("crop")
+class CropRegions(RegionRepresentation):
+    """Every region cut out (segments: background filled) and embedded like a query (any model)."""
+
+    pooling = "crop"
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "crop_size": self.crop_size}
+
+    def images_per_batch(self, batch_size: int) -> int:
+        return 1  # one image's crops fill the batches
+
+    def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
+        out = []
+        for p in prepared:
+            parts = []
+            for start in range(0, len(p["pixels"]), batch_size):
+                pixels = p["pixels"][start : start + batch_size].to(device, non_blocking=True)
+                with autocast(device, precision):
+                    parts.append(model(normalise(pixels, model.preprocess)).float())
+            out.append(self._rows(p, torch.cat(parts)))
+        return out

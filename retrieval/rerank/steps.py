@@ -1,0 +1,73 @@
+"""The registered re-rank steps: query expansion (average and alpha-weighted) and
+database-side augmentation. Definitions and references: `retrieval.rerank.expansion`."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from retrieval.features import Features
+from retrieval.ranking import Ranking
+from retrieval.rerank import RerankInputs, Step, StepOutput, best_rows, register
+from retrieval.rerank.expansion import alpha_query_expansion, average_query_expansion, database_side_augmentation
+
+
+def _positive(name: str, value: float, minimum: float) -> None:
+    if not value >= minimum:
+        raise ValueError(f"rerank option {name} must be >= {minimum}, not {value!r}")
+
+
+class _Expansion(Step):
+    needs = ("query_vectors", "gallery")
+
+    def __init__(self, k: int):
+        _positive("k", k, 1)
+        self.k = int(k)
+
+    def expand(self, queries: np.ndarray, gallery: Features, neighbours: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:
+        queries, gallery = inputs.query_vectors, inputs.gallery
+        neighbours = best_rows(queries, gallery, ranking.indices[:, : self.k])
+        expanded = self.expand(queries, gallery, neighbours)
+        return StepOutput(inputs.search(expanded, gallery))
+
+
+@register("aqe")
+class AverageQueryExpansion(_Expansion):
+    """Average query expansion (Chum et al. 2007): the query plus its top k results, searched again."""
+
+    def expand(self, queries: np.ndarray, gallery: Features, neighbours: np.ndarray) -> np.ndarray:
+        return average_query_expansion(queries, gallery.vectors, neighbours, self.k)
+
+
+@register("alpha_qe")
+class AlphaQueryExpansion(_Expansion):
+    """alpha-QE (Radenovic et al. 2019): top k results weighted by similarity^alpha, searched again."""
+
+    def __init__(self, k: int, alpha: float):
+        super().__init__(k)
+        _positive("alpha", alpha, 0)
+        self.alpha = float(alpha)
+
+    def expand(self, queries: np.ndarray, gallery: Features, neighbours: np.ndarray) -> np.ndarray:
+        return alpha_query_expansion(queries, gallery.vectors, neighbours, self.k, self.alpha)
+
+
+@register("dba")
+class DatabaseSideAugmentation(Step):
+    """alpha-DBA (Radenovic et al. 2019): each gallery vector becomes the weighted mean of its k nearest, searched again."""
+
+    needs = ("query_vectors", "gallery")
+    updates_gallery = True
+
+    def __init__(self, k: int, alpha: float):
+        _positive("k", k, 1)
+        _positive("alpha", alpha, 0)
+        self.k, self.alpha = int(k), float(alpha)
+
+    def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:
+        gallery = inputs.gallery
+        augmented = dataclasses.replace(gallery, vectors=database_side_augmentation(gallery.vectors, self.k, self.alpha))
+        return StepOutput(inputs.search(inputs.query_vectors, augmented), gallery_vectors=augmented.vectors)

@@ -1,0 +1,84 @@
+"""Stage 3: the re-rank steps the config lists (`rerank=[dba,alpha_qe]`), in order.
+
+    main(cfg, ranking, queries, gallery) -> ranking.npz of the last step (the input when none)
+
+Each step's output is an artifact keyed by its input ranking's key, the step and its
+options, so changing a later step never redoes an earlier one. The step gets only the
+inputs it declares; a step that changes the gallery's vectors passes them to the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from retrieval import artifacts
+from retrieval.features import Features
+from retrieval.ranking import Ranking
+from retrieval.rerank import RerankInputs, Step, create_step
+from retrieval.stages.common import RANKING, dataset_from_config, depth, finish_ranking, load_features, plain, rank
+
+log = logging.getLogger(__name__)
+GALLERY_VECTORS = "gallery_vectors.npy"
+
+
+def configured_steps(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, options) of each step, in the order of `rerank=[...]`."""
+    return [(name, dict(options or {})) for name, options in (plain(cfg.get("rerank")) or {}).items()]
+
+
+def main(cfg: Mapping[str, Any], ranking: Path, queries: Path, gallery: Path) -> Path:
+    """The ranking after every configured step (each built once, then reused)."""
+    current = Path(ranking)
+    steps = [(name, create_step(name, **options)) for name, options in configured_steps(cfg)]
+    if not steps:
+        return current
+    inputs = _inputs(cfg, Path(queries), Path(gallery))
+    for name, step in steps:
+        settings = {"stage": "rerank", "input": current.parent.name, "step": name, "options": step.settings()}
+        folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "rankings", settings)
+        artifacts.build_once(folder, lambda out: _run(name, step, Ranking.load(current), inputs, out, Path(ranking).parent), f"rerank {name}")
+        if step.updates_gallery:
+            vectors = np.load(folder / GALLERY_VECTORS, allow_pickle=False)
+            gallery_rows = dataclasses.replace(inputs.gallery, vectors=vectors)
+            inputs.loaders["gallery"] = lambda rows=gallery_rows: rows
+            inputs.forget("gallery")
+        current = folder / RANKING
+    return current
+
+
+def _inputs(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path) -> RerankInputs:
+    queries: list[Features] = []
+
+    def query_features() -> Features:
+        if not queries:
+            queries.append(load_features(cfg, query_store, "queries"))
+        return queries[0]
+
+    def search(vectors: np.ndarray, gallery: Features) -> Ranking:
+        hits = rank(cfg, vectors, gallery)
+        return finish_ranking(hits, query_features(), gallery, depth(cfg, len(gallery.keys)), [])
+
+    return RerankInputs(
+        loaders={
+            "query_vectors": lambda: query_features().per_image(),
+            "gallery": lambda: load_features(cfg, gallery_store, "gallery"),
+            "dataset": lambda: dataset_from_config(cfg),
+        },
+        search=search,
+    )
+
+
+def _run(name: str, step: Step, ranking: Ranking, inputs: RerankInputs, folder: Path, search: Path) -> None:
+    log.info("rerank %s %s", name, step.settings())
+    output = step(ranking, inputs)
+    output.ranking.provenance = [*ranking.provenance, {"step": "rerank", "name": name, **step.settings()}]
+    output.ranking.save(folder / RANKING)
+    if output.gallery_vectors is not None:
+        with artifacts.atomic_path(folder / GALLERY_VECTORS) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, output.gallery_vectors)
+    artifacts.write_meta(folder, step=name, options=step.settings(), search=str(search))
