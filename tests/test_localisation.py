@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,10 @@ from retrieval.localisation import (
     pixel_retrieval_map,
     positive_ious,
 )
-from retrieval.records import QueryTruth
+from retrieval.protocols import score
+from retrieval.protocols.localisation import add_localisation, split_options
+from retrieval.ranking import Ranking
+from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 
 def raster(box, size=24):
@@ -221,3 +225,48 @@ def test_pixel_retrieval_iou_skips_unpredicted_easy_positives():
     skipping = pixel_retrieval_iou(ranked, [1, 2, 4], ious, skip_if_unpredicted=[2])
     assert skipping == pytest.approx(0.6 / 2)
     assert pixel_retrieval_iou(ranked, [1, 2, 4], ious) == pytest.approx(0.6 / 3)
+
+
+# Localisation scoring under each protocol's LocalisationSpec.
+
+
+def localising_case(protocol):
+    """Two queries; gallery 0 and 2 hold query 0's object, 1 query 1's; every box exact."""
+    box = (0.0, 0.0, 10.0, 10.0)
+    queries = [Record(Path("q0.jpg"), "q0", (Instance("a"),)), Record(Path("q1.jpg"), "q1", (Instance("b"),))]
+    holds = ["a", "b", "a", None]
+    gallery = [Record(Path(f"g{i}.jpg"), f"g{i}", (Instance(o, box),) if o else ()) for i, o in enumerate(holds)]
+    truths = [QueryTruth(np.array([0, 2])), QueryTruth(np.array([1]))]
+    dataset = Dataset("toy", Path("."), queries, gallery, {"all": truths}, protocol=protocol)
+    indices = np.array([[3, 0, 1, 2], [0, 1, 2, 3]])
+    ranking = Ranking(
+        indices=indices,
+        scores=-np.arange(indices.size, dtype=np.float32).reshape(indices.shape),
+        query_ids=np.array(dataset.query_keys),
+        gallery_ids=np.array(dataset.gallery_keys),
+        boxes=np.tile(np.array(box, dtype=np.float32), (*indices.shape, 1)),
+    )
+    return ranking, dataset
+
+
+def test_localised_ap_is_the_protocols_own():
+    maps = {}
+    for protocol in ("instance", "revisitop"):
+        ranking, dataset = localising_case(protocol)
+        summary = add_localisation(score(ranking, dataset), ranking, dataset).summary["all"]
+        assert summary["box_mAP@0"] == summary["mAP"]
+        assert summary["box_mAP@50:95"] == pytest.approx(summary["mAP"])  # every box is exact
+        assert summary["box_mIoU"] == 1.0
+        maps[protocol] = summary["mAP"]
+    assert maps["instance"] != maps["revisitop"]  # standard vs trapezoid AP
+
+
+def test_localisation_options_belong_to_their_protocol():
+    options = {"ks": [1, 5], "pixel_reference": True}
+    assert split_options("revisitop", options) == ({"ks": [1, 5]}, {"pixel_reference": True})
+    assert split_options("instance", options) == (options, {})
+    ranking, dataset = localising_case("instance")
+    result = score(ranking, dataset)
+    assert add_localisation(result, ranking, dataset, pixel_reference=False).summary["all"]["box_mIoU"] == 1.0
+    with pytest.raises(ValueError, match="'instance' has no localisation option 'pixel_reference'"):
+        add_localisation(result, ranking, dataset, pixel_reference=True)

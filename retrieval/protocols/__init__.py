@@ -4,16 +4,21 @@ A protocol is a function `score(ranking, dataset, **options) -> ProtocolResult` 
 with `@register("name")`; its docstring's first line describes it in error messages. Every
 protocol scores each truth setup of the dataset (e.g. "all", or "easy"/"medium"/"hard") and,
 within each, every query group, so results are reported per subset as well as overall.
+
+A protocol also declares, as a `LocalisationSpec` passed to `register`, how the box / mask
+localisation of a ranking is scored under it (`retrieval.protocols.localisation`), so that
+code never needs to know protocols by name.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from retrieval.localisation import AP_KINDS
 from retrieval.metrics import count_queries, summarise
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
@@ -37,10 +42,46 @@ Protocol = Callable[..., ProtocolResult]
 QueryScorer = Callable[[np.ndarray, Sequence[QueryTruth]], pd.DataFrame]
 """(indices (n_query, k), truths) -> per-query frame with `npos` and metric columns."""
 
+LocalisationExtra = Callable[[Ranking, Dataset, Mapping[str, np.ndarray]], dict[str, dict[str, float]]]
+"""(ranking, dataset, IoUs per localisation kind) -> label -> metrics added to the summary."""
+
+
+@dataclass(frozen=True)
+class LocalisationSpec:
+    """What scoring localisation under a protocol needs to know about it."""
+
+    ap: str = "standard"
+    """AP of the localised mAPs (one of `retrieval.localisation.AP_KINDS`): the protocol's own,
+    so that box_mAP@0 equals its mAP."""
+    options: Mapping[str, LocalisationExtra] = field(default_factory=dict)
+    """Protocol option (a flag) -> the extra metrics it turns on, e.g. a reference
+    implementation's own numbers."""
+
+    def __post_init__(self) -> None:
+        if self.ap not in AP_KINDS:
+            raise ValueError(f"ap must be one of {AP_KINDS}, not {self.ap!r}")
+
+
 PROTOCOLS: Registry[Protocol] = Registry("protocol", __name__, ("instance", "revisitop", "vpr", "gl3d"))
-register = PROTOCOLS.register
 available = PROTOCOLS.available
 get_protocol = PROTOCOLS.get
+_LOCALISATION: dict[str, LocalisationSpec] = {}
+
+
+def register(name: str, localisation: LocalisationSpec = LocalisationSpec()) -> Callable[[Protocol], Protocol]:
+    """Register a protocol as `name`, with how localisation is scored under it."""
+
+    def decorate(protocol: Protocol) -> Protocol:
+        _LOCALISATION[name] = localisation
+        return PROTOCOLS.register(name)(protocol)
+
+    return decorate
+
+
+def localisation_spec(name: str) -> LocalisationSpec:
+    """How localisation is scored under protocol `name` (an unknown name lists valid ones)."""
+    get_protocol(name)
+    return _LOCALISATION[name]
 
 
 def score(ranking: Ranking, dataset: Dataset, **options: Any) -> ProtocolResult:

@@ -1,18 +1,21 @@
 """Revisited Oxford and Paris (FORMATS.md section 2): trapezoid mAP and mP@k per setup.
 
 The dataset adapter resolves the Easy / Medium / Hard positives and junk into
-`dataset.truth["easy" | "medium" | "hard"]`, so this module only scores.
+`dataset.truth["easy" | "medium" | "hard"]`, so this module only scores. Localisation is
+scored with the same trapezoid AP, and the `pixel_reference` option adds the PROxford /
+PRParis reference evaluation's own numbers (FORMATS.md section 8).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
+from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
 from retrieval.metrics import count_positives, revisitop_mp_at_k, trapezoid_ap
-from retrieval.protocols import ProtocolResult, evaluate_setups, register
+from retrieval.protocols import LocalisationSpec, ProtocolResult, evaluate_setups, register
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
@@ -36,7 +39,34 @@ def revisitop_per_query(
     return pd.DataFrame(rows).astype({"npos": np.int64})
 
 
-@register("revisitop")
+def pixel_reference_summary(
+    ranking: Ranking, dataset: Dataset, ious: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (FORMATS.md
+    section 8, compatibility): box IoU, strict IoU > t, queries with no passing positive
+    dropped per threshold, its two ignored queries kept in the denominator; mIoU skipping
+    unpredicted easy positives in Medium. Of `ious` (per kind), the reference uses boxes."""
+    if "box" not in ious:
+        raise ValueError("protocol_options.pixel_reference needs predicted boxes and dataset.pixel_labels")
+    box_ious = ious["box"]
+    ignored = PIXEL_RETRIEVAL_IGNORED.get(dataset.name, ())
+    summary = {}
+    for setup in ("medium", "hard"):
+        truths = dataset.truth[setup]
+        skip = [dataset.truth["easy"][q].positives if setup == "medium" else () for q in range(len(truths))]
+        per_query = [
+            pixel_retrieval_iou(ranking.indices[q], truth.positives, box_ious[q], skip[q])
+            for q, truth in enumerate(truths)
+            if len(truth.positives)
+        ]
+        summary[setup] = {
+            "reference_box_mAP@50:95": pixel_retrieval_map(ranking.indices, box_ious, truths, ignored),
+            "reference_box_mIoU": float(np.nanmean(per_query)) if per_query else float("nan"),
+        }
+    return summary
+
+
+@register("revisitop", LocalisationSpec(ap="trapezoid", options={"pixel_reference": pixel_reference_summary}))
 def revisitop(
     ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10)
 ) -> ProtocolResult:
