@@ -15,18 +15,34 @@ from typing import Any, Mapping
 
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
-from retrieval.stages.common import plain, regions_enabled
+from retrieval.stages.common import forget_datasets, plain, regions_enabled
+
+
+def _begin() -> None:
+    """Start from the files as they are now: a dataset listed by an earlier call in this
+    process (an earlier job of an in-process sweep) may have changed on disk since."""
+    forget_datasets()
+
+
+def _features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
+    return extract.main(cfg, "queries"), extract.main(cfg, "gallery")
+
+
+def _ranking(cfg: Mapping[str, Any]) -> Path:
+    queries, gallery = _features(cfg)
+    return rerank.main(cfg, search.main(cfg, queries, gallery), queries, gallery)
 
 
 def features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
     """The feature stores of the queries and the gallery, extracted where missing."""
-    return extract.main(cfg, "queries"), extract.main(cfg, "gallery")
+    _begin()
+    return _features(cfg)
 
 
 def ranking(cfg: Mapping[str, Any]) -> Path:
     """The run's final ranking: searched, then re-ranked by the configured steps."""
-    queries, gallery = features(cfg)
-    return rerank.main(cfg, search.main(cfg, queries, gallery), queries, gallery)
+    _begin()
+    return _ranking(cfg)
 
 
 def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,8 +52,9 @@ def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def evaluate(cfg: Mapping[str, Any], out: Path) -> Path:
     """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
+    _begin()
     given = plain(cfg["eval"]).get("ranking")
     if given:
         return evaluate_stage.main(cfg, Path(given).expanduser(), out)
-    baseline = ranking(whole_image(cfg)) if regions_enabled(cfg) else None
-    return evaluate_stage.main(cfg, ranking(cfg), out, baseline)
+    baseline = _ranking(whole_image(cfg)) if regions_enabled(cfg) else None
+    return evaluate_stage.main(cfg, _ranking(cfg), out, baseline)

@@ -209,6 +209,7 @@ def run_evaluate(workdir: Path, dataset: str, *overrides: str) -> Path:
 
     from hydra import compose, initialize_config_dir
 
+    from retrieval import pipeline
     from retrieval.stages import evaluate
 
     settings = [
@@ -223,5 +224,5 @@ def run_evaluate(workdir: Path, dataset: str, *overrides: str) -> Path:
         cfg = compose(config_name="config", overrides=settings)
     out = Path(workdir) / "run"
     with mock.patch.object(evaluate, "git_commit", return_value="test"):
-        evaluate.main(cfg, out)
+        pipeline.evaluate(cfg, out)
     return out

@@ -1,7 +1,9 @@
-"""End to end on a tiny real-photo folder set: outputs, artifact reuse, refusals, skips, multirun.
+"""End to end on a tiny real-photo folder set: outputs, artifact reuse, refusals, skips,
+re-ranking, multirun.
 
-Stages run in-process on configs composed by Hydra exactly as the entry points compose them;
-one test runs `python evaluate.py -m` itself."""
+Stages run in-process (through `retrieval.pipeline`, as the entry points do) on configs
+composed by Hydra exactly as the entry points compose them; one test runs `python evaluate.py
+-m` itself."""
 from __future__ import annotations
 
 import json
@@ -17,20 +19,23 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import REPO, ComposeFn, copy_eth80
+from retrieval import pipeline
 from retrieval.leaderboard import read_rows
 from retrieval.models import Embedder, create_model
+from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
 from retrieval.stages import extract as extract_stage
 from retrieval.stages import search as search_stage
-from retrieval.stages.search import MismatchError
+from retrieval.stages.common import MismatchError
 
 
 class Calls:
-    """What the stages built during a test: model constructions and artifact builds."""
+    """What the stages built during a test: model constructions, items embedded per split,
+    searches."""
 
     def __init__(self) -> None:
         self.models: list[str] = []
-        self.extracted: list[str] = []
+        self.extracted: list[tuple[str, int]] = []
         self.searched = 0
 
     def reset(self) -> None:
@@ -48,18 +53,19 @@ def calls(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Calls:
             return lite0
         return create_model(family, **options)
 
-    build_extract, build_search = extract_stage._build, search_stage._build
+    fill, build_search = extract_stage.fill_store, search_stage._build
 
-    def counted_extract(cfg: Any, split: str, folder: Path) -> None:
-        record.extracted.append(split)
-        build_extract(cfg, split, folder)
+    def counted_fill(store: Any, items: Any, *args: Any, desc: str, **options: Any) -> dict:
+        stats = fill(store, items, *args, desc=desc, **options)
+        record.extracted.append((desc, stats["embedded"]))
+        return stats
 
-    def counted_search(cfg: Any, folder: Path) -> None:
+    def counted_search(*args: Any) -> None:
         record.searched += 1
-        build_search(cfg, folder)
+        build_search(*args)
 
     monkeypatch.setattr(extract_stage, "create_model", counted_model)
-    monkeypatch.setattr(extract_stage, "_build", counted_extract)
+    monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
     monkeypatch.setattr(search_stage, "_build", counted_search)
     monkeypatch.setattr(evaluate, "git_commit", lambda: "test")  # leave the developer's repository alone
     return record
@@ -86,10 +92,10 @@ def independent_metrics(ranking: Path) -> pd.DataFrame:
 
 def test_evaluate_writes_outputs_and_reuses_artifacts(make_cfg: ComposeFn, calls: Calls, tmp_path: Path) -> None:
     out = tmp_path / "run1"
-    evaluate.main(make_cfg("query=box", "eval.report=true"), out)
+    pipeline.evaluate(make_cfg("query=box", "eval.report=true"), out)
     for name in ("metrics.json", "per_query.csv", "ranking.npz", "dataset.json", "report.html"):
         assert (out / name).is_file(), name
-    assert sorted(calls.extracted) == ["gallery", "queries"] and calls.searched == 1
+    assert calls.extracted == [("queries", 12), ("gallery", 12)] and calls.searched == 1
     assert calls.models == ["effnet_lite", "effnet_lite"]
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -113,16 +119,17 @@ def test_evaluate_writes_outputs_and_reuses_artifacts(make_cfg: ComposeFn, calls
 
     # Same settings but an option that does not touch the vectors or the ranking: nothing rebuilt.
     calls.reset()
-    evaluate.main(make_cfg("query=box", "eval.report=true", "eval.report_top_k=3"), tmp_path / "run2")
+    pipeline.evaluate(make_cfg("query=box", "eval.report=true", "eval.report_top_k=3"), tmp_path / "run2")
     assert (calls.models, calls.extracted, calls.searched) == ([], [], 0)
     assert (tmp_path / "run2" / "ranking.npz").read_bytes() == (out / "ranking.npz").read_bytes()
     assert len(read_rows(tmp_path / "leaderboard.csv")) == 2
 
-    # Another query mode: the queries are embedded again, the gallery is reused.
+    # Leave-one-out queries cut out as the gallery is (whole images) are the gallery's items:
+    # nothing is embedded, no model is even built; only the search runs.
     calls.reset()
-    evaluate.main(make_cfg("query=full"), tmp_path / "run3")
-    assert (calls.models, calls.extracted, calls.searched) == (["effnet_lite"], ["queries"], 1)
-    assert len(list((tmp_path / "cache" / "embeddings").iterdir())) == 3
+    pipeline.evaluate(make_cfg("query=full"), tmp_path / "run3")
+    assert (calls.models, calls.extracted, calls.searched) == ([], [], 1)
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 1  # one store, both splits
     full = json.loads((tmp_path / "run3" / "metrics.json").read_text())
     assert full["query_mode"] == "full"
     assert full["summary"]["all"]["mAP"] == pytest.approx(independent_metrics(tmp_path / "run3" / "ranking.npz")["ap"].mean())
@@ -132,16 +139,51 @@ def test_queries_from_another_model_are_refused(make_cfg: ComposeFn, calls: Call
     other = make_cfg("model=dinov2_vits14", "model.pretrained=null", "model.input_size=28")
     folder = extract_stage.main(other, "queries")
     with pytest.raises(MismatchError, match="python extract.py") as error:
-        search_stage.main(make_cfg(f"search.queries={folder}"))
+        pipeline.ranking(make_cfg(f"search.queries={folder}"))
     message = str(error.value)
     assert "dinov2_vits14" in message and "effnet_lite0" in message and "384" in message and "1280" in message
 
 
-def test_embeddings_of_another_dataset_are_refused(make_cfg: ComposeFn, calls: Calls, tmp_path: Path) -> None:
+def test_a_store_without_the_datasets_images_is_refused(make_cfg: ComposeFn, calls: Calls, tmp_path: Path) -> None:
     small = copy_eth80(tmp_path / "small", instances=("cup1", "pear1"), views=("000-000", "090-068"))
     folder = extract_stage.main(make_cfg(f"dataset.root={small}"), "gallery")
-    with pytest.raises(MismatchError, match="holds 4 embeddings but dataset folder has 12 gallery"):
-        search_stage.main(make_cfg(f"search.gallery={folder}"))
+    with pytest.raises(MismatchError, match="holds 0 of the 12 gallery of dataset folder"):
+        pipeline.ranking(make_cfg(f"search.gallery={folder}"))
+
+
+def test_adding_images_embeds_only_them(make_cfg: ComposeFn, calls: Calls, folder_root: Path, tmp_path: Path) -> None:
+    pipeline.evaluate(make_cfg("query=full"), tmp_path / "run1")
+    assert calls.extracted == [("queries", 12)]  # the gallery's items are the queries' items
+    copy_eth80(folder_root, instances=("pear1",))  # one more instance folder, three views
+    calls.reset()
+    pipeline.evaluate(make_cfg("query=full"), tmp_path / "run2")
+    assert calls.extracted == [("queries", 3)] and calls.searched == 1
+    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert metrics["counts"]["n_gallery"] == 15
+    expected = independent_metrics(tmp_path / "run2" / "ranking.npz")
+    assert metrics["summary"]["all"]["mAP"] == pytest.approx(expected["ap"].mean(), abs=1e-9)
+
+
+def test_moved_root_reuses_everything_and_a_changed_image_is_embedded_again(
+    make_cfg: ComposeFn, calls: Calls, folder_root: Path, tmp_path: Path
+) -> None:
+    first = pipeline.ranking(make_cfg("query=full"))
+    moved = tmp_path / "moved"
+    folder_root.rename(moved)
+    calls.reset()
+    again = pipeline.ranking(make_cfg("query=full", f"dataset.root={moved}"))
+    assert (calls.models, calls.extracted, calls.searched) == ([], [], 0) and again == first
+
+    changed = moved / "images" / "cup1" / "cup1-045-180.png"
+    changed.write_bytes((moved / "images" / "apple1" / "apple1-045-180.png").read_bytes())  # same name, new content
+    calls.reset()
+    after = pipeline.ranking(make_cfg("query=full", f"dataset.root={moved}"))
+    assert calls.extracted == [("queries", 1)] and after != first  # a new ranking, not the stale one
+    ranking = Ranking.load(after)
+    ids = list(map(str, ranking.gallery_ids))
+    copy_of_apple = ids.index("images/apple1/apple1-045-180.png")
+    assert ranking.indices[ids.index("images/cup1/cup1-045-180.png"), 0] == copy_of_apple  # identical pixels rank first
+    assert ranking.scores[ids.index("images/cup1/cup1-045-180.png"), 0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_unknown_model_preset_lists_the_presets(make_cfg: ComposeFn) -> None:
@@ -160,7 +202,7 @@ def test_misspelt_config_key_is_named(make_cfg: ComposeFn) -> None:
 
 def test_missing_dataset_root_shows_the_layout(make_cfg: ComposeFn, calls: Calls, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="expected layout") as error:
-        evaluate.main(make_cfg(f"dataset.root={tmp_path / 'nowhere'}"), tmp_path / "run")
+        pipeline.evaluate(make_cfg(f"dataset.root={tmp_path / 'nowhere'}"), tmp_path / "run")
     assert "<root>/images/<instance_id>/" in str(error.value) and "nowhere" in str(error.value)
 
 
@@ -168,7 +210,7 @@ def test_corrupt_gallery_image_is_a_counted_skip(make_cfg: ComposeFn, calls: Cal
     broken = sorted((folder_root / "images" / "cup1").iterdir())[1]
     broken.write_bytes(b"\x89PNG\r\n\x1a\n and then nothing")
     key = broken.relative_to(folder_root).as_posix()
-    evaluate.main(make_cfg("query=full"), tmp_path / "run")
+    pipeline.evaluate(make_cfg("query=full"), tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["counts"]["skipped"] == {"loading": 0, "queries": 1, "gallery": 1}
     assert [entry[0] for entry in metrics["skipped"]["gallery"]] == [key]
@@ -198,7 +240,10 @@ def test_multirun_appends_a_row_per_job_and_reuses_the_gallery(folder_root: Path
     assert sorted(row["query_mode"] for row in rows) == ["box", "full"]
     assert {row["commit"] for row in rows} == {"unknown"}
     logs = done.stdout + done.stderr
-    assert logs.count("gallery: embedding 12 images") == 1 and logs.count("gallery embeddings: reusing") == 1
-    assert len(list((tmp_path / "cache" / "embeddings").iterdir())) == 3
+    # full: the queries are the gallery's whole images, embedded once for both splits;
+    # box: the 12 cut-outs are embedded, the gallery is reused.
+    assert logs.count("queries: embedded 12 items") == 2, logs[-3000:]
+    assert logs.count("gallery: all 12 items already extracted") == 2
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
     for row in rows:
         assert (Path(row["run_dir"]) / "metrics.json").is_file()

@@ -57,6 +57,11 @@ def _load(format: str, settings_json: str) -> Dataset:
     return dataset
 
 
+def forget_datasets() -> None:
+    """Drop the datasets listed so far: the next `dataset_from_config` lists the files again."""
+    _load.cache_clear()
+
+
 def dataset_from_config(cfg: Mapping[str, Any]) -> Dataset:
     dataset_cfg = plain(cfg["dataset"])
     return _load(dataset_cfg["format"], json.dumps(loader_settings(dataset_cfg), sort_keys=True))

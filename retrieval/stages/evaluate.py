@@ -19,7 +19,7 @@ from retrieval.masks import decode, encode
 from retrieval.protocols import score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
-from retrieval.protocols.localisation import add_localisation
+from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
 from retrieval.stages.common import dataset_from_config, plain, region_config
 
@@ -104,10 +104,9 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     ranking_path = Path(ranking_path)
     ranking = Ranking.load(ranking_path)
     options = plain(cfg["dataset"]).get("protocol_options") or {}
-    scoring = {name: value for name, value in options.items() if name != "pixel_reference"}
-    result = add_localisation(  # box/mask metrics if the ranking localises and the gallery has truth
-        score(ranking, dataset, **scoring), ranking, dataset, pixel_reference=bool(options.get("pixel_reference"))
-    )
+    scoring, localising = split_options(dataset.protocol, options)
+    # box/mask metrics when the ranking localises and the gallery has truth
+    result = add_localisation(score(ranking, dataset, **scoring), ranking, dataset, **localising)
     search_meta = _search_meta(ranking_path)
     speed = (search_meta.get("extraction_images_per_s") or {}).get("gallery")
     skipped = {

@@ -18,6 +18,7 @@ from retrieval.features.store import Store
 from retrieval.models import create_model
 from retrieval.stages.common import (
     SPLITS,
+    MismatchError,
     dataset_from_config,
     items_of,
     model_options,
@@ -39,11 +40,15 @@ def main(cfg: Mapping[str, Any], split: str) -> Path:
     dataset = dataset_from_config(cfg)
     items = items_of(cfg, dataset, split)
     store = Store(folder)
-    if not store.missing([item.key for item in items]):
-        log.info("%s: all %d items already in %s", split, len(items), folder)
+    missing = store.missing([item.key for item in items])
+    if not missing:
+        log.info("%s: all %d items already extracted (%s)", split, len(items), folder)
         return folder
     if plain(cfg.get("search") or {}).get(split):
-        raise FileNotFoundError(f"search.{split}={folder} lacks some {split} of {dataset.name}; run python extract.py without search.{split}")
+        raise MismatchError(
+            f"search.{split}={folder} holds {len(set(i.key for i in items)) - len(missing)} of the {len(items)} {split} "
+            f"of dataset {dataset.name}; drop search.{split} to extract them (python extract.py)"
+        )
     family, options = model_options(cfg)
     model = create_model(family, **options)
     run = plain(cfg["extract"])

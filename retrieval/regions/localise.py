@@ -1,1 +1,0 @@
-from retrieval.protocols.localisation import add_localisation  # moved
