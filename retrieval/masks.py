@@ -14,9 +14,15 @@ from typing import Any
 
 import numpy as np
 import pycocotools.mask as coco_mask
-from PIL import Image
+
+from retrieval.images import ImageError, open_image
 
 SizeHW = tuple[int, int]
+
+
+class MaskFileError(OSError):
+    """A mask file that exists but cannot be read as an image (not an image, not a regular
+    file, corrupt); query modes treat it as an absent mask, or skip the query that needs it."""
 
 
 def decode(ref: Any, size_hw: SizeHW | None = None) -> np.ndarray:
@@ -132,10 +138,15 @@ def _decode_polygons(polygons: list, size_hw: SizeHW) -> np.ndarray:
 
 
 def _decode_image(path: Path) -> np.ndarray:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"mask image not found: {path}")
-    with Image.open(path) as image:
-        pixels = np.asarray(image)
+    try:
+        with open_image(path) as (image, _):
+            pixels = np.asarray(image)
+    except ImageError as error:
+        raise MaskFileError(f"unreadable mask: {error}") from error
+    except Exception as error:  # any decoding failure of one mask file is that mask's problem
+        raise MaskFileError(f"unreadable mask {path}: {type(error).__name__}: {error}") from error
     if pixels.ndim == 3:
         return np.any(pixels != 0, axis=2)
     return pixels != 0

@@ -6,6 +6,7 @@ outside the image) raises `QueryError`, which extraction counts and skips.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ import numpy as np
 
 from retrieval.records import Box, Instance
 from retrieval.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 class QueryError(Exception):
@@ -50,9 +53,27 @@ available = MODES.available
 get_query_mode = MODES.get
 
 
+class UnreadableMaskError(QueryError):
+    """The instance's mask cannot be decoded for this image (a mask file that is missing or not
+    an image, or a mask of another size): `box` falls back as if there were no mask."""
+
+
+def _checked_box(box: Box) -> tuple[float, float, float, float]:
+    """The box as floats, or a QueryError that says what is wrong with it."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    shown = "(" + ", ".join(f"{v:g}" for v in (x1, y1, x2, y2)) + ")"
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise QueryError(f"box {shown} has a non-finite coordinate")
+    if x2 < x1 or y2 < y1:
+        raise QueryError(f"box {shown} is inverted (x2 < x1 or y2 < y1); boxes are (x1, y1, x2, y2)")
+    if x2 == x1 or y2 == y1:
+        raise QueryError(f"box {shown} is empty (zero width or height)")
+    return x1, y1, x2, y2
+
+
 def _pixel_box(box: Box, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
     """Round like Pillow's `crop` (half to even), after growing by `margin` x box size; clip."""
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = _checked_box(box)
     dx, dy = margin * (x2 - x1), margin * (y2 - y1)
     height, width = shape[:2]
     left, top = max(round(x1 - dx), 0), max(round(y1 - dy), 0)
@@ -67,9 +88,12 @@ def _object_mask(image: np.ndarray, instance: Instance | None) -> np.ndarray:
 
     if instance is None or instance.mask is None:
         raise QueryError("query mode 'mask' needs a mask; this query has none (use query=box)")
-    mask = decode(instance.mask, image.shape[:2])
-    if mask.shape != image.shape[:2]:
-        raise QueryError(f"mask of size {mask.shape} does not match image {image.shape[:2]}")
+    try:
+        mask = decode(instance.mask, image.shape[:2])
+    except OSError as error:  # masks.MaskFileError, or a mask file gone since loading
+        raise UnreadableMaskError(str(error)) from error
+    except ValueError as error:  # a mask of another size than its image, or a corrupt RLE
+        raise UnreadableMaskError(f"unusable mask: {error}") from error
     if not mask.any():
         raise QueryError("empty mask")
     return mask
@@ -83,7 +107,10 @@ def _box_of(image: np.ndarray, instance: Instance | None) -> Box | None:
     if instance.mask is not None:
         from retrieval.masks import tight_box
 
-        return tight_box(_object_mask(image, instance))
+        try:
+            return tight_box(_object_mask(image, instance))
+        except UnreadableMaskError as error:
+            log.warning("%s; the query uses the whole image, as without a mask", error)
     return None
 
 
@@ -137,7 +164,7 @@ def square_crop(image: np.ndarray, instance: Instance | None, **_: Any) -> np.nd
     box = _box_of(image, instance)
     if box is None:
         return image
-    x1, y1, x2, y2 = box
+    x1, y1, x2, y2 = _checked_box(box)
     side = max(x2 - x1, y2 - y1)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     # floor, not int(): truncation toward zero would shrink the square where it leaves the image

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from retrieval.datasets import register
+from retrieval.images import ImageError, not_regular, open_image
 from retrieval.records import Dataset, Instance, Record, truth_by_instance
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,30 @@ def _check_root(root: Path) -> None:
         )
 
 
-def _find_mask(root: Path, image: Path) -> Path | None:
+def _visible(folder: Path) -> list[Path]:
+    """Entries of `folder` by name, hidden ones left out: ".DS_Store", "._photo.jpg" (macOS
+    resource forks) and ".thumbnails/" are no one's photos or instances."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _find_mask(root: Path, image: Path, skipped: list[tuple[str, str]]) -> Path | None:
+    """The image's mask file, if there is one that opens as an image; an unreadable one is a
+    counted skip, and the image goes on without a mask."""
     relative = image.relative_to(root / "images")
     for suffix in (".png", image.suffix):
         candidate = (root / "masks" / relative).with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
+        if not candidate.exists():
+            continue
+        try:
+            with open_image(candidate):
+                return candidate
+        except ImageError as error:
+            skipped.append((
+                candidate.relative_to(root).as_posix(),
+                f"unreadable mask ({error}); the image is used without a mask "
+                "(query=box: the whole image; query=mask: the query is skipped)",
+            ))
+            return None
     return None
 
 
@@ -44,9 +63,14 @@ def load_folder(
     root = Path(root).expanduser().resolve()
     _check_root(root)
     gallery: list[Record] = []
-    for folder in sorted(p for p in (root / "images").iterdir() if p.is_dir()):
-        for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            mask = _find_mask(root, image) if use_masks else None
+    skipped: list[tuple[str, str]] = []
+    for folder in (p for p in _visible(root / "images") if p.is_dir()):
+        for image in (p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES):
+            problem = not_regular(image)
+            if problem:
+                skipped.append((image.relative_to(root).as_posix(), f"{problem}, not an image file"))
+                continue
+            mask = _find_mask(root, image, skipped) if use_masks else None
             instance = Instance(id=folder.name, mask=str(mask) if mask else None)
             gallery.append(Record(path=image, key=image.relative_to(root).as_posix(), instances=(instance,)))
     if not gallery:
@@ -67,4 +91,7 @@ def load_folder(
         protocol_note = f"queries from {list_file.name}; each excluded from its own results"
     truth = truth_by_instance(query_records, gallery, self_matches)
     log.info("%s: %d images, %d instances (%s)", name, len(gallery), len({r.instances[0].id for r in gallery}), protocol_note)
-    return Dataset(name, root, query_records, gallery, {"all": truth}, extra={"queries": protocol_note})
+    if skipped:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:5])
+        log.warning("%s: %d inputs skipped, e.g. %s", name, len(skipped), shown)
+    return Dataset(name, root, query_records, gallery, {"all": truth}, skipped=skipped, extra={"queries": protocol_note})

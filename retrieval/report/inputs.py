@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.images import not_regular
 from retrieval.ranking import Ranking
 
 RANKING, DATASET, METRICS, PER_QUERY = "ranking.npz", "dataset.json", "metrics.json", "per_query.csv"
@@ -35,10 +36,15 @@ def _per_query(path: Path) -> dict[str, dict[int, dict[str, str]]]:
 
 
 def load_run(run_dir: Path) -> RunInputs:
-    """All four artifacts, with a message naming the missing file when one is absent."""
-    missing = [name for name in (RANKING, DATASET, METRICS, PER_QUERY) if not (run_dir / name).exists()]
+    """All four artifacts, with a message naming the file that is absent (or not a regular
+    file: reading a FIFO would hang the report)."""
+    problems = {name: not_regular(run_dir / name) for name in (RANKING, DATASET, METRICS, PER_QUERY)}
+    missing = [name for name, problem in problems.items() if problem == "missing file"]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a complete run folder: missing {', '.join(missing)}")
+    odd = [f"{name} {problem}" for name, problem in problems.items() if problem]
+    if odd:
+        raise ValueError(f"{run_dir}: {', '.join(odd)}; the run's artifacts must be regular files")
     inputs = RunInputs(
         ranking=Ranking.load(run_dir / RANKING),
         dataset=json.loads((run_dir / DATASET).read_text()),

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from retrieval.images import open_image
+
 log = logging.getLogger(__name__)
 
 SIZE = 240
@@ -98,13 +100,10 @@ def _draw_box(thumb: Image.Image, box: tuple[float, float, float, float], scale:
 def _render_image(path: str, requests: list[tuple[Request, str]], folder: Path) -> dict[Request, str | None]:
     """Decode `path` once and write every requested overlay of it, under the given file names."""
     try:
-        with Image.open(path) as image:
-            original = image.size
-            fit = SIZE / max(original)
-            image.draft("RGB", (round(original[0] * fit), round(original[1] * fit)))  # JPEG: decode small
+        with open_image(path, max_side=SIZE) as (image, original):  # a JPEG decodes small
             base = image.convert("RGB")
         base.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except Exception as error:  # any failure to decode one image costs only its thumbnail
         log.warning("no thumbnail for %s: %s", path, error)
         return {request: None for request, _ in requests}
     scale = (base.width / original[0], base.height / original[1])
