@@ -121,6 +121,19 @@ def test_open_clip_openai_tag_runs_with_quick_gelu(monkeypatch: pytest.MonkeyPat
     assert activations == {"QuickGELU"}
 
 
+def test_open_clip_checkpoint_of_a_tag_gets_the_tags_preprocessing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """open_clip applies a tag's preprocess_cfg only when it downloads the tag; the family also
+    applies it to the tag's weights read from a file. The tag is faked on a small architecture,
+    with a preprocess_cfg that differs from the architecture's, as PE-Core's and CLIPA's do."""
+    tag = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear", "resize_mode": "squash"}
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, name: tag if name == "squashed" else {})
+    monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda model, path, **_: None)
+    path = tmp_path / "squashed.pt"
+    path.touch()
+    model = create_model("open_clip", arch="ViT-S-32-alt", pretrained="squashed", checkpoint=str(path))
+    assert model.preprocess == Preprocess(224, (0.5,) * 3, (0.5,) * 3, "stretch", interpolation="bilinear")
+
+
 def test_missing_checkpoint_file_is_named(tmp_path: Path) -> None:
     for family in ("open_clip", "timm"):
         with pytest.raises(FileNotFoundError, match="model.checkpoint="):

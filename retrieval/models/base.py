@@ -8,19 +8,40 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+RESIZE_MODES = ("stretch", "letterbox", "center_crop")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How images must be prepared for a model's weights (resize on CPU, normalise on device)."""
+    """The whole eval transform a model's weights expect: resize and crop on the CPU
+    (`retrieval.models.transform.prepare`), then (x / 255 - mean) / std on the device.
+
+    Families derive it from the weights' own configuration (timm's pretrained_cfg,
+    open_clip's preprocess_cfg), so a model sees the transform it was trained with."""
 
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize: str = "stretch"
-    """stretch (whole image to a square, as the Find-your-Needle reference does),
-    letterbox (keep aspect, pad with the mean) or center_crop (shorter side, then crop)."""
+    """stretch (whole image to a square, as the Find-your-Needle reference does), letterbox
+    (keep aspect, pad with the mean) or center_crop (shorter side to input_size / crop_pct,
+    then the central input_size square: timm's and open_clip's eval transform)."""
+    crop_pct: float = 1.0
+    """center_crop only: the fraction of the resized shorter side that is kept."""
+    interpolation: str = "bicubic"
+    """Pillow resampling filter of every resize, by timm's names."""
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"Unknown resize mode {self.resize!r}: use one of {', '.join(RESIZE_MODES)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Unknown interpolation {self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+        if self.crop_pct <= 0:
+            raise ValueError(f"crop_pct must be positive, not {self.crop_pct}")
 
     def with_options(self, input_size: int | None = None, resize: str | None = None) -> "Preprocess":
+        """Apply config overrides (None keeps the weights' own value)."""
         return replace(self, input_size=input_size or self.input_size, resize=resize or self.resize)
 
 

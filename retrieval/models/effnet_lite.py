@@ -8,9 +8,19 @@ import torch
 from retrieval.models import register_family
 from retrieval.models.base import Embedder, Preprocess, gem
 
-# The packaged weights are the TensorFlow Lite0 release converted to PyTorch; they expect
-# inputs scaled as (x - 127) / 128, i.e. mean 0.498 and std 0.502 on the 0..1 scale.
-LITE_PREPROCESS = Preprocess(input_size=224, mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
+# The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
+# ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
+# std 0.502 on the 0..1 scale, and was evaluated on a bicubic 87.5% centre crop (as timm records
+# for the same release, tf_efficientnet_lite0.in1k): resize=center_crop gives that crop the
+# way timm runs it. The family stretches by default instead, as Find-your-Needle does.
+LITE_PREPROCESS = Preprocess(
+    input_size=224,
+    mean=(0.498, 0.498, 0.498),
+    std=(0.502, 0.502, 0.502),
+    resize="stretch",
+    crop_pct=0.875,
+    interpolation="bicubic",
+)
 
 
 def packaged_checkpoint() -> Path:

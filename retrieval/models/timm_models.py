@@ -2,11 +2,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from retrieval.models import register_family
 from retrieval.models.base import Embedder, Preprocess, gem, offline_hint
+
+# timm's eval crop modes that have an exact equivalent here ("squash" only without a crop
+# margin); its "border" pads with its own rounding, so it is left to an explicit model.resize.
+CROP_MODES = {"center": "center_crop", "squash": "stretch"}
+
+
+def timm_preprocess(config: dict[str, Any], resize: str | None = None) -> Preprocess:
+    """The eval transform timm builds from a resolved data config (`resolve_data_config`,
+    i.e. the weights' pretrained_cfg): size, crop_pct, interpolation, mean and std."""
+    _, height, width = config["input_size"]
+    if height != width:
+        raise ValueError(f"timm input size {height}x{width} is not square; set model.input_size")
+    mode, crop_pct = config["crop_mode"], config["crop_pct"]
+    if resize is None and (mode not in CROP_MODES or (mode == "squash" and crop_pct != 1)):
+        raise ValueError(
+            f"timm crop_mode {mode!r} with crop_pct {crop_pct} has no exact equivalent here; "
+            "choose one with model.resize=stretch|letterbox|center_crop"
+        )
+    return Preprocess(
+        input_size=width,
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        resize=resize or CROP_MODES[mode],
+        crop_pct=crop_pct,
+        interpolation=config["interpolation"],
+    )
 
 
 class TimmBackbone(Embedder):
@@ -38,10 +65,12 @@ def timm_backbone(
     arch: str = "vit_small_patch14_dinov2",
     pretrained: str | None = "lvd142m",
     checkpoint: str | None = None,
-    input_size: int | None = 224,
+    input_size: int | None = None,
     resize: str | None = None,
 ) -> Embedder:
-    """timm model `arch` with hub tag `pretrained`, or `checkpoint` (a local file); None = random."""
+    """timm model `arch` with hub tag `pretrained`, or `checkpoint` (a local file); None = random.
+    Preprocessing is the tag's pretrained_cfg (the architecture's default tag when random);
+    `input_size` (None = the tag's) also sizes ViT position embeddings."""
     import timm
 
     if not timm.list_models(arch):
@@ -50,7 +79,9 @@ def timm_backbone(
         raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
     kwargs: dict = {"num_classes": 0}
     if "vit" in arch:
-        kwargs.update(dynamic_img_size=True, img_size=input_size or 224)
+        kwargs["dynamic_img_size"] = True
+        if input_size:
+            kwargs["img_size"] = input_size
     name = f"{arch}.{pretrained}" if pretrained else arch
     with offline_hint(f"timm weights {name}", downloading=bool(pretrained and not checkpoint)):
         model = timm.create_model(
@@ -59,6 +90,5 @@ def timm_backbone(
             pretrained_cfg_overlay={"file": checkpoint} if checkpoint else None,
             **kwargs,
         )
-    config = timm.data.resolve_data_config({}, model=model)
-    preprocess = Preprocess(config["input_size"][-1], tuple(config["mean"]), tuple(config["std"]))
-    return TimmBackbone(model, preprocess.with_options(input_size, resize)).eval()
+    config = timm.data.resolve_data_config({"img_size": input_size}, model=model)  # None: the tag's
+    return TimmBackbone(model, timm_preprocess(config, resize)).eval()
