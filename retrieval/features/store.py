@@ -102,8 +102,16 @@ class Store:
         self._indexed: set[str] = set()
 
     def _refresh(self) -> None:
-        """Index shards written since the last look (by this process or another)."""
-        for path in sorted(self.folder.glob(SHARD_GLOB)):
+        """Index shards written since the last look (by this process or another); forget
+        indexed shards that have since been deleted, so their items are extracted again."""
+        present = sorted(self.folder.glob(SHARD_GLOB))
+        gone = self._indexed - {path.name for path in present}
+        for name in sorted(gone):
+            log.warning("shard %s is gone; its items will be extracted again", self.folder / name)
+        if gone:
+            self._indexed -= gone
+            self._where = {key: place for key, place in self._where.items() if place[0] not in gone}
+        for path in present:
             if path.name in self._indexed:
                 continue
             try:
@@ -164,6 +172,7 @@ class Store:
                         continue
                     if (self.folder / name).exists():
                         continue
+                    log.info("%s: building %s (%d items)", self.folder.name, name, len(chunk))
                     write_shard(self.folder / name, embed(chunk))
                     embedded += len(chunk)
         still = self.missing(keys)
