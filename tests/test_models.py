@@ -3,7 +3,9 @@ a user without network access or with a typo sees. Hub downloads are replaced by
 (or serve a file) at once, so no test waits on network retries."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -13,9 +15,14 @@ import timm
 import torch
 from PIL import Image
 
-from retrieval.models import available, create_model
+from retrieval import artifacts
+from retrieval.models import available, create_model, resolve_preprocess
 from retrieval.models.base import Preprocess
 from retrieval.models.effnet_lite import LITE_PREPROCESS, load_lite_weights, packaged_checkpoint
+from retrieval.models.openclip import clip_preprocess
+from retrieval.models.timm_models import timm_preprocess
+from retrieval.representations import create_representation
+from retrieval.stages.common import store_settings
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285  # ImageNet-1k class indices
 
@@ -171,3 +178,100 @@ def test_timm_offline_fetch_points_at_checkpoint(monkeypatch: pytest.MonkeyPatch
 def test_timm_unknown_arch() -> None:
     with pytest.raises(ValueError, match="Unknown timm architecture"):
         create_model("timm", arch="vit_tiny_patch99_nothing", pretrained=None)
+
+
+def test_timm_unknown_tag_lists_valid_tags() -> None:
+    with pytest.raises(ValueError, match="Valid tags: lvd142m"):
+        resolve_preprocess("timm", arch="vit_small_patch14_dinov2", pretrained="imagenet")
+
+
+@pytest.fixture
+def no_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Pretrained tags build with random weights: hub fetches serve nothing, loads do nothing."""
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", lambda model, **_: None)
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, **_: str(tmp_path / "served.pt"))
+    monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda model, path, **_: None)
+
+
+def library_preprocess(family: str, model: Any, options: dict[str, Any]) -> Preprocess:
+    """What the library itself attaches to the built network, read back as the family reads it."""
+    if family == "timm":
+        config = timm.data.resolve_data_config({"img_size": options.get("input_size")}, model=model.model)
+        return timm_preprocess(config, options.get("resize"))
+    tag = open_clip.get_pretrained_cfg(options["arch"], options["pretrained"]) if options["pretrained"] else {}
+    cfg = open_clip.transform.merge_preprocess_dict(model.visual.preprocess_cfg, tag)
+    return clip_preprocess(cfg, options.get("resize")).with_options(options.get("input_size"))
+
+
+@pytest.mark.parametrize(
+    "family,options",
+    [
+        ("effnet_lite", {"pretrained": False}),
+        ("effnet_lite", {"pretrained": False, "input_size": 96, "resize": "center_crop"}),
+        ("timm", {"pretrained": None, "input_size": 56}),  # the default tag's cfg, 518 px
+        ("timm", {"pretrained": "lvd142m", "resize": "letterbox"}),
+        ("timm", {"arch": "resnet18", "pretrained": None}),  # a1_in1k: crop_pct 0.95
+        ("timm", {"arch": "resnet18", "pretrained": "tv_in1k", "input_size": 160}),  # bilinear, 0.875
+        ("open_clip", {"arch": "ViT-S-32-alt", "pretrained": None}),
+        ("open_clip", {"arch": "ViT-B-32", "pretrained": "openai", "input_size": 160, "resize": "stretch"}),
+        ("open_clip", {"arch": "RN50", "pretrained": None, "input_size": 96}),
+    ],
+)
+@pytest.mark.usefixtures("no_downloads")
+def test_resolved_preprocess_is_the_models(family: str, options: dict[str, Any]) -> None:
+    """Resolving from the configurations gives the built model's preprocess, which is also what
+    its library attached to the network it built (timm's pretrained_cfg, open_clip's preprocess_cfg)."""
+    model = create_model(family, **options)
+    assert resolve_preprocess(family, **options) == model.preprocess
+    if family != "effnet_lite":
+        assert model.preprocess == library_preprocess(family, model, options)
+
+
+def test_resolving_builds_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network was built")
+
+    for module in (timm, timm.models, open_clip, open_clip.factory):
+        monkeypatch.setattr(module, "create_model", refuse)
+    assert resolve_preprocess("effnet_lite") == LITE_PREPROCESS
+    assert resolve_preprocess("timm").input_size == 518
+    assert resolve_preprocess("open_clip", arch="ViT-L-14", pretrained="openai").input_size == 224
+    with pytest.raises(AssertionError, match="a network was built"):
+        create_model("timm", pretrained=None)
+
+
+def test_resolving_checks_options_as_the_constructor_does() -> None:
+    with pytest.raises(TypeError, match="gem_p"):
+        resolve_preprocess("timm", gem_p=3.0)
+    with pytest.raises(ValueError, match="Valid tags"):
+        resolve_preprocess("open_clip", arch="ViT-B-32", pretrained="imagenet")
+    with pytest.raises(ValueError, match="Unknown resize mode"):
+        resolve_preprocess("effnet_lite", resize="squash")
+
+
+@pytest.mark.usefixtures("no_downloads")
+def test_open_clip_timm_tower_dim_and_tag_preprocess() -> None:
+    """open_clip towers around a timm trunk have no output_dim: the descriptor size comes from
+    the model config. PE-Core's tag also squashes with bilinear 0.5/0.5, unlike its architecture."""
+    model = create_model("open_clip", arch="PE-Core-T-16-384", pretrained="meta")
+    assert type(model.visual).__name__ == "TimmModel" and not hasattr(model.visual, "output_dim")
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 384, 384)).shape == (2, model.dim) and model.dim == 512
+    assert model.preprocess == Preprocess(384, (0.5,) * 3, (0.5,) * 3, "stretch", interpolation="bilinear")
+    assert resolve_preprocess("open_clip", arch="PE-Core-T-16-384", pretrained="meta") == model.preprocess
+
+
+def test_feature_store_follows_the_resolved_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same model settings, another preprocessing from the library (as after an upgrade that
+    changes a tag's config): another feature store, so stale vectors are never reused."""
+    model = {"name": "clip_vit_b32", "family": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"}
+    cfg = {"model": model, "extract": {"dtype": "float16"}}
+    representation = create_representation("global", max_pixels=10**8)
+    before = store_settings(cfg, representation)
+    expected = resolve_preprocess("open_clip", arch="ViT-B-32", pretrained="openai")
+    assert before["preprocess"] == dataclasses.asdict(expected)
+    tag = {**open_clip.get_pretrained_cfg("ViT-B-32", "openai"), "interpolation": "bilinear"}
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, name: tag)
+    after = store_settings(cfg, representation)
+    assert after["model"] == before["model"] and after["preprocess"]["interpolation"] == "bilinear"
+    assert artifacts.config_key(after) != artifacts.config_key(before)

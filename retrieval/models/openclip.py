@@ -1,6 +1,7 @@
 """open_clip image towers, by architecture and pretrained tag or a local checkpoint file."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,40 @@ class ClipImageTower(Embedder):
         return self.visual(images)
 
 
-@register_family("open_clip")
+def pretrained_tag(arch: str, pretrained: str | None, checkpoint: str | None) -> dict[str, Any]:
+    """open_clip's pretrained cfg of tag `pretrained` of `arch` ({} for None). A tag open_clip
+    does not know is accepted only as the name of the weights in a `checkpoint` file."""
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+    if pretrained and not checkpoint and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+        valid = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
+        raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.")
+    return open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}
+
+
+def tower_preprocess(arch: str, tag: dict[str, Any], input_size: int | None, resize: str | None) -> Preprocess:
+    """The preprocess_cfg open_clip gives the tower of `arch` it builds with the weights of `tag`:
+    its defaults at the architecture's image size, under the tag's own values. Those also apply
+    to the tag's weights read from a checkpoint file, for which open_clip keeps the defaults."""
+    import open_clip
+    from open_clip.model import CLIPVisionCfg
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    vision = CLIPVisionCfg(**open_clip.get_model_config(arch)["vision_cfg"])
+    cfg = merge_preprocess_dict(replace(PreprocessCfg(), size=vision.image_size), tag)
+    return clip_preprocess(cfg, resize).with_options(input_size)
+
+
+def open_clip_preprocess(
+    arch: str, pretrained: str | None, checkpoint: str | None, input_size: int | None, resize: str | None
+) -> Preprocess:
+    """The family's preprocessing from open_clip's model and pretrained configs alone."""
+    return tower_preprocess(arch, pretrained_tag(arch, pretrained, checkpoint), input_size, resize)
+
+
+@register_family("open_clip", preprocess=open_clip_preprocess)
 def open_clip_tower(
     arch: str = "ViT-B-32",
     pretrained: str | None = "openai",
@@ -58,25 +92,18 @@ def open_clip_tower(
 ) -> Embedder:
     """open_clip image tower: `arch` + `pretrained` tag, or `checkpoint` (a local file); None = random."""
     import open_clip
-    from open_clip.transform import merge_preprocess_dict
 
-    if arch not in open_clip.list_models():
-        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+    tag = pretrained_tag(arch, pretrained, checkpoint)
     if checkpoint and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
-    if pretrained and not checkpoint and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
-        valid = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
-        raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.")
+    preprocess = tower_preprocess(arch, tag, input_size, resize)
     # Weights trained with QuickGELU (every OpenAI tag) must run with it, also from a checkpoint
     # file; open_clip only warns on the mismatch and computes wrong features.
-    tag = open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}
-    quick_gelu = bool(tag.get("quick_gelu"))
     with offline_hint(f"open_clip weights {arch}/{pretrained}", downloading=bool(pretrained and not checkpoint)):
         model = open_clip.create_model(
-            arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=quick_gelu
+            arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=bool(tag.get("quick_gelu"))
         )
-    # The tag's preprocessing also applies to its weights loaded from a checkpoint file, for
-    # which open_clip itself keeps the architecture's defaults.
-    cfg = merge_preprocess_dict(model.visual.preprocess_cfg, tag)
-    preprocess = clip_preprocess(cfg, resize).with_options(input_size)
-    return ClipImageTower(model.visual, preprocess, model.visual.output_dim).eval()
+    # The image embedding meets the text embedding in CLIP's similarity, so every tower (open_clip's
+    # own, or a timm trunk, which has no output_dim) outputs the model config's embed_dim.
+    dim = open_clip.get_model_config(arch)["embed_dim"]
+    return ClipImageTower(model.visual, preprocess, dim).eval()

@@ -60,7 +60,23 @@ class TimmBackbone(Embedder):
         return gem(features)
 
 
-@register_family("timm")
+def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None, resize: str | None) -> Preprocess:
+    """The tag's pretrained_cfg (the architecture's default tag when None) as timm resolves it
+    for `create_model`, and the data config timm makes of it at `input_size` (None = the tag's)."""
+    import timm
+
+    if not timm.list_models(arch):
+        raise ValueError(f"Unknown timm architecture {arch!r}; list names with timm.list_models('*dinov2*').")
+    try:
+        weights = timm.models.resolve_pretrained_cfg(arch, pretrained_cfg=pretrained)
+    except RuntimeError as error:  # timm's error for a tag the architecture lacks
+        valid = ", ".join(name.split(".", 1)[1] for name in timm.list_pretrained(f"{arch}.*"))
+        raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.") from error
+    config = timm.data.resolve_data_config({"img_size": input_size}, pretrained_cfg=weights.to_dict())
+    return timm_preprocess(config, resize)
+
+
+@register_family("timm", preprocess=weights_preprocess)
 def timm_backbone(
     arch: str = "vit_small_patch14_dinov2",
     pretrained: str | None = "lvd142m",
@@ -73,8 +89,7 @@ def timm_backbone(
     `input_size` (None = the tag's) also sizes ViT position embeddings."""
     import timm
 
-    if not timm.list_models(arch):
-        raise ValueError(f"Unknown timm architecture {arch!r}; list names with timm.list_models('*dinov2*').")
+    preprocess = weights_preprocess(arch, pretrained, input_size, resize)
     if checkpoint and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
     kwargs: dict = {"num_classes": 0}
@@ -90,5 +105,4 @@ def timm_backbone(
             pretrained_cfg_overlay={"file": checkpoint} if checkpoint else None,
             **kwargs,
         )
-    config = timm.data.resolve_data_config({"img_size": input_size}, model=model)  # None: the tag's
-    return TimmBackbone(model, timm_preprocess(config, resize)).eval()
+    return TimmBackbone(model, preprocess).eval()

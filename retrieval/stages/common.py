@@ -109,8 +109,21 @@ def shard_size(cfg: Mapping[str, Any], split: str) -> int:
 
 
 def store_settings(cfg: Mapping[str, Any], representation: Representation) -> dict[str, Any]:
-    """Exactly what determines the rows of any item: model, representation, storage."""
-    return {"stage": "features", "model": model_settings(cfg), **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
+    """Exactly what determines the rows of any item: model, its preprocessing as resolved from
+    the weights' configuration (which a library upgrade may change under the same settings),
+    representation, storage."""
+    import dataclasses
+
+    from retrieval.models import resolve_preprocess
+
+    family, options = model_options(cfg)
+    return {
+        "stage": "features",
+        "model": model_settings(cfg),
+        "preprocess": dataclasses.asdict(resolve_preprocess(family, **options)),
+        **representation.settings(),
+        "dtype": plain(cfg["extract"])["dtype"],
+    }
 
 
 def store_folder(cfg: Mapping[str, Any], split: str) -> Path:
