@@ -9,10 +9,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from retrieval import pipeline
+from retrieval import cli, pipeline
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
+@cli.user_errors
 def main(cfg: DictConfig) -> None:
     pipeline.evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -3,10 +3,11 @@
 import hydra
 from omegaconf import DictConfig
 
-from retrieval import pipeline
+from retrieval import cli, pipeline
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
+@cli.user_errors
 def main(cfg: DictConfig) -> None:
     print(f"ranking: {pipeline.ranking(cfg)}")
 

@@ -28,15 +28,13 @@ from typing import TypeVar
 
 from hydra.errors import CompactHydraException
 
+from retrieval.errors import UserError
+
 EXIT_USER_ERROR = 2
 """Exit status of a run stopped by a user error (argparse's convention for bad usage)."""
 
 T = TypeVar("T")
 C = TypeVar("C")
-
-
-class UserError(Exception):
-    """A mistake the user can fix (a setting, a path, a name): shown as its message alone."""
 
 
 class JobFailed(CompactHydraException):

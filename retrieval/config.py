@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from retrieval.cli import UserError
+from retrieval.errors import UserError
 from retrieval.records import Dataset
 from retrieval.registry import Registry
 

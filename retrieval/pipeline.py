@@ -13,15 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from retrieval import config
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
-from retrieval.stages.common import forget_datasets, plain, regions_enabled
+from retrieval.stages.common import dataset_from_config, forget_datasets, plain, regions_enabled
 
 
-def _begin() -> None:
-    """Start from the files as they are now: a dataset listed by an earlier call in this
-    process (an earlier job of an in-process sweep) may have changed on disk since."""
+def _begin(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked config (paths expanded), before any work: a bad value costs no model load
+    and leaves no leaderboard row. The dataset is listed afresh, since one listed by an
+    earlier call in this process (an earlier job of a sweep) may have changed on disk."""
+    resolved = config.resolve(cfg)
     forget_datasets()
+    config.check_dataset(resolved, dataset_from_config(resolved))
+    return resolved
 
 
 def _features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
@@ -35,14 +40,12 @@ def _ranking(cfg: Mapping[str, Any]) -> Path:
 
 def features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
     """The feature stores of the queries and the gallery, extracted where missing."""
-    _begin()
-    return _features(cfg)
+    return _features(_begin(cfg))
 
 
 def ranking(cfg: Mapping[str, Any]) -> Path:
     """The run's final ranking: searched, then re-ranked by the configured steps."""
-    _begin()
-    return _ranking(cfg)
+    return _ranking(_begin(cfg))
 
 
 def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def evaluate(cfg: Mapping[str, Any], out: Path) -> Path:
     """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
-    _begin()
+    cfg = _begin(cfg)
     given = plain(cfg["eval"]).get("ranking")
     if given:
         return evaluate_stage.main(cfg, Path(given).expanduser(), out)

@@ -10,7 +10,13 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from retrieval.errors import UserError
+
 T = TypeVar("T", bound=Callable)
+
+
+class UnknownName(UserError, ValueError):
+    """A name no entry of a registry is registered under."""
 
 
 class Registry(Generic[T]):
@@ -38,7 +44,7 @@ class Registry(Generic[T]):
         """The entry registered as `name`; an unknown name gets an error listing valid ones."""
         self._import_plugins()
         if name not in self._entries:
-            raise ValueError(f"Unknown {self.kind} {name!r}. Valid: {', '.join(sorted(self._entries))}.")
+            raise UnknownName(f"Unknown {self.kind} {name!r}. Valid: {', '.join(sorted(self._entries))}.")
         return self._entries[name]
 
     def available(self) -> dict[str, str]:

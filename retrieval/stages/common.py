@@ -14,6 +14,7 @@ import numpy as np
 
 from retrieval import artifacts
 from retrieval.datasets import load_dataset
+from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items
 from retrieval.features.store import Store
@@ -31,7 +32,7 @@ SPLITS = ("queries", "gallery")
 RANKING = "ranking.npz"
 
 
-class MismatchError(ValueError):
+class MismatchError(UserError, ValueError):
     """Inputs of a stage that were not made to go together."""
 
 

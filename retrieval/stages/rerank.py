@@ -74,6 +74,7 @@ def _inputs(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path) -> R
 
 def _run(name: str, step: Step, ranking: Ranking, inputs: RerankInputs, folder: Path, search: Path) -> None:
     log.info("rerank %s %s", name, step.settings())
+    inputs.allowed = step.needs
     output = step(ranking, inputs)
     output.ranking.provenance = [*ranking.provenance, {"step": "rerank", "name": name, **step.settings()}]
     output.ranking.save(folder / RANKING)

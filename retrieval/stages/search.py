@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.errors import UserError
 from retrieval.stages.common import (
     RANKING,
     aggregation,
@@ -59,7 +60,7 @@ def _build(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folde
     gallery = load_features(cfg, gallery_store, "gallery")
     check_same_model(queries, gallery, store_model(query_store), store_model(gallery_store))
     if not queries.valid.any():
-        raise ValueError(f"every one of the {len(queries.keys)} queries was skipped (first reason: "
+        raise UserError(f"every one of the {len(queries.keys)} queries was skipped (first reason: "
                          f"{next(iter(queries.errors.values()), '?')}); nothing to rank")
     index_cfg = plain(cfg["index"])
     k = depth(cfg, len(gallery.keys))
