@@ -36,9 +36,13 @@ class RerankInputs:
     loaders: dict[str, Callable[[], Any]]
     search: Callable[[np.ndarray, Features], Ranking]
     """(query vectors, gallery rows) -> a fresh ranking, with the run's index and depth."""
+    allowed: tuple[str, ...] = NEEDS
+    """What the step being run declared in `needs`; asking for more is a bug in the step."""
     _loaded: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> Any:
+        if name not in self.allowed:
+            raise LookupError(f"a re-rank step asked for {name!r} but declares needs={self.allowed}; declare it")
         if name not in self._loaded:
             self._loaded[name] = self.loaders[name]()
         return self._loaded[name]
