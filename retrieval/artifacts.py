@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,13 +33,16 @@ def config_key(settings: dict[str, Any], length: int = 12) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary sibling of `path`; rename it into place only if the block succeeds.
+
+    The sibling is created with mode 0o666 less the umask, as `open()` would create `path`:
+    tempfile.mkstemp's 0o600 would make a shared cache unreadable to every other user."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

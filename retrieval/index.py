@@ -8,6 +8,8 @@ index so results never depend on the index type or the device.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -38,10 +40,50 @@ def build_index(
     """Index `vectors` (n x d) for inner-product search; trains approximate indexes on a sample.
 
     `search_params` are faiss ParameterSpace settings of the index type, the knobs that trade
-    speed for recall: {"nprobe": 32} for IVF, {"efSearch": 128} for HNSW."""
+    speed for recall: {"nprobe": 32} for IVF, {"efSearch": 128} for HNSW.
+
+    Fewer training vectors than a k-means of the factory has centroids (IVF<lists>; PQ<m>x<bits>
+    has 2**bits per sub-quantiser) is a ValueError naming a factory that fits, raised before
+    faiss fails; fewer than faiss's minimum per centroid is a warning naming one."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
+        n_train = min(len(vectors), train_size)
+        per_centroid = faiss.ClusteringParameters().min_points_per_centroid
+
+        def short(spec: str, fits: int) -> list[tuple[str, int]]:
+            """(part, centroids) of each k-means in `spec` with more than `fits` centroids."""
+            parts = [(m[0], int(m[1])) for m in re.finditer(r"IVF(\d+)", spec)]
+            parts += [(m[0], 2 ** int(m[2] or 8)) for m in re.finditer(r"PQ(\d+)(?:x(\d+))?", spec)]
+            return [(part, centroids) for part, centroids in parts if centroids > fits]
+
+        def smaller(fits: int) -> str | None:
+            """`factory` with fewer IVF lists and PQ bits, so no k-means has over `fits` centroids
+            (None if there is none: OPQ's own PQ cannot shrink)."""
+            if fits < 2:
+                return None
+            bits = int(math.log2(fits))
+            spec = re.sub(r"IVF(\d+)", lambda m: m[0] if int(m[1]) <= fits else f"IVF{2 ** bits}", factory)
+            spec = re.sub(r"(?<!O)PQ(\d+)(?:x(\d+))?",
+                          lambda m: m[0] if 2 ** int(m[2] or 8) <= fits else f"PQ{m[1]}x{bits}", spec)
+            return None if short(spec, fits) else spec
+
+        have = (
+            f"the gallery has {n_train}" if n_train == len(vectors)
+            else f"the training sample has {n_train} (train_size)"
+        )
+        fitting = smaller(n_train // per_centroid)  # trains without faiss's warnings
+        if short(factory, n_train):
+            part, centroids = short(factory, n_train)[0]
+            fitting = fitting or smaller(n_train)
+            advice = f"use index=flat or a smaller factory such as {fitting}" if fitting else "use index=flat"
+            raise ValueError(f"{part} needs at least {centroids} training vectors, {have}; {advice}")
+        if short(factory, n_train // per_centroid):
+            part, centroids = short(factory, n_train // per_centroid)[0]
+            log.warning(
+                "%s trains %d centroids on %d vectors, under faiss's %d per centroid, so recall suffers%s",
+                part, centroids, n_train, per_centroid, f"; {fitting} fits" if fitting else "",
+            )
         sample = vectors
         if len(vectors) > train_size:
             rng = np.random.default_rng(seed)

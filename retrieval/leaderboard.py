@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import csv
+import logging
+import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock
 
 from retrieval.artifacts import atomic_path
+
+log = logging.getLogger(__name__)
 
 LEADING = ["date", "dataset", "model", "query_mode", "index", "regions", "n_queries", "n_gallery", "images_per_s", "commit", "run_dir"]
 
@@ -42,6 +46,8 @@ def append_row(path: Path, row: dict[str, Any]) -> Path:
                 rows = list(reader)
         new = [c for c in row if c not in columns]
         if columns and not new:
+            with open(path, "a+b") as handle:
+                _terminate_last_line(handle, path)
             with open(path, "a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=columns).writerow(row)
             return path
@@ -53,6 +59,15 @@ def append_row(path: Path, row: dict[str, Any]) -> Path:
                 writer.writeheader()
                 writer.writerows(rows + [row])
     return path
+
+
+def _terminate_last_line(handle: BinaryIO, path: Path) -> None:
+    """End the file's last line if a killed writer left it without its line end, so the next
+    row starts a line of its own instead of being glued to the cut one (kept, and reported)."""
+    handle.seek(-1, os.SEEK_END)
+    if handle.read(1) not in (b"\n", b"\r"):
+        handle.write(b"\r\n")  # the csv module's own line end
+        log.warning("%s: the last line had no line end (an interrupted write?); ended it before appending", path)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

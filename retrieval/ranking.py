@@ -20,12 +20,15 @@ an RLE is far longer than a box, so a per-entry copy would grow the file by the 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.artifacts import atomic_path
+
+REDO = "run search again to rewrite it"
 
 
 @dataclass
@@ -69,14 +72,46 @@ class Ranking:
 
     @classmethod
     def load(cls, path: Path) -> "Ranking":
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                indices=data["indices"],
-                scores=data["scores"],
-                query_ids=data["query_ids"],
-                gallery_ids=data["gallery_ids"],
-                boxes=data["boxes"] if "boxes" in data else None,
-                mask_ids=data["mask_ids"] if "mask_ids" in data else None,
-                mask_table=json.loads(str(data["mask_table"])) if "mask_table" in data else [],
-                provenance=json.loads(str(data["provenance"])),
+        """The ranking in `path`; ValueError naming the file if it is not a ranking this module
+        wrote (unreadable, arrays missing, shapes that disagree, indices outside the gallery)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ranking = cls(
+                    indices=data["indices"],
+                    scores=data["scores"],
+                    query_ids=data["query_ids"],
+                    gallery_ids=data["gallery_ids"],
+                    boxes=data["boxes"] if "boxes" in data else None,
+                    mask_ids=data["mask_ids"] if "mask_ids" in data else None,
+                    mask_table=json.loads(str(data["mask_table"])) if "mask_table" in data else [],
+                    provenance=json.loads(str(data["provenance"])),
+                )
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a readable ranking file ({error}); {REDO}") from error
+        problem = ranking._problem()
+        if problem:
+            raise ValueError(f"{path} is corrupt: {problem}; {REDO}")
+        return ranking
+
+    def _problem(self) -> str | None:
+        """What makes these arrays inconsistent with the file format above, if anything."""
+        n_query, n_gallery = len(self.query_ids), len(self.gallery_ids)
+        if self.indices.ndim != 2 or self.indices.dtype.kind not in "iu":
+            return f"indices must be an integer (n_query, k) array, got {self.indices.dtype} {self.indices.shape}"
+        if self.indices.shape[0] != n_query:
+            return f"indices has {self.indices.shape[0]} rows for {n_query} query ids"
+        if self.scores.shape != self.indices.shape:
+            return f"scores {self.scores.shape} and indices {self.indices.shape} differ in shape"
+        if self.indices.size and (self.indices.min() < -1 or self.indices.max() >= n_gallery):
+            return (
+                f"indices run from {self.indices.min()} to {self.indices.max()}; valid are -1 "
+                f"(padding) to {n_gallery - 1} ({n_gallery} gallery ids)"
             )
+        if self.boxes is not None and self.boxes.shape != (*self.indices.shape, 4):
+            return f"boxes {self.boxes.shape} do not match indices {self.indices.shape}"
+        if self.mask_ids is not None:
+            if self.mask_ids.shape != self.indices.shape or self.mask_ids.dtype.kind not in "iu":
+                return f"mask_ids {self.mask_ids.dtype} {self.mask_ids.shape} do not match indices {self.indices.shape}"
+            if self.mask_ids.size and (self.mask_ids.min() < -1 or self.mask_ids.max() >= len(self.mask_table)):
+                return f"mask_ids refer outside the mask table of {len(self.mask_table)} masks"
+        return None

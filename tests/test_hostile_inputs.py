@@ -3,6 +3,7 @@ clear error or a counted skip, never a crash, a hang, or code run from a data fi
 from __future__ import annotations
 
 import os
+import pickle
 import struct
 import threading
 import zlib
@@ -12,14 +13,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from retrieval import masks
+from retrieval.artifacts import write_text
 from retrieval.datasets import load_dataset
+from retrieval.datasets.safe_pickle import UnsafePickleError
 from retrieval.images import ImageError, load_rgb
+from retrieval.index import build_index
+from retrieval.leaderboard import append_row, read_rows
 from retrieval.queries import QueryError, get_query_mode
+from retrieval.ranking import Ranking
 from retrieval.records import Instance
 from retrieval.report.thumbnails import Request, make_thumbnails
+from tests.fixtures_protocols import make_revisitop, make_vpr_bench
 
 
 def guarded(call: Callable[[], Any], fifo: Path, seconds: float = 20.0) -> Any:
@@ -207,3 +215,247 @@ def test_inverted_box_is_called_inverted(mode: str) -> None:
         get_query_mode(mode)(image, Instance("a", box=(30, 5, 10, 25), mask=mask))
     with pytest.raises(QueryError, match="non-finite"):
         get_query_mode(mode)(image, Instance("a", box=(1, 2, float("nan"), 25), mask=mask))
+
+
+# Item 1: pickled ground truth must not run code.
+
+
+class Payload:
+    """Unpickling this runs `touch <marker>`: the file appearing means code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_vpr_bench_ground_truth_payload_is_refused(tmp_path: Path) -> None:
+    make_vpr_bench(tmp_path)
+    marker = tmp_path / "ran"
+    table = np.empty((5, 2), dtype=object)
+    table[:, 0] = range(5)
+    table[:, 1] = [[0, 1]] * 5
+    table[2, 1] = Payload(marker)
+    np.save(tmp_path / "ground_truth_new.npy", table, allow_pickle=True)
+    with pytest.raises(UnsafePickleError, match=r"refusing to load posix\.system from .*ground_truth_new\.npy"):
+        load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
+    assert not marker.exists()
+
+
+def test_vpr_bench_numeric_ground_truth_and_corrupt_file(tmp_path: Path) -> None:
+    make_vpr_bench(tmp_path)
+    table = np.array([[q, 2 * q] for q in range(5)], dtype=np.int64)  # one reference per query
+    np.save(tmp_path / "ground_truth_new.npy", table)
+    dataset = load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
+    assert [t.positives.tolist() for t in dataset.truth["all"]] == [[0], [2], [4], [6], [8]]
+    (tmp_path / "ground_truth_new.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    with pytest.raises(ValueError, match=r"ground_truth_new\.npy is not a \.npy array file"):
+        load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
+
+
+def test_revisitop_ground_truth_payload_is_refused(tmp_path: Path) -> None:
+    make_revisitop(tmp_path, "roxford5k")
+    marker = tmp_path / "ran"
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump({"imlist": [], "qimlist": [], "gnd": [Payload(marker)]}, handle)
+    with pytest.raises(UnsafePickleError, match=r"posix\.system from .*gnd_roxford5k\.pkl.*Re-download"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    assert not marker.exists()
+    (tmp_path / "roxford5k" / "gnd_roxford5k.pkl").write_bytes(b"\x80\x04\x95")
+    with pytest.raises(ValueError, match=r"gnd_roxford5k\.pkl is corrupt or not a pickle"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+
+
+def test_pixel_label_index_payload_is_refused(tmp_path: Path) -> None:
+    make_revisitop(tmp_path, "roxford5k")
+    marker = tmp_path / "ran"
+    release = tmp_path / "release"
+    release.mkdir()
+    index = np.empty((), dtype=object)
+    index[()] = {"0_1": Payload(marker)}
+    np.save(release / "oxford_pair2labelpath.npy", index, allow_pickle=True)
+    with pytest.raises(UnsafePickleError, match=r"posix\.system from .*oxford_pair2labelpath\.npy"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k", pixel_labels=release)
+    assert not marker.exists()
+
+
+def test_anns_payload_is_refused_unless_trusted(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"x.png": {"note": Payload(marker)}}, tmp_path / "anns.pt")
+    with pytest.raises(UnsafePickleError, match="dataset.trusted=true"):
+        load_dataset("anns", root=tmp_path)
+    assert not marker.exists()
+
+
+def test_ranking_with_pickled_objects_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "ranking.npz"
+    with open(path, "wb") as handle:
+        np.savez(handle, indices=np.array([Payload(marker)], dtype=object), scores=np.zeros((1, 1)))
+    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*run search again"):
+        Ranking.load(path)
+    assert not marker.exists()
+
+
+# Item 8b: an anns.pt that is not a torch file, or holds nothing.
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"anns\.pt is empty \(0 bytes\); rebuild it"),
+        (b"id,path\n1,x.png\n", r"anns\.pt is not a torch file .* corrupt"),
+        (b"PK\x03\x04" + b"\x00" * 40, r"anns\.pt is corrupt \(RuntimeError"),
+        (pickle.dumps({"a": 1}, protocol=2), r"anns\.pt is corrupt"),
+    ],
+)
+def test_corrupt_anns_is_called_corrupt_not_unsafe(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "anns.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        load_dataset("anns", root=tmp_path)
+    assert not isinstance(error.value, UnsafePickleError) and "trusted" not in str(error.value)
+
+
+def test_empty_anns_is_a_clear_error(tmp_path: Path) -> None:
+    torch.save({}, tmp_path / "anns.pt")
+    with pytest.raises(ValueError, match=r"anns\.pt holds no annotations \(an empty dict\)"):
+        load_dataset("anns", root=tmp_path)
+
+
+# Items 8d and 8h: one bad annotation; paths that lead out of the root.
+
+
+def voxdet(root: Path, entries: dict) -> Path:
+    """`root/anns.pt` with these entries; the images are 20x16 PNGs under root."""
+    for key in entries:
+        if not Path(key).is_absolute() and ".." not in key:
+            photo(root / key, size=(20, 16), format="PNG")
+    torch.save(entries, root / "anns.pt")
+    return root
+
+
+def test_nan_box_drops_only_that_annotation(tmp_path: Path) -> None:
+    root = voxdet(tmp_path, {
+        "P1/q.png": {"bbox": (1, 1, 5, 5), "ins": 7, "is_query": True, "set": "S"},
+        "P2/g.png": {"bbox": [(1, 1, 6, 6), (float("nan"), 2, 8, 9), (9, 2, 4, 9)], "ins": [7, 8, 9],
+                     "mask": [], "is_query": False, "set": "S"},
+    })
+    dataset = load_dataset("anns", root=root)
+    (gallery,) = dataset.gallery
+    assert gallery.instance_ids == ("S/7",) and gallery.instances[0].box == (1, 1, 6, 6)
+    assert dataset.skipped == [
+        ("P2/g.png", "annotation 1 dropped: box (nan, 2, 8, 9) is not finite"),
+        ("P2/g.png", "annotation 2 dropped: box (9, 2, 4, 9) is inverted (x2 < x1 or y2 < y1)"),
+    ]
+    assert dataset.extra["dropped_annotations"] == 2
+    assert [t.positives.tolist() for t in dataset.truth["all"]] == [[0]]
+
+
+def test_anns_paths_cannot_lead_out_of_the_root(tmp_path: Path) -> None:
+    outside = photo(tmp_path / "private" / "photo.png", size=(20, 16))
+    root = tmp_path / "set"
+    root.mkdir()
+    voxdet(root, {
+        "P1/q.png": {"bbox": (1, 1, 5, 5), "ins": 7, "is_query": True, "set": "S"},
+        str(outside): {"bbox": [(1, 1, 6, 6)], "ins": [7], "is_query": False, "set": "S"},
+        "../private/photo.png": {"bbox": [(1, 1, 6, 6)], "ins": [7], "is_query": False, "set": "S"},
+        str(tmp_path / "elsewhere" / "gone.png"): {"bbox": [(1, 1, 6, 6)], "ins": [7], "is_query": False, "set": "S"},
+    })
+    dataset = load_dataset("anns", root=root)
+    assert dataset.gallery == []
+    reasons = dict(dataset.skipped)
+    assert "outside dataset.root" in reasons[str(outside)] and "not read" in reasons[str(outside)]
+    assert "outside dataset.root" in reasons["../private/photo.png"]
+    assert "image not found" in reasons[str(tmp_path / "elsewhere" / "gone.png")]
+
+
+def test_anns_path_outside_the_root_is_rerooted_by_its_tail(tmp_path: Path) -> None:
+    outside = photo(tmp_path / "private" / "photo.png", size=(20, 16))
+    root = tmp_path / "set"
+    photo(root / "private" / "photo.png", size=(20, 16))
+    voxdet(root, {
+        "P1/q.png": {"bbox": (1, 1, 5, 5), "ins": 7, "is_query": True, "set": "S"},
+        str(outside): {"bbox": [(1, 1, 6, 6)], "ins": [7], "is_query": False, "set": "S"},
+    })
+    dataset = load_dataset("anns", root=root)
+    assert [r.path for r in dataset.gallery] == [root / "private" / "photo.png"]
+    assert dataset.extra["rerooted_paths"] == 1
+
+
+# Item 8e: a leaderboard whose last line was cut.
+
+
+def test_append_after_a_cut_last_line_starts_a_new_line(tmp_path: Path) -> None:
+    board = tmp_path / "leaderboard.csv"
+    append_row(board, {"date": "d1", "dataset": "a", "mAP": "0.5"})
+    board.write_bytes(board.read_bytes() + b"d2,b,0.")  # a writer killed mid-row
+    append_row(board, {"date": "d3", "dataset": "c", "mAP": "0.7"})
+    rows = read_rows(board)
+    assert [row["date"] for row in rows] == ["d1", "d2", "d3"]
+    assert rows[2] == {"date": "d3", "dataset": "c", "mAP": "0.7"}
+
+
+# Item 8f: atomically written files get the mode open() would give them.
+
+
+def test_atomic_files_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "shared.txt", "x")
+        os.umask(0o077)
+        write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private.txt", "shared.txt"]
+
+
+# Item 8i: a corrupt ranking file.
+
+
+def small_ranking(indices: list[list[int]]) -> Ranking:
+    values = np.asarray(indices, dtype=np.int64)
+    return Ranking(indices=values, scores=np.zeros(values.shape, dtype=np.float32),
+                   query_ids=np.array([f"q{i}" for i in range(len(values))]), gallery_ids=np.array(["a", "b", "c"]))
+
+
+@pytest.mark.parametrize(
+    "indices, message",
+    [([[0, -2]], r"indices run from -2 to 0; valid are -1 \(padding\) to 2"), ([[3, 0]], "indices run from 0 to 3")],
+)
+def test_ranking_indices_outside_the_gallery_are_corrupt(tmp_path: Path, indices: list, message: str) -> None:
+    path = small_ranking(indices).save(tmp_path / "ranking.npz")
+    with pytest.raises(ValueError, match=rf"ranking\.npz is corrupt: {message}"):
+        Ranking.load(path)
+    good = small_ranking([[0, 2], [1, -1]]).save(tmp_path / "good.npz")
+    assert Ranking.load(good).indices.tolist() == [[0, 2], [1, -1]]
+
+
+def test_ranking_that_is_not_a_ranking_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ranking.npz"
+    path.write_text("not a zip")
+    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file"):
+        Ranking.load(path)
+    np.savez(path, indices=np.zeros((1, 1), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*scores"):
+        Ranking.load(path)
+
+
+# Item 8k: an IVF index on fewer vectors than centroids.
+
+
+def test_ivf_on_too_few_vectors_says_which_factory_fits() -> None:
+    vectors = np.random.default_rng(0).standard_normal((500, 64)).astype(np.float32)
+    with pytest.raises(ValueError) as error:
+        build_index(vectors, "IVF1024,PQ32", use_gpu=False)
+    assert str(error.value) == (
+        "IVF1024 needs at least 1024 training vectors, the gallery has 500; "
+        "use index=flat or a smaller factory such as IVF8,PQ32x3"
+    )
+    suggested = str(error.value).rsplit(" ", 1)[1]
+    index = build_index(vectors, suggested, use_gpu=False)
+    assert index.ntotal == 500
+    with pytest.raises(ValueError, match="IVF2 needs at least 2 training vectors, the gallery has 1; use index=flat$"):
+        build_index(vectors[:1], "IVF2,Flat", use_gpu=False)

@@ -8,6 +8,8 @@ without executing arbitrary pickled code, repairs what it can, and reports the r
 from __future__ import annotations
 
 import logging
+import math
+import os
 import pickle
 import re
 from collections import Counter
@@ -19,6 +21,8 @@ import numpy as np
 
 from retrieval import masks
 from retrieval.datasets import register
+from retrieval.datasets.safe_pickle import UnsafePickleError, torch_safe_globals
+from retrieval.images import ImageError, open_image
 from retrieval.records import Box, Dataset, Instance, Record, truth_by_instance
 
 log = logging.getLogger(__name__)
@@ -30,9 +34,7 @@ LAYOUT = """\
   <root>/RoboTools/test_video/<name>_<cat_id>/{rgb,mask}/*   RoboTools queries
   <root>/RoboTools/test/<scene>/rgb/*             RoboTools gallery"""
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The annotation file needs types beyond the safe allow-list (an opt-in is required)."""
+REBUILD = "rebuild it with VoxDet-SoIR's create_dataset.py"
 
 
 @register("anns")
@@ -49,7 +51,7 @@ def load(
     is read relative to `root` unless absolute; `trusted=True` allows full pickle loading;
     `sets` keeps only the named sets (e.g. ["RoboTools"]).
     """
-    root = Path(root).expanduser().absolute()
+    root = Path(os.path.normpath(Path(root).expanduser().absolute()))
     if not root.is_dir():
         raise FileNotFoundError(
             f"VoxDet root not found: {root}\nExpected layout:\n{LAYOUT}\n"
@@ -70,12 +72,15 @@ def load(
             f"{anns_path}: expected a dict of image path -> annotation, "
             f"got {type(entries).__name__}"
         )
+    if not entries:
+        raise ValueError(f"{anns_path} holds no annotations (an empty dict); {REBUILD}")
 
     wanted = _select_sets(entries, sets, anns_path)
     reroot = _Rerooter(root)
     queries: list[Record] = []
     gallery: list[Record] = []
     skipped: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = []
     report: dict[str, list[str]] = {"repaired": [], "mismatched": [], "empty": []}
     seen: set[str] = set()
     for raw_key, entry in entries.items():
@@ -86,7 +91,7 @@ def load(
             continue
         path = reroot(str(raw_key))
         if path is None:
-            skipped.append((str(raw_key), "image not found, not even re-rooted under the root"))
+            skipped.append((str(raw_key), reroot.why_not(str(raw_key))))
             continue
         key = _key(path, root)
         if key in seen:
@@ -97,14 +102,17 @@ def load(
             if entry["is_query"]:
                 queries.append(_query(path, key, entry, report))
             else:
-                gallery.append(_gallery(path, key, entry))
+                gallery.append(_gallery(path, key, entry, dropped))
+        except ImageError as error:  # polygons need the image's size, from its header
+            skipped.append((str(raw_key), str(error)))
         except (KeyError, TypeError, ValueError) as error:
             skipped.append((str(raw_key), f"malformed annotation: {type(error).__name__}: {error}"))
 
     queries.sort(key=lambda record: record.key)
     gallery.sort(key=lambda record: record.key)
     extra = _summary(anns_path, queries, gallery, reroot.rerooted, report, skipped)
-    _log(anns_path, extra, skipped)
+    extra["dropped_annotations"] = len(dropped)
+    _log(anns_path, extra, skipped + dropped)
     return Dataset(
         name=name,
         root=root,
@@ -112,51 +120,53 @@ def load(
         gallery=gallery,
         truth={"all": truth_by_instance(queries, gallery)},
         protocol="instance",
-        skipped=skipped,
+        skipped=skipped + dropped,
         extra=extra,
     )
 
 
 def read_anns(path: Path, trusted: bool = False) -> Any:
-    """Unpickle an anns.pt; unless `trusted`, only plain containers and numpy values may occur."""
+    """Unpickle an anns.pt; unless `trusted`, only plain containers and numpy values may occur.
+
+    A file that is not a torch file at all, or a damaged one, is called corrupt: `trusted`
+    would not help there, and suggesting it would invite loading a file nobody checked."""
     import torch
 
-    if trusted:
-        return torch.load(path, map_location="cpu", weights_only=False)
+    _check_torch_file(path)
     try:
-        with torch.serialization.safe_globals(_numpy_allow_list()):
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(torch_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
-        raise UnsafePickleError(
-            f"refused to load {path}: it contains objects outside the safe list (plain "
-            f"containers, numbers, strings, numpy scalars and arrays). "
-            f"{detail.group(1) if detail else error}\n"
-            "Only if you trust this file, set dataset.trusted=true to load it with full pickle."
-        ) from error
+        # torch's refusals of a type, as opposed to its reports of a broken stream
+        refusal = re.search(r"[^\n]*(?:GLOBAL|allowlist|unrecognized function)[^\n]*", str(error))
+        if refusal and not trusted:
+            raise UnsafePickleError(
+                f"refused to load {path}: it contains objects outside the safe list (plain "
+                f"containers, numbers, strings, numpy scalars and arrays). "
+                f"{refusal[0].removeprefix('WeightsUnpickler error: ')}\n"
+                "Only if you trust this file, set dataset.trusted=true to load it with full pickle."
+            ) from error
+        detail = re.search(r"WeightsUnpickler error: ([^\n]+)", str(error))
+        reason = detail[1] if detail else type(error).__name__
+        raise ValueError(f"{path} is corrupt ({reason}); {REBUILD}") from error
+    except Exception as error:  # truncated zip, bad magic number, cut-off pickle
+        raise ValueError(f"{path} is corrupt ({type(error).__name__}: {error}); {REBUILD}") from error
 
 
-def _numpy_allow_list() -> list[Any]:
-    """Numpy scalars, dtypes and arrays, under numpy 1.x (`numpy.core`) and 2.x names.
-
-    Object arrays are left out: they are the one numpy type that carries arbitrary objects.
-    """
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    allowed: list[Any] = [np.dtype, np.ndarray]
-    for module in ("numpy.core", "numpy._core"):
-        allowed.append((multiarray.scalar, f"{module}.multiarray.scalar"))
-        allowed.append((multiarray._reconstruct, f"{module}.multiarray._reconstruct"))
-    allowed += [
-        dtype_class
-        for dtype_class in vars(np.dtypes).values()
-        if isinstance(dtype_class, type)
-        and issubclass(dtype_class, np.dtype)
-        and dtype_class is not np.dtypes.ObjectDType
-    ]
-    return allowed
+def _check_torch_file(path: Path) -> None:
+    """torch.save writes a zip archive, or (legacy format) a pickle stream; anything else is
+    not an anns.pt, whatever torch would make of it."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes); {REBUILD}")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise ValueError(
+            f"{path} is not a torch file (neither a torch.save zip archive nor a pickle): it is "
+            f"corrupt, or another kind of file; {REBUILD}"
+        )
 
 
 def _select_sets(entries: dict, sets: str | Iterable[str] | None, anns_path: Path) -> set[Any]:
@@ -175,9 +185,10 @@ def _select_sets(entries: dict, sets: str | Iterable[str] | None, anns_path: Pat
 class _Rerooter:
     """Maps recorded image paths to files under the dataset root.
 
-    A path that does not exist is re-rooted by its longest suffix that exists under the root;
-    the foreign prefix that worked is tried first for the next paths, so a whole file of paths
-    from another machine costs one extra lookup each.
+    A path that does not exist, or lies outside the root, is re-rooted by its longest suffix
+    that exists under the root; the foreign prefix that worked is tried first for the next
+    paths, so a whole file of paths from another machine costs one extra lookup each. No path
+    leads out of the root (a downloaded file must not make the toolkit read elsewhere).
     """
 
     def __init__(self, root: Path) -> None:
@@ -185,29 +196,42 @@ class _Rerooter:
         self.prefixes: list[tuple[str, ...]] = []
         self.rerooted = 0
 
+    def _recorded(self, recorded: str) -> Path:
+        """The recorded path as it stands, relative ones under the root, ".." resolved."""
+        return Path(os.path.normpath(self.root / recorded))
+
+    def _inside(self, path: Path) -> bool:
+        """Under the root by name (symlinks inside it may point anywhere: the user made them)."""
+        return path.is_relative_to(self.root)
+
     def __call__(self, recorded: str) -> Path | None:
-        path = Path(recorded)
-        if not path.is_absolute():
-            path = self.root / path
-        if path.is_file():
+        path = self._recorded(recorded)
+        if self._inside(path) and path.is_file():
             return path
         parts = tuple(part for part in re.split(r"[\\/]+", recorded) if part)
         known = [len(prefix) for prefix in self.prefixes if parts[: len(prefix)] == prefix]
         for start in known + list(range(1, len(parts))):
-            candidate = self.root.joinpath(*parts[start:])
-            if candidate.is_file():
+            candidate = Path(os.path.normpath(self.root.joinpath(*parts[start:])))
+            if self._inside(candidate) and candidate.is_file():
                 self.rerooted += 1
                 if parts[:start] not in self.prefixes:
                     self.prefixes.append(parts[:start])
                 return candidate
         return None
 
+    def why_not(self, recorded: str) -> str:
+        """Why `recorded` gave no image, for the skip list."""
+        path = self._recorded(recorded)
+        if not self._inside(path) and path.exists():
+            return (
+                f"outside dataset.root ({self.root}), and no file under the root matches the end "
+                "of its path; not read"
+            )
+        return "image not found, not even re-rooted under the root"
+
 
 def _key(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
+    return path.relative_to(root).as_posix()
 
 
 def _instance_id(entry: dict, ins: Any) -> str:
@@ -217,7 +241,7 @@ def _instance_id(entry: dict, ins: Any) -> str:
 def _query(path: Path, key: str, entry: dict, report: dict[str, list[str]]) -> Record:
     """One query: the builder's inclusive bbox becomes exclusive, and its mask is read the way
     that agrees with that bbox (which repairs the builder's missing leading zero-run)."""
-    x1, y1, x2, y2 = (int(v) for v in entry["bbox"])
+    x1, y1, x2, y2 = _box(entry["bbox"])
     box: Box = (x1, y1, x2 + 1, y2 + 1)
     instance_id = _instance_id(entry, entry["ins"])
     ref = entry.get("mask")
@@ -246,8 +270,11 @@ def _query(path: Path, key: str, entry: dict, report: dict[str, list[str]]) -> R
     return Record(path, key, (Instance(instance_id, box, masks.encode(mask)),), entry["set"])
 
 
-def _gallery(path: Path, key: str, entry: dict) -> Record:
-    """One gallery image: one instance per annotation, boxes already exclusive, masks if any."""
+def _gallery(path: Path, key: str, entry: dict, dropped: list[tuple[str, str]]) -> Record:
+    """One gallery image: one instance per annotation, boxes already exclusive, masks if any.
+
+    A malformed annotation (a NaN box, an undecodable mask) costs only itself: it is added to
+    `dropped` with its reason, and the image keeps its other objects."""
     boxes, ids = list(entry["bbox"]), list(entry["ins"])
     refs = [] if entry.get("mask") is None else list(entry["mask"])
     if len(boxes) != len(ids):
@@ -259,10 +286,27 @@ def _gallery(path: Path, key: str, entry: dict) -> Record:
     instances = []
     for index, (box, ins) in enumerate(zip(boxes, ids)):
         ref = refs[index] if refs else None
-        # Stored as compressed COCO RLE: small, and the same form as every other mask.
-        mask = masks.encode(ref, size) if _has_mask(ref) else None
-        instances.append(Instance(_instance_id(entry, ins), tuple(int(v) for v in box), mask))
+        try:
+            # Stored as compressed COCO RLE: small, and the same form as every other mask.
+            mask = masks.encode(ref, size) if _has_mask(ref) else None
+            instances.append(Instance(_instance_id(entry, ins), _box(box), mask))
+        except (KeyError, TypeError, ValueError) as error:
+            dropped.append((key, f"annotation {index} dropped: {error}"))
     return Record(path, key, tuple(instances), entry["set"])
+
+
+def _box(raw: Any) -> tuple[int, int, int, int]:
+    """Four finite, ordered pixel coordinates, or a ValueError that says which rule fails."""
+    values = [float(v) for v in raw]
+    shown = "(" + ", ".join(f"{v:g}" for v in values) + ")"
+    if len(values) != 4:
+        raise ValueError(f"box {shown} does not have 4 coordinates")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"box {shown} is not finite")
+    x1, y1, x2, y2 = values
+    if x2 < x1 or y2 < y1:
+        raise ValueError(f"box {shown} is inverted (x2 < x1 or y2 < y1)")
+    return int(x1), int(y1), int(x2), int(y2)
 
 
 def _has_mask(ref: Any) -> bool:
@@ -272,9 +316,7 @@ def _has_mask(ref: Any) -> bool:
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the image header; polygons need it to be rasterised."""
-    from PIL import Image
-
-    with Image.open(path) as image:
+    with open_image(path) as (image, _):
         return image.height, image.width
 
 
@@ -330,4 +372,4 @@ def _log(anns_path: Path, extra: dict[str, Any], skipped: list[tuple[str, str]])
     if skipped:
         shown = "; ".join(f"{recorded}: {reason}" for recorded, reason in skipped[:5])
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-        log.warning("skipped %d entries of %s: %s%s", len(skipped), anns_path, shown, more)
+        log.warning("skipped %d entries or annotations of %s: %s%s", len(skipped), anns_path, shown, more)

@@ -13,25 +13,22 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from retrieval.datasets.safe_pickle import load_npy
+from retrieval.images import open_image
 from retrieval.masks import encode
 from retrieval.records import Instance
 
 PAIR_FILES = {"roxford5k": "oxford_pair2labelpath.npy", "rparis6k": "paris_pair2labelpath.npy"}
 
 
-def read_pair_labels(path: Path, unpickler: type) -> dict[str, str]:
-    """The "{query}_{gallery index}" -> label path dict of a pair file, unpickled with
-    `unpickler` (one that rebuilds numpy arrays only: a label index has no reason to run code)."""
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        _, _, dtype = read_header(handle)
-        if dtype != np.dtype(object):
-            raise ValueError(f"{path} is not a pickled label index (dtype {dtype})")
-        index = unpickler(handle).load()
-    labels = index.item() if isinstance(index, np.ndarray) else index
+def read_pair_labels(path: Path) -> dict[str, str]:
+    """The "{query}_{gallery index}" -> label path dict of a pair file: a pickled object array,
+    read without running code (a label index has no reason to)."""
+    index = load_npy(path)
+    if index.dtype != np.dtype(object):
+        raise ValueError(f"{path} is not a pickled label index (dtype {index.dtype})")
+    labels = index.item() if index.size == 1 else index
     if not isinstance(labels, dict):
         raise ValueError(f"{path} holds {type(labels).__name__}, expected a dict of label paths")
     return {str(k): str(v) for k, v in labels.items()}
@@ -43,7 +40,7 @@ def labelme_polygons(path: Path) -> list[list[float]]:
     return [[float(v) for point in shape["points"] for v in point] for shape in shapes if len(shape.get("points", [])) >= 3]
 
 
-def pixel_instances(release: Path, name: str, gallery_images: list[Path], unpickler: type) -> dict[int, list[Instance]]:
+def pixel_instances(release: Path, name: str, gallery_images: list[Path]) -> dict[int, list[Instance]]:
     """Gallery index -> the query instances outlined in it (id "q<query>", mask as RLE)."""
     if name not in PAIR_FILES:
         raise ValueError(f"pixel labels exist for {sorted(PAIR_FILES)}, not {name!r}")
@@ -57,12 +54,12 @@ def pixel_instances(release: Path, name: str, gallery_images: list[Path], unpick
         )
     found: dict[int, list[Instance]] = {}
     sizes: dict[int, tuple[int, int]] = {}  # an image is a positive of several queries: read its header once
-    for pair, label in sorted(read_pair_labels(pair_file, unpickler).items()):
+    for pair, label in sorted(read_pair_labels(pair_file).items()):
         query, gallery = (int(part) for part in pair.split("_"))
         if not 0 <= gallery < len(gallery_images):
             raise ValueError(f"{pair_file}: pair {pair} names gallery image {gallery} of {len(gallery_images)}")
         if gallery not in sizes:
-            with Image.open(gallery_images[gallery]) as image:
+            with open_image(gallery_images[gallery]) as (image, _):
                 sizes[gallery] = (image.height, image.width)
         mask = encode(labelme_polygons(Path(release) / label), sizes[gallery])
         found.setdefault(gallery, []).append(Instance(id=f"q{query}", mask=mask))

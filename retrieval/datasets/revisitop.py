@@ -12,7 +12,6 @@ the scoring protocol only ever sees positives and junk:
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from retrieval.datasets import register
 from retrieval.datasets.pixel_labels import pixel_instances
+from retrieval.datasets.safe_pickle import load_pickle
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -29,24 +29,6 @@ SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DISTRACTOR_LIST = "revisitop1m.txt"
-
-
-class _GroundTruthUnpickler(pickle.Unpickler):
-    """Only rebuilds numpy arrays and scalars: a ground-truth file has no reason to run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a ground-truth file")
 
 
 def layout_help(root: Path, name: str) -> str:
@@ -61,8 +43,10 @@ def layout_help(root: Path, name: str) -> str:
 
 
 def read_ground_truth(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        data = _GroundTruthUnpickler(handle).load()
+    """A gnd_*.pkl, unpickled without running code (`safe_pickle`), with its keys checked."""
+    data = load_pickle(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a dict; is it a revisitop gnd_*.pkl file?")
     missing = {"imlist", "qimlist", "gnd"} - set(data)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}; is it a revisitop gnd_*.pkl file?")
@@ -175,7 +159,7 @@ def load(
         for q, (path, entry) in enumerate(zip(query_paths, data["gnd"]))
     ]
     outlined = (
-        pixel_instances(Path(pixel_labels).expanduser(), name, gallery_paths, _GroundTruthUnpickler)
+        pixel_instances(Path(pixel_labels).expanduser(), name, gallery_paths)
         if pixel_labels is not None
         else {}
     )
