@@ -315,3 +315,25 @@ def test_vpr_bench_fixture_round_trips_through_zip(publisher, tmp_path):
                            positives="vpr_bench")
     assert dataset.truth["all"][0].positives.tolist() == sorted(table[0, 1])
     assert np.array_equal(dataset.truth["all"][4].positives, [11])
+
+
+def test_flattening_refuses_two_members_of_one_name(publisher, tmp_path):
+    """Issue 16: flattening used to let the second file silently replace the first."""
+    publisher.files["pack.tgz"] = tgz({"part1/img.jpg": b"first", "part2/img.jpg": b"second", "part2/b.jpg": b"b"})
+    remote = Remote("unused", "pack.tgz", "mini/jpg", extract=True, flatten=True)
+    clash = r"pack\.tgz: part1/img\.jpg and part2/img\.jpg would both become .*img\.jpg"
+    with pytest.raises(DownloadError, match=clash):
+        prepare("mini", tmp_path, publisher.url, quiet(), sources=one_file_source(remote))
+    assert not [p for p in (tmp_path / "mini" / "jpg").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("pack", [tgz, zipped], ids=["tar", "zip"])
+def test_archive_over_the_unpacked_size_limit_is_refused(publisher, tmp_path, pack):
+    publisher.files["big.pack"] = pack({"a.bin": bytes(3000), "b.bin": bytes(3000)})  # compresses to little
+    remote = Remote("unused", "big.pack", "mini", extract=True)
+    limit = r"big\.pack would unpack to 5\.86 KiB, over the limit of 4\.88 KiB; .*--max-unpacked-gb"
+    with pytest.raises(DownloadError, match=limit):
+        prepare("mini", tmp_path, publisher.url, quiet(), sources=one_file_source(remote), max_unpacked_bytes=5000)
+    assert not list((tmp_path / "mini").rglob("*.bin"))
+    assert prepare("mini", tmp_path, publisher.url, quiet(), sources=one_file_source(remote), max_unpacked_bytes=6000)
+    assert (tmp_path / "mini" / "b.bin").stat().st_size == 3000

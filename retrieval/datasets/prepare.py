@@ -31,6 +31,10 @@ from pathlib import Path, PurePosixPath
 from retrieval.artifacts import atomic_path
 
 CHUNK = 1 << 20
+MAX_UNPACKED_BYTES = 256 << 30
+"""Default limit on what one archive may unpack to (256 GiB): far above any archive listed here
+(a revisitop1m part is about 1 GB, a VoxDet part tens of GB), far below what a zip bomb claims.
+`--max-unpacked-gb` changes it."""
 TRANSIENT = (
     urllib.error.URLError,
     http.client.HTTPException,
@@ -319,44 +323,79 @@ def _is_zip_link(info: zipfile.ZipInfo) -> bool:
     return (info.external_attr >> 16) & 0o170000 == 0o120000
 
 
-def unpack(archive: Path, into: Path) -> None:
-    """Extract a tar (any compression) or zip archive, detected from content, into `into`."""
+def _size(n_bytes: float) -> str:
+    """A byte count the way people read it: 3.2 GiB, 512 KiB, 40 bytes."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
+def _check_size(archive: Path, total: int, into: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members add up to more than `max_bytes`, or than the free space."""
+    if total > max_bytes:
+        raise DownloadError(
+            f"{archive.name} would unpack to {_size(total)}, over the limit of {_size(max_bytes)}; "
+            "not extracted. If you trust it, raise the limit with --max-unpacked-gb"
+        )
+    free = shutil.disk_usage(into).free
+    if total > free:
+        raise DownloadError(
+            f"{archive.name} would unpack to {_size(total)}, but only {_size(free)} are free under "
+            f"{into.parent}; free some space or choose another --root"
+        )
+
+
+def unpack(archive: Path, into: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Extract a tar (any compression) or zip archive, detected from content, into `into`;
+    the sizes its members declare are checked against `max_bytes` and the free space first."""
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             _safe_members(((m.name, m.issym() or m.islnk()) for m in members), archive)
             regular = [m for m in members if m.isfile() or m.isdir()]
+            _check_size(archive, sum(m.size for m in regular if m.isfile()), into, max_bytes)
             tar.extractall(into, members=regular, filter="data")
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zipped:
             infos = zipped.infolist()
             _safe_members(((i.filename, _is_zip_link(i)) for i in infos), archive)
+            _check_size(archive, sum(i.file_size for i in infos), into, max_bytes)
             zipped.extractall(into)
     else:
         raise DownloadError(f"{archive.name} is neither a tar nor a zip archive")
 
 
-def _merge(source: Path, target: Path, flatten: bool) -> int:
-    """Move extracted files into `target` (renames, so each file appears whole); count them."""
-    moved = 0
-    for path in sorted(source.rglob("*")):
-        if not path.is_file():
-            continue
-        relative = Path(path.name) if flatten else path.relative_to(source)
-        destination = target / relative
+def _merge(source: Path, target: Path, flatten: bool, archive: Path) -> int:
+    """Move extracted files into `target` (renames, so each file appears whole); count them.
+
+    Flattening refuses an archive with two files of one name in different folders, before it
+    moves anything: one would silently overwrite the other."""
+    files = [path for path in sorted(source.rglob("*")) if path.is_file()]
+    if flatten:
+        first: dict[str, Path] = {}
+        for path in files:
+            other = first.setdefault(path.name, path)
+            if other is not path:
+                raise DownloadError(
+                    f"{archive.name}: {other.relative_to(source)} and {path.relative_to(source)} would "
+                    f"both become {target / path.name} (this set's archives are flattened into one "
+                    "folder); not extracted. The archive differs from the published one: unpack it by hand"
+                )
+    for path in files:
+        destination = target / (path.name if flatten else path.relative_to(source))
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, destination)
-        moved += 1
-    return moved
+    return len(files)
 
 
-def extract(archive: Path, target: Path, flatten: bool) -> int:
+def extract(archive: Path, target: Path, flatten: bool, max_bytes: int = MAX_UNPACKED_BYTES) -> int:
     """Unpack into a hidden scratch folder in `target`, then move the files in; return the count."""
     target.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=target))
     try:
-        unpack(archive, scratch)
-        return _merge(scratch, target, flatten)
+        unpack(archive, scratch, max_bytes)
+        return _merge(scratch, target, flatten, archive)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -386,7 +425,7 @@ def _done(remote: Remote, root: Path, manifest: Manifest) -> bool:
 
 
 def fetch_one(remote: Remote, root: Path, manifest: Manifest, fetcher: Fetcher, mirror: str | None,
-              keep_archives: bool = False) -> None:
+              keep_archives: bool = False, max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> None:
     """Download, check and put one file in place; archives are unpacked and then removed."""
     downloads = root / ".prepare" / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -407,7 +446,7 @@ def fetch_one(remote: Remote, root: Path, manifest: Manifest, fetcher: Fetcher, 
     if fresh:
         os.replace(part, final)
     if remote.extract:
-        count = extract(final, root / remote.dest, remote.flatten)
+        count = extract(final, root / remote.dest, remote.flatten, max_unpacked_bytes)
         fetcher.log(f"  unpacked {count} files into {root / remote.dest}")
         if not keep_archives:
             final.unlink()
@@ -415,8 +454,10 @@ def fetch_one(remote: Remote, root: Path, manifest: Manifest, fetcher: Fetcher, 
 
 
 def prepare(name: str, root: Path, mirror: str | None = None, fetcher: Fetcher | None = None,
-            keep_archives: bool = False, sources: dict[str, Source] | None = None) -> bool:
-    """Fetch every file of set `name` into `root`; True when its expected layout is present."""
+            keep_archives: bool = False, sources: dict[str, Source] | None = None,
+            max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> bool:
+    """Fetch every file of set `name` into `root`; True when its expected layout is present.
+    An archive that would unpack to more than `max_unpacked_bytes` is refused."""
     source = (sources or SOURCES)[name]
     fetcher = fetcher or Fetcher()
     manifest = Manifest.open(root, name)
@@ -424,7 +465,7 @@ def prepare(name: str, root: Path, mirror: str | None = None, fetcher: Fetcher |
         if _done(remote, root, manifest):
             fetcher.log(f"have {remote.dest} ({remote.local_name})")
             continue
-        fetch_one(remote, root, manifest, fetcher, mirror, keep_archives)
+        fetch_one(remote, root, manifest, fetcher, mirror, keep_archives, max_unpacked_bytes)
     missing = [p for p in source.expect if not (root / p).exists()]
     if source.manual or missing:
         print(describe(name, source, root), file=sys.stderr)
@@ -453,6 +494,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", help="fetch every file from MIRROR/<path> instead")
     parser.add_argument("--retries", type=int, default=5, help="tries after a dropped connection")
     parser.add_argument("--keep-archives", action="store_true", help="keep archives after unpacking")
+    parser.add_argument("--max-unpacked-gb", type=float, default=MAX_UNPACKED_BYTES / 2**30,
+                        help="refuse an archive that unpacks to more GiB than this (default: %(default)g)")
     parser.add_argument("--list", action="store_true", help="list the sets and exit")
     return parser
 
@@ -470,7 +513,7 @@ def cli(argv: list[str]) -> int:
     root = args.root or Path(SOURCES[args.name].default_root)
     try:
         ready = prepare(args.name, root, args.mirror, Fetcher(retries=args.retries),
-                        args.keep_archives)
+                        args.keep_archives, max_unpacked_bytes=int(args.max_unpacked_gb * 2**30))
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
