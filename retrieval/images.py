@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -59,6 +59,17 @@ def not_regular(path: str | Path) -> str | None:
     except OSError as error:
         return f"cannot be inspected ({error.strerror})"
     return _kind(mode)
+
+
+def unusable(paths: Iterable[Path]) -> list[str]:
+    """Each of `paths` that is not a regular file: its path, followed by what it is unless it
+    is simply missing; for dataset checks that list a few."""
+    described = ((path, not_regular(path)) for path in paths)
+    return [
+        str(path) if problem == "missing file" else f"{path} ({problem})"
+        for path, problem in described
+        if problem
+    ]
 
 
 def _kind(mode: int) -> str | None:

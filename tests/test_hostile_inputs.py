@@ -19,6 +19,7 @@ from PIL import Image
 from retrieval import masks
 from retrieval.artifacts import write_text
 from retrieval.datasets import load_dataset
+from retrieval.datasets.compose import folder_backgrounds
 from retrieval.datasets.safe_pickle import UnsafePickleError
 from retrieval.images import ImageError, load_rgb
 from retrieval.index import build_index
@@ -26,8 +27,9 @@ from retrieval.leaderboard import append_row, read_rows
 from retrieval.queries import QueryError, get_query_mode
 from retrieval.ranking import Ranking
 from retrieval.records import Instance
+from retrieval.report.inputs import load_run
 from retrieval.report.thumbnails import Request, make_thumbnails
-from tests.fixtures_protocols import make_revisitop, make_vpr_bench
+from tests.fixtures_protocols import make_revisitop, make_vpr_bench, make_vpr_utm
 
 
 def guarded(call: Callable[[], Any], fifo: Path, seconds: float = 20.0) -> Any:
@@ -459,3 +461,38 @@ def test_ivf_on_too_few_vectors_says_which_factory_fits() -> None:
     assert index.ntotal == 500
     with pytest.raises(ValueError, match="IVF2 needs at least 2 training vectors, the gallery has 1; use index=flat$"):
         build_index(vectors[:1], "IVF2,Flat", use_gpu=False)
+
+
+# Item 8j beyond folder datasets: hidden files are no one's images in VPR and composed sets either.
+
+
+def test_vpr_and_compose_ignore_hidden_files(tmp_path: Path) -> None:
+    written = make_vpr_utm(tmp_path / "vpr")
+    (tmp_path / "vpr" / "database" / "._@1@2@x.jpg").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    (tmp_path / "vpr" / "database" / ".cache").mkdir()
+    photo(tmp_path / "vpr" / "database" / ".cache" / "@1@2@y.jpg")
+    dataset = load_dataset("vpr", root=tmp_path / "vpr")
+    assert len(dataset.gallery) == len(written["database"])
+    backgrounds = tmp_path / "backgrounds"
+    photo(backgrounds / "one.jpg")
+    photo(backgrounds / ".trash" / "two.jpg")
+    (backgrounds / "._one.jpg").write_bytes(b"\x00\x05\x16\x07")
+    assert folder_backgrounds(backgrounds).names == ("one.jpg",)
+
+
+def test_revisitop_image_that_is_a_fifo_is_named_as_such(tmp_path: Path) -> None:
+    gnd = make_revisitop(tmp_path, "roxford5k")
+    image = tmp_path / "roxford5k" / "jpg" / f"{gnd['imlist'][2]}.jpg"
+    image.unlink()
+    os.mkfifo(image)
+    with pytest.raises(FileNotFoundError, match=r"1 of \d+ roxford5k images are missing or not regular files") as error:
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    assert f"{image} (is a FIFO (named pipe))" in str(error.value)
+
+
+def test_report_refuses_a_run_artifact_that_is_a_fifo(tmp_path: Path) -> None:
+    for name in ("ranking.npz", "dataset.json", "per_query.csv"):
+        (tmp_path / name).write_text("")
+    os.mkfifo(tmp_path / "metrics.json")
+    with pytest.raises(ValueError, match=r"metrics\.json is a FIFO \(named pipe\); the run's artifacts must be regular"):
+        guarded(lambda: load_run(tmp_path), tmp_path / "metrics.json")

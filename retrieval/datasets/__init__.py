@@ -6,6 +6,7 @@ its docstring's first line describes it in error messages and `python -m retriev
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from retrieval.records import Dataset
@@ -16,6 +17,12 @@ LOADERS: Registry[Callable[..., Dataset]] = Registry(
 )
 register = LOADERS.register
 available = LOADERS.available
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether a part of `path` below `root` starts with "." (".DS_Store", "._photo.jpg" macOS
+    resource forks, ".thumbnails/"): no dataset's images live there, as `glob` agrees."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def load_dataset(format: str, **settings: Any) -> Dataset:

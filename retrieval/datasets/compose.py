@@ -38,7 +38,8 @@ from PIL import Image
 from scipy import ndimage
 
 from retrieval.artifacts import config_key, read_json, write_json
-from retrieval.datasets import load_dataset, register
+from retrieval.datasets import is_hidden, load_dataset, register
+from retrieval.images import open_image
 from retrieval.records import Dataset
 from retrieval.masks import tight_box
 
@@ -180,7 +181,17 @@ def skimage_backgrounds() -> BackgroundSource:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir()
+        if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _read(path: Path, mode: str = "RGB") -> np.ndarray:
+    """The pixels of a source image in `mode`, opened as every image is (regular files only,
+    pixel cap)."""
+    with open_image(path) as (image, _):
+        return np.asarray(image.convert(mode))
 
 
 def folder_objects(root: Path) -> ObjectSource:
@@ -188,16 +199,16 @@ def folder_objects(root: Path) -> ObjectSource:
     (> 127 = object, as in ETH-80); views without a mask are left out."""
     root = Path(root).resolve()
     views: dict[str, tuple[str, ...]] = {}
-    for folder in sorted(p for p in (root / "images").iterdir() if p.is_dir()):
-        masked = [p.name for p in _image_files(folder) if _mask_file(root, folder.name, p.name).exists()]
+    for folder in sorted(p for p in (root / "images").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        masked = [p.name for p in _image_files(folder) if _mask_file(root, folder.name, p.name).is_file()]
         if masked:
             views[folder.name] = tuple(masked)
     if not views:
         raise FileNotFoundError(f"no masked object images under {root}/images/<instance>/")
 
     def read(instance: str, view: str) -> Cutout:
-        image = np.asarray(Image.open(root / "images" / instance / view).convert("RGB"))
-        mask = np.asarray(Image.open(_mask_file(root, instance, view)).convert("L")) > 127
+        image = _read(root / "images" / instance / view)
+        mask = _read(_mask_file(root, instance, view), "L") > 127
         return cutout(image, mask)
 
     return ObjectSource(label=str(root), views=views, read=read)
@@ -210,12 +221,14 @@ def _mask_file(root: Path, instance: str, view: str) -> Path:
 def folder_backgrounds(root: Path) -> BackgroundSource:
     """Every image file under `root` (recursively) as a background."""
     root = Path(root).resolve()
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and not is_hidden(p, root) and p.is_file()
+    )
     if not files:
         raise FileNotFoundError(f"no background images under {root}")
 
     def read(name: str) -> np.ndarray:
-        return np.asarray(Image.open(root / name).convert("RGB"))
+        return _read(root / name)
 
     return BackgroundSource(str(root), tuple(str(p.relative_to(root)) for p in files), read)
 

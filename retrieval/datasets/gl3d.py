@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.datasets import register
+from retrieval.images import unusable
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 
@@ -76,12 +77,12 @@ def load(
             raise FileNotFoundError(f"{path} not found.\n" + layout_help(root, image_list, pairs))
     images_at = Path(image_root).expanduser() if image_root is not None else root
     paths = [images_at / entry for entry in read_image_list(list_file)]
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = unusable(paths)
     if missing:
         shown = "\n  ".join(missing[:5])
         raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} listed images are missing, e.g.\n  {shown}\n"
-            + layout_help(root, image_list, pairs)
+            f"{len(missing)} of {len(paths)} listed images are missing or not regular files, e.g.\n"
+            f"  {shown}\n" + layout_help(root, image_list, pairs)
         )
     positives, duplicates = read_pairs(pair_file, len(paths))
     keys = [os.path.relpath(path, root) for path in paths]

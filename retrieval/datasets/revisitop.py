@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.datasets import register
+from retrieval.datasets import is_hidden, register
 from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.datasets.safe_pickle import load_pickle
+from retrieval.images import unusable
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -91,12 +92,13 @@ def _gallery_record(folder: Path, image: Path, instances: list[Instance] | None 
 
 
 def _check_images(paths: list[Path], root: Path, name: str) -> None:
-    missing = [str(path) for path in paths if not path.is_file()]
+    """Every image a regular file; else an error listing a few, each with what it is."""
+    missing = unusable(paths)
     if missing:
         shown = "\n  ".join(missing[:5])
         raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} {name} images are missing, e.g.\n  {shown}\n"
-            + layout_help(root, name)
+            f"{len(missing)} of {len(paths)} {name} images are missing or not regular files, e.g.\n"
+            f"  {shown}\n" + layout_help(root, name)
         )
 
 
@@ -127,7 +129,10 @@ def distractor_images(distractors: str | os.PathLike, root: Path) -> list[Path]:
         return _from_list(path)
     if (path / DISTRACTOR_LIST).is_file():
         return _from_list(path / DISTRACTOR_LIST)
-    found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    found = [
+        p for p in path.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, path) and p.is_file()
+    ]
     if not found:
         raise FileNotFoundError(f"No images under distractor folder {path}")
     return sorted(found, key=lambda p: p.relative_to(path).as_posix())
