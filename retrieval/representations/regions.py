@@ -25,6 +25,10 @@ from retrieval.regions.pooling import crop_pixels, pyramid_levels, roi_vectors, 
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
 from retrieval.representations import Representation, Rows, register
 
+SCENES_PER_QUERY_BATCH = 4
+"""ROI pooling: a DataLoader batch holds batch_size / 4 scenes, each with every pyramid level
+it needs (a 1280 px scene alone is 4.6 MB of pixels), so prefetched batches stay small."""
+
 
 def _rle_strings(regions: Regions, size_hw: tuple[int, int]) -> list[str]:
     return [
@@ -130,29 +134,42 @@ class RoiRegions(RegionRepresentation):
             raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use regions.pooling=crop")
         return super().worker_dataset(items, model)
 
+    def images_per_batch(self, batch_size: int) -> int:
+        return max(1, batch_size // SCENES_PER_QUERY_BATCH)
+
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
-        """One backbone pass per pyramid level and group of equally sized scenes; each region is
+        """Backbone passes over equally sized scenes of one pyramid level, each pass holding at
+        most the pixels of a batch of `batch_size` query inputs (at least one scene), so memory
+        is bounded by the batch size, not by how large the pyramid's scenes are; each region is
         pooled from the pass of its level (the whole image: the model's own descriptor)."""
         vectors = [torch.empty(len(p["boxes"]), model.dim) for p in prepared]
+        budget = batch_size * model.preprocess.input_size**2
         groups: dict[tuple, list[int]] = {}
         for position, p in enumerate(prepared):
             for level, scene in p["scenes"].items():
                 groups.setdefault((level, *scene.shape), []).append(position)
-        for (level, *_), positions in groups.items():
-            pixels = torch.stack([prepared[i]["scenes"][level] for i in positions]).to(device, non_blocking=True)
-            with autocast(device, precision):
-                features = model.feature_map(normalise(pixels, model.preprocess))
-                for row, position in enumerate(positions):
-                    p = prepared[position]
-                    chosen = torch.nonzero(p["levels"] == level).flatten()
-                    fmap = features[row : row + 1]
-                    height, width = p["size_hw"]
-                    scale = (fmap.shape[-1] / width, fmap.shape[-2] / height)
-                    pooled = roi_vectors(model, fmap, torch.from_numpy(p["boxes"])[chosen], scale, p["weights"][chosen])
-                    if chosen[0] == 0:
-                        pooled[0] = model.pool(fmap)[0].float()
-                    vectors[position][chosen] = pooled.cpu()
+        for (level, _, height, width), members in groups.items():
+            per_pass = max(1, budget // (height * width))
+            for start in range(0, len(members), per_pass):
+                self._pool_pass(model, prepared, members[start : start + per_pass], level, vectors, device, precision)
         return [self._rows(p, v) for p, v in zip(prepared, vectors)]
+
+    @staticmethod
+    def _pool_pass(model: Embedder, prepared: list[dict], members: list[int], level: int,
+                   vectors: list[torch.Tensor], device: torch.device, precision: str) -> None:
+        pixels = torch.stack([prepared[i]["scenes"][level] for i in members]).to(device, non_blocking=True)
+        with autocast(device, precision):
+            features = model.feature_map(normalise(pixels, model.preprocess))
+            for row, position in enumerate(members):
+                p = prepared[position]
+                chosen = torch.nonzero(p["levels"] == level).flatten()
+                fmap = features[row : row + 1]
+                height, width = p["size_hw"]
+                scale = (fmap.shape[-1] / width, fmap.shape[-2] / height)
+                pooled = roi_vectors(model, fmap, torch.from_numpy(p["boxes"])[chosen], scale, p["weights"][chosen])
+                if chosen[0] == 0:
+                    pooled[0] = model.pool(fmap)[0].float()
+                vectors[position][chosen] = pooled.cpu()
 
 
 @register("crop")

@@ -59,8 +59,10 @@ def _load(format: str, settings_json: str) -> Dataset:
 
 
 def forget_datasets() -> None:
-    """Drop the datasets listed so far: the next `dataset_from_config` lists the files again."""
+    """Drop the datasets (and their item keys) listed so far: the next `dataset_from_config`
+    lists the files again."""
     _load.cache_clear()
+    _ITEMS.clear()
 
 
 def dataset_from_config(cfg: Mapping[str, Any]) -> Dataset:
@@ -140,13 +142,23 @@ def store_folder(cfg: Mapping[str, Any], split: str) -> Path:
     return artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "features", settings)
 
 
+_ITEMS: dict[tuple, tuple[Dataset, list[Item]]] = {}
+"""(dataset id, split, query settings) -> (that dataset, its items): each file is stat'ed once
+per pipeline call (the dataset is held so that its id cannot be reused meanwhile)."""
+
+
 def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]:
     """The split's items, in record order (the keys they are stored under)."""
-    if split == "gallery":
-        return gallery_items(dataset.gallery, dataset.root)
-    query = dict(plain(cfg["query"]))
-    name = query.pop("name")
-    return query_items(dataset.queries, dataset.root, name, get_query_mode(name), query)
+    query = dict(plain(cfg["query"])) if split == "queries" else {}
+    cached = (id(dataset), split, json.dumps(query, sort_keys=True, default=str))
+    if cached not in _ITEMS:
+        if split == "gallery":
+            items = gallery_items(dataset.gallery, dataset.root)
+        else:
+            name = query.pop("name")
+            items = query_items(dataset.queries, dataset.root, name, get_query_mode(name), query)
+        _ITEMS[cached] = (dataset, items)
+    return _ITEMS[cached][1]
 
 
 def load_features(cfg: Mapping[str, Any], folder: Path, split: str) -> Features:
