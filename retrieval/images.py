@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
-"""Largest decoded image, in pixels. 100 megapixels is above every common camera sensor (24-61
-MP), and its RGB array (300 MB, plus a conversion copy or two) fits a data-loader worker, while
-a decompression bomb (a 281 KB PNG of 17000x17000 pixels decodes to 3.4 GB in RGBA, before the
-conversion copies) is refused from its header. Raise it (`max_pixels`, `extract.max_pixels`)
-for gigapixel scans."""
+"""Largest decoded image, in pixels. 100 megapixels is above the photos of nearly every camera
+(12-61 MP; the 108/200 MP modes of some phones are JPEGs, which a `max_side` hint decodes at
+1/2 or 1/4 scale), and its RGB array (300 MB, plus a conversion copy or two) fits a data-loader
+worker, while a decompression bomb (a 281 KB PNG of 17000x17000 = 289 megapixels, 867 MB as
+RGB before any conversion copy) is refused from its header. Raise it (`max_pixels`,
+`extract.max_pixels`) for gigapixel scans."""
 
 # `open_image` enforces the configurable cap above; PIL's own process-wide check would
 # silently override a raised one.
@@ -122,6 +123,8 @@ def open_image(
             full_size = image.size
             if max_side:
                 _draft(image, max_side)
+        except UnidentifiedImageError as error:  # its own text names the descriptor, not the file
+            raise ImageError(f"cannot decode {path}: not an image file (no format Pillow reads)") from error
         except Exception as error:  # any failure to read one header is that image's skip
             raise ImageError(f"cannot decode {path}: {_reason(error)}") from error
         with image:
