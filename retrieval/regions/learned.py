@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from retrieval.device import resolve_device
 from retrieval.regions.proposals import Regions, register
@@ -31,7 +32,10 @@ def _sam_generator(checkpoint: str, model_type: str, points_per_side: int, devic
         ) from error
     if model_type not in sam_model_registry:
         raise ValueError(f"Unknown SAM model_type {model_type!r}. Valid: {', '.join(sam_model_registry)}.")
-    model = sam_model_registry[model_type](checkpoint=checkpoint).to(resolve_device(device)).eval()
+    model = sam_model_registry[model_type](checkpoint=None)
+    # weights only: a checkpoint is a file from the internet, and a full unpickle could run code
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    model = model.to(resolve_device(device)).eval()
     return SamAutomaticMaskGenerator(model, points_per_side=points_per_side)
 
 
