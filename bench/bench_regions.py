@@ -3,20 +3,29 @@
     python bench/bench_regions.py                       # 500 ETH-80 scenes, effnet_lite0, CPU
     python bench/bench_regions.py --scenes 100 --skip-crop
 
-Composes the set (or reuses it), runs each configuration through the stages (evaluate.main,
-every artifact cached under --cache), and prints: mAP whole vs region, box and mask mAP@50
-and mIoU, regions per image, index size, gallery extraction seconds (whole image, ROI-pooled
-regions, per-crop regions) and the recall@k of the approximate indexes against exact search.
-Timings are wall-clock on whatever machine this runs on; cached artifacts report the time
-of the run that built them.
+Composes the set (or reuses it), runs each configuration through the pipeline (extraction,
+search: `retrieval.pipeline.ranking`; then the evaluate stage; every artifact cached under
+--cache), each in a fresh subprocess of this script, and prints: mAP whole vs region, box and
+mask mAP@50 and mIoU, rows (regions) per image, index size, gallery extraction seconds (whole
+image, ROI-pooled regions, per-crop regions), the recall@k of the approximate indexes against
+exact search, and the peak resident memory of the configuration's extraction + search
+(ru_maxrss of its process, and of the largest DataLoader worker it ran: a forked worker counts
+the pages it shares with its parent). Timings are wall-clock on whatever machine this runs
+on; cached artifacts report the time of the run that built them, but the memory peaks are of
+this run's work only: a configuration whose gallery rows were already extracted (by an
+earlier run, or an earlier configuration with the same rows) only loads and searches them,
+and its peak is marked with *.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra import compose as hydra_compose
@@ -25,11 +34,12 @@ from hydra import initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
-from retrieval import artifacts
+from retrieval import artifacts, pipeline
 from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
+from retrieval.features.store import Store
 from retrieval.ranking import Ranking
-from retrieval.stages import evaluate, extract
-from retrieval.stages import regions as regions_stage
+from retrieval.stages import evaluate
+from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder
 
 ETH80 = REPO.parent / "shared" / "data" / "eth80"
 RECALL_KS = (10, 100)
@@ -67,25 +77,79 @@ def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(e[:k]) - {-1}) / k for a, e in zip(approx, exact)]))
 
 
-def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path) -> dict:
+def peak_mib() -> tuple[float, float]:
+    """Peak resident memory (MiB) of this process and of its largest finished child process
+    (ru_maxrss is in KiB on Linux)."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def mib(value: float | None, mark: str = "") -> str:
+    return "-" if value is None else f"{value:.0f}{mark}"
+
+
+def extraction_seconds(store: Path, keys: list[str]) -> float | None:
+    """Wall time spent embedding the store's shards that hold any of `keys` (the run that built
+    them; a store shared with the queries also holds shards of query cut-outs, left out here)."""
+    wanted, total, found = set(keys), 0.0, False
+    for shard in store.glob("shard-*.npz"):
+        with np.load(shard, allow_pickle=False) as data:
+            if wanted.intersection(data["items"].tolist()):
+                total, found = total + float(data["seconds"]), True
+    return total if found else None
+
+
+def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path) -> dict[str, Any]:
+    """One configuration: extraction + search (their peak memory taken right after), then its
+    evaluation and the statistics of its gallery rows. Run it in a process of its own."""
     cfg = config(root, cache, out, overrides)
-    metrics = json.loads(evaluate.main(cfg, out / name.replace(", ", "-").replace(" ", "_")).read_text())
+    gallery_keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), "gallery")]
+    store = store_folder(cfg, "gallery")
+    cached = not Store(store).missing(gallery_keys)
+    _, before = peak_mib()  # children so far: helpers forked while importing (torch), not workers
+    ranking = pipeline.ranking(cfg)
+    peak, workers_peak = peak_mib()
+    # The table compares with the "whole image" row: no baseline ranking per run (an approximate
+    # index's whole-image baseline would also need as many gallery images as the index trains on).
+    metrics = json.loads(evaluate.main(cfg, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
     summary, timings = metrics["summary"]["all"], metrics["timings"]
     row = {key: summary.get(key) for key in ("mAP", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")}
-    if regions_stage.enabled(cfg):
-        meta = artifacts.read_meta(regions_stage.extract_main(cfg))
-        row.update(regions_per_image=meta["regions_per_image"]["mean"], extract_seconds=meta["seconds"],
-                   index_mb=timings["index_bytes"] / 2**20)
-    else:
-        meta = artifacts.read_meta(extract.main(cfg, "gallery"))
-        row.update(regions_per_image=1, extract_seconds=meta["seconds"],
-                   index_mb=meta["dim"] * meta["count"] * np.dtype(cfg["extract"]["dtype"]).itemsize / 2**20)
-    row.update(search_seconds=timings.get("search_seconds"), ranking=metrics["ranking"])
+    gallery = load_features(cfg, store, "gallery")
+    counts = np.bincount(gallery.row_image, minlength=len(gallery.keys))[gallery.valid]
+    row.update(
+        regions_per_image=float(counts.mean()) if counts.size else 0.0,
+        extract_seconds=extraction_seconds(store, gallery_keys),
+        index_mb=timings["index_bytes"] / 2**20,
+        search_seconds=timings.get("search_seconds"),
+        peak_mib=peak,
+        workers_peak_mib=workers_peak if workers_peak > before else None,  # None: no worker outgrew them
+        cached=cached,
+        ranking=metrics["ranking"],
+    )
     return row
+
+
+def measure_apart(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """`measure` in a fresh process of this script, so each configuration's peaks are its own."""
+    row_file = args.out / "rows" / (name.replace(", ", "-").replace(" ", "_") + ".json")
+    row_file.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--run", name, "--row-file", str(row_file),
+               "--root", str(root), "--scenes", str(args.scenes), "--cache", str(args.cache), "--out", str(args.out),
+               "--crop-size", str(args.crop_size)]
+    subprocess.run(command, check=True)
+    return artifacts.read_json(row_file)
 
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def ratio(value: float | None, whole: float | None) -> str:
+    return "-" if value is None or not whole else f"{value / whole:.1f}"
 
 
 def main() -> None:
@@ -97,12 +161,18 @@ def main() -> None:
     parser.add_argument("--crop-size", type=int, default=160,
                         help="crop pooling: side each region is resized to (0 = the model's input size)")
     parser.add_argument("--skip-crop", action="store_true", help="leave out the (slow) per-crop runs")
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: measure this one configuration
+    parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # internal: where --run writes its row
     args = parser.parse_args()
+    if args.run:
+        overrides = runs(args.crop_size or None, skip_crop=False)[args.run]
+        artifacts.write_json(args.row_file, measure(args.run, overrides, args.root, args.cache, args.out))
+        return
     root = compose(folder_objects(ETH80), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows").mkdir(parents=True, exist_ok=True)
     rows = {}
-    for name, overrides in runs(args.crop_size or None, args.skip_crop).items():
-        rows[name] = measure(name, overrides, root, args.cache, args.out)
+    for name in runs(args.crop_size or None, args.skip_crop):
+        rows[name] = measure_apart(name, args, root)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
     exact = Ranking.load(Path(rows["grid, ROI"]["ranking"])).indices
     for name in ("grid, ROI, ivfpq", "grid, ROI, hnsw"):
@@ -111,9 +181,12 @@ def main() -> None:
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
           f"ROI = the default pyramid (passes of longer side 640 and 1280) unless a size is named; "
-          f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}\n")
+          f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}; "
+          f"peak MiB: resident memory of the configuration's extraction + search, its process and its largest "
+          f"DataLoader worker (* = gallery rows already extracted: the peak is of loading and searching them; "
+          f"- = no worker ran, or none outgrew the helpers forked at start-up)\n")
     header = ["run", "mAP", "vs whole", "box mAP@50", "box mIoU", "mask mAP@50", "mask mIoU", "regions/img", "index MB", "extract s", "x whole", "search s",
-              *[f"recall@{k} vs exact" for k in RECALL_KS]]
+              *[f"recall@{k} vs exact" for k in RECALL_KS], "peak MiB", "worker peak MiB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, row in rows.items():
@@ -121,9 +194,10 @@ def main() -> None:
                  percent(row["box_mAP@50"]), percent(row["box_mIoU"]), percent(row["mask_mAP@50"]),
                  percent(row["mask_mIoU"]),
                  f"{row['regions_per_image']:.0f}", f"{row['index_mb']:.1f}",
-                 f"{row['extract_seconds']:.0f}", f"{row['extract_seconds'] / whole['extract_seconds']:.1f}",
+                 seconds(row["extract_seconds"]), ratio(row["extract_seconds"], whole["extract_seconds"]),
                  f"{row['search_seconds'] or 0:.1f}",
-                 *[percent(row.get(f"recall@{k}")) for k in RECALL_KS]]
+                 *[percent(row.get(f"recall@{k}")) for k in RECALL_KS],
+                 mib(row["peak_mib"], "*" if row["cached"] else ""), mib(row["workers_peak_mib"])]
         print("| " + " | ".join(cells) + " |")
     artifacts.write_json(args.out / "bench_regions.json", rows)
 

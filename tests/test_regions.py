@@ -1,5 +1,5 @@
-"""Region-level retrieval: proposals, pooling, max-aggregated search, the ranking's boxes and
-masks, and the localisation metrics evaluate adds.
+"""Region-level retrieval: proposals, pooling, the one search over rows (an image scores as
+its best row), the ranking's boxes and masks, and the localisation metrics evaluate adds.
 
 Expected values come from computations written here: brute-force max over regions with
 numpy, IoU by counting pixels, masks decoded from anns.pt by a decoder in this file, AP by
@@ -20,19 +20,19 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from retrieval import artifacts, pipeline
 from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
-from retrieval.embed import normalise, load_embeddings
+from retrieval.features import Features
 from retrieval.models import create_model
+from retrieval.models.transform import normalise
 from retrieval.ranking import Ranking
 from retrieval.regions.grid import grid
 from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
-from retrieval.regions.embed import RegionEmbeddings
-from retrieval.regions.search import ImageHits, exact_search, group_by_image
 from retrieval.regions.segments import segments
-from retrieval.stages import evaluate, extract, search
-from retrieval.stages import regions as regions_stage
-from retrieval.stages.regions import ranking_masks
+from retrieval.search import ImageHits, exact_search, group_by_image
+from retrieval.stages import extract, search
+from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ETH80 = REPO.parent / "shared" / "data" / "eth80"
@@ -60,6 +60,11 @@ def config(root: Path, cache: Path, *overrides: str) -> DictConfig:
             f"paths.leaderboard={cache / 'leaderboard.csv'}", "extract.workers=0",
             "extract.batch_size=8", "model.input_size=64", "eval.report=false", *overrides,
         ])
+
+
+def rows_of(cfg: DictConfig | dict, split: str = "gallery") -> Features:
+    """The split's rows as the config extracts them (its feature store, filled if needed)."""
+    return load_features(cfg, extract.main(cfg, split), split)
 
 
 # Proposals
@@ -160,11 +165,11 @@ def test_pyramid_vectors_are_the_single_pass_vectors_of_their_level(scenes: Path
     """A region pooled from pass 256 of a [128, 256] pyramid is the same vector as in a
     one-pass extraction at 256, and the pyramid uses both passes."""
     grid_only = ["regions=grid", "regions.proposals.grid.scales=[0.5,0.3]"]
-    pyramid, _ = regions_stage.load(config(scenes, cache, *grid_only, "regions.input_sizes=[128,256]"))
-    single, _ = regions_stage.load(config(scenes, cache, *grid_only, "regions.input_sizes=[256]"))
-    assert np.array_equal(pyramid.boxes, single.boxes)
+    pyramid = rows_of(config(scenes, cache, *grid_only, "regions.input_sizes=[128,256]"))
+    single = rows_of(config(scenes, cache, *grid_only, "regions.input_sizes=[256]"))
+    assert np.array_equal(pyramid.boxes, single.boxes) and np.array_equal(pyramid.row_image, single.row_image)
     levels = np.concatenate([
-        pyramid_levels(pyramid.boxes[pyramid.region_image == g], (150, 200), (128, 256), 64) for g in range(len(pyramid.keys))
+        pyramid_levels(pyramid.boxes[pyramid.row_image == g], (150, 200), (128, 256), 64) for g in range(len(pyramid.keys))
     ])
     assert set(levels.tolist()) == {0, 1}
     np.testing.assert_allclose(pyramid.vectors[levels == 1], single.vectors[levels == 1], atol=1e-5)
@@ -199,11 +204,30 @@ def test_exact_search_is_the_max_over_each_images_regions():
             best[g] = min(own.tolist(), key=lambda r: (-scores[q, r], r))
         expected = sorted(best, key=lambda g: (-scores[q, best[g]], g))
         assert hits.images[q].tolist() == expected + [-1]
-        assert hits.regions[q].tolist() == [best[g] for g in expected] + [-1]
+        assert hits.rows[q].tolist() == [best[g] for g in expected] + [-1]
         assert hits.scores[q, :8].tolist() == [scores[q, best[g]] for g in expected]
     order = np.argsort(-scores, axis=1, kind="stable")
     grouped = group_by_image(np.take_along_axis(scores, order, 1), order, owners, 9)
-    assert np.array_equal(grouped.images, hits.images) and np.array_equal(grouped.regions, hits.regions)
+    assert np.array_equal(grouped.images, hits.images) and np.array_equal(grouped.rows, hits.rows)
+
+
+def test_one_row_per_image_is_the_same_search_as_many():
+    """Whole-image rows (one per image, written directly) rank as the general max over rows
+    does when every image gets a second, identical row, and as a brute-force top-k; each
+    entry carries its image's first row (a tie between rows goes to the lower one)."""
+    rng = np.random.default_rng(2)
+    vectors = rng.integers(-2, 3, (12, 6)).astype(np.float32)
+    vectors[7] = vectors[3]  # a tie between images: the lower one first
+    queries = np.concatenate([rng.integers(-2, 3, (3, 6)), vectors[[3]]]).astype(np.float32)
+    whole = exact_search(queries, vectors, np.arange(12), n_images=12, k=5, max_cells=20)
+    many = exact_search(queries, np.concatenate([vectors, vectors]), np.r_[np.arange(12), np.arange(12)],
+                        n_images=12, k=5, max_cells=20)
+    scores = queries @ vectors.T
+    expected = np.array([sorted(range(12), key=lambda g: (-row[g], g))[:5] for row in scores])
+    assert expected[3, :2].tolist() == [3, 7]
+    for hits in (whole, many):
+        assert hits.images.tolist() == expected.tolist() and hits.rows.tolist() == expected.tolist()
+        np.testing.assert_array_equal(hits.scores, np.take_along_axis(scores, expected, 1))
 
 
 # End to end
@@ -235,18 +259,21 @@ def _ap(hits: list[bool], npos: int) -> float:
 
 def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Path, tmp_path: Path):
     cfg = config(scenes, cache, "regions=grid_segments", *FAST)
-    metrics = json.loads(evaluate.main(cfg, tmp_path / "run").read_text())
+    metrics = json.loads(pipeline.evaluate(cfg, tmp_path / "run").read_text())
     ranking = Ranking.load(tmp_path / "run" / "ranking.npz")
     assert metrics["regions"] == "grid_segments"
     assert ranking.boxes.shape == (*ranking.indices.shape, 4) and ranking.mask_ids.shape == ranking.indices.shape
 
     # The ranking: each image at its best region (brute force), carrying that region's box and mask.
-    regions, _ = regions_stage.load(cfg)
-    queries = load_embeddings(extract.main(cfg, "queries"), list(map(str, ranking.query_ids))).vectors
+    regions = rows_of(cfg)
+    query_rows = rows_of(cfg, "queries")
+    assert query_rows.keys == list(map(str, ranking.query_ids)) and regions.keys == list(map(str, ranking.gallery_ids))
+    assert set(regions.source_names) == {"image", "grid", "segments"} and regions.localises
+    queries = query_rows.per_image()
     scores = queries.astype(np.float32) @ regions.vectors.astype(np.float32).T
     for q in range(len(queries)):
         for j, g in enumerate(ranking.indices[q].tolist()):
-            own = np.flatnonzero(regions.region_image == g)
+            own = np.flatnonzero(regions.row_image == g)
             best = own[np.argmax(scores[q, own])]
             assert ranking.boxes[q, j].tolist() == regions.boxes[best].tolist()
             mask = ranking.mask(q, j)
@@ -306,49 +333,84 @@ def test_region_search_localises_and_evaluate_scores_it(scenes: Path, cache: Pat
 
 
 def test_approximate_indexes_run_and_agree_with_exact(scenes: Path, cache: Path):
-    exact = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST)))
+    exact = Ranking.load(pipeline.ranking(config(scenes, cache, "regions=grid", *FAST)))
     for index in (["index=hnsw"], ["index=ivfpq", "index.factory='IVF2,PQ16x4'", "index.search_params.nprobe=2"]):
-        approx = Ranking.load(search.main(config(scenes, cache, "regions=grid", *FAST, *index)))
+        approx = Ranking.load(pipeline.ranking(config(scenes, cache, "regions=grid", *FAST, *index)))
         assert approx.boxes is not None and approx.indices.shape == exact.indices.shape
         overlap = np.mean([len(set(a[:3]) & set(e[:3])) / 3 for a, e in zip(approx.indices, exact.indices)])
         assert overlap >= (0.9 if index == ["index=hnsw"] else 0.5), (index, overlap)
 
 
 def test_crop_pooling_embeds_the_whole_image_as_the_gallery_stage_does(scenes: Path, cache: Path):
+    """Each image's first crop row is the whole image, embedded as the whole-image gallery
+    store embeds it; the search reports the rows it searched."""
     cfg = config(scenes, cache, "regions=grid", "regions.pooling=crop", "regions.proposals.grid.scales=[0.5]")
-    regions, meta = regions_stage.load(cfg)
-    whole = load_embeddings(extract.main(cfg, "gallery"), [str(k) for k in regions.keys]).vectors
-    first = np.flatnonzero(np.r_[True, np.diff(regions.region_image) != 0])
-    assert regions.sources[first].tolist() == [0] * len(whole)
-    np.testing.assert_allclose(regions.vectors[first], whole, atol=1e-4)
-    assert meta["regions_per_image"]["mean"] == pytest.approx(len(regions.region_image) / len(whole), abs=0.05)
+    regions = rows_of(cfg)
+    whole = rows_of(pipeline.whole_image(cfg))
+    assert whole.keys == regions.keys and whole.row_image.tolist() == list(range(len(whole.keys)))
+    first = np.flatnonzero(np.r_[True, np.diff(regions.row_image) != 0])
+    assert regions.row_image[first].tolist() == list(range(len(whole.keys)))
+    assert regions.source_names == ["image", "grid"] and regions.sources[first].tolist() == [0] * len(whole.keys)
+    assert (np.delete(regions.sources, first) == 1).all(), "every other row is a grid window"
+    np.testing.assert_allclose(regions.vectors[first], whole.vectors, atol=1e-4)
+    searched = search.main(cfg, extract.main(cfg, "queries"), extract.main(cfg, "gallery"))
+    meta = artifacts.read_meta(searched.parent)
+    assert (meta["n_gallery"], meta["n_rows"]) == (len(whole.keys), len(regions.row_image))
+    assert meta["n_rows"] > len(whole.keys)
+    # what gave each query its first result: the source of the top image's best row, by brute force
+    ranking = Ranking.load(searched)
+    scores = rows_of(cfg, "queries").per_image() @ regions.vectors.astype(np.float32).T
+    counts = dict.fromkeys(regions.source_names, 0)
+    for q, g in enumerate(ranking.indices[:, 0].tolist()):
+        own = np.flatnonzero(regions.row_image == g)
+        counts[regions.source_names[regions.sources[own[np.argmax(scores[q, own])]]]] += 1
+    assert meta["top1_sources"] == counts and sum(counts.values()) == len(ranking.query_ids)
 
 
 def test_region_run_reports_the_whole_image_baseline(scenes: Path, cache: Path, tmp_path: Path):
-    region_run = json.loads(evaluate.main(config(scenes, cache, "regions=grid", *FAST, "eval.report=true"), tmp_path / "grid").read_text())
-    whole_run = json.loads(evaluate.main(config(scenes, cache), tmp_path / "whole").read_text())
+    region_run = json.loads(pipeline.evaluate(config(scenes, cache, "regions=grid", *FAST, "eval.report=true"), tmp_path / "grid").read_text())
+    whole_run = json.loads(pipeline.evaluate(config(scenes, cache), tmp_path / "whole").read_text())
     assert region_run["whole_image_summary"] == whole_run["summary"] and whole_run["whole_image_summary"] is None
     report = (tmp_path / "grid" / "report.html").read_text()
     assert "all, whole image" in report and f"{100 * whole_run['summary']['all']['mAP']:.2f}" in report
 
 
-def test_regions_none_is_todays_whole_image_search(scenes: Path, cache: Path):
+def test_regions_none_is_the_one_row_per_image_case_of_the_same_search(scenes: Path, cache: Path):
+    """`regions=none` (or no regions group at all) stores one row per gallery image, with no
+    boxes, in the store a region run's baseline uses; the search over those rows is the exact
+    whole-image top-k (ties by lower image), and the ranking carries no boxes or masks."""
     cfg = config(scenes, cache)
     without = OmegaConf.to_container(cfg, resolve=True)
     without.pop("regions")
-    assert search.settings(cfg) == search.settings(without) and not regions_stage.enabled(without)
-    assert Ranking.load(search.main(cfg)).boxes is None
+    assert not regions_enabled(cfg) and not regions_enabled(without)
+    region_cfg = config(scenes, cache, "regions=grid", *FAST)
+    assert store_folder(cfg, "gallery") == store_folder(without, "gallery") == store_folder(pipeline.whole_image(region_cfg), "gallery")
+    assert store_folder(cfg, "gallery") != store_folder(region_cfg, "gallery")
+    queries_store, gallery_store = pipeline.features(cfg)
+    assert pipeline.features(without) == (queries_store, gallery_store)
+    assert search.settings(cfg, queries_store, gallery_store) == search.settings(without, queries_store, gallery_store)
+
+    gallery = load_features(cfg, gallery_store, "gallery")
+    assert gallery.row_image.tolist() == list(range(len(gallery.keys))) and gallery.valid.all()
+    assert gallery.boxes is None and gallery.masks is None and not gallery.localises
+    queries = load_features(cfg, queries_store, "queries").per_image()
+    ranking = Ranking.load(pipeline.ranking(cfg))
+    assert ranking.boxes is None and ranking.mask_ids is None and ranking.mask_table == []
+    scores = queries @ gallery.vectors.astype(np.float32).T
+    expected = np.array([sorted(range(len(row)), key=lambda g: (-row[g], g)) for row in scores])
+    assert ranking.indices.tolist() == expected.tolist()
+    np.testing.assert_allclose(ranking.scores, np.take_along_axis(scores, expected, 1), atol=1e-5)
 
 
 def test_ranking_stores_each_returned_mask_once(tmp_path: Path):
     """Entries share one table row per distinct region mask; box-only regions and padding get -1."""
     strings = ["", json.dumps({"size": [2, 2], "counts": "a"}), json.dumps({"size": [2, 2], "counts": "b"}), ""]
-    regions = RegionEmbeddings(keys=["x", "y"], vectors=np.zeros((4, 2)), region_image=np.array([0, 0, 1, 1]),
-                               boxes=np.zeros((4, 4)), sources=np.zeros(4, np.int8), source_names=["image"],
-                               masks=strings, valid=np.ones(2, bool))
+    regions = Features(keys=["x", "y"], vectors=np.zeros((4, 2)), row_image=np.array([0, 0, 1, 1]),
+                       boxes=np.zeros((4, 4)), sources=np.zeros(4, np.int8), source_names=["image"],
+                       masks=strings, valid=np.ones(2, bool))
     hits = ImageHits(scores=np.zeros((3, 2)), images=np.array([[0, 1], [1, 0], [1, -1]]),
-                     regions=np.array([[1, 2], [3, 1], [2, -1]]))
-    ids, table = ranking_masks(hits, regions)
+                     rows=np.array([[1, 2], [3, 1], [2, -1]]))
+    ids, table = ranking_masks(hits.rows, regions)
     assert ids.tolist() == [[0, 1], [-1, 0], [1, -1]]
     assert table == [json.loads(strings[1]), json.loads(strings[2])]
     ranking = Ranking(indices=hits.images, scores=hits.scores, query_ids=np.array(["a", "b", "c"]),
