@@ -98,7 +98,7 @@ def bench_extraction(args: argparse.Namespace, device: torch.device) -> list[tup
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         fill_store(Store(Path(folder)), items, representation, model, device=device, precision=args.precision,
-                   batch_size=args.batch_size, workers=args.workers, desc="pipeline")
+                   batch_size=args.batch_size, workers=args.workers, shard_size=1024, dtype="float32", desc="pipeline")
         pipeline = time.perf_counter() - started
     prepared = [decoded[i] for i in range(len(items))]
     if any(p["error"] for p in prepared):
@@ -128,7 +128,7 @@ def bench_search(args: argparse.Namespace, device: torch.device) -> list[tuple[s
                     row_image=np.arange(args.gallery, dtype=np.int64), valid=np.ones(args.gallery, bool))
 
     started = time.perf_counter()
-    hits = rank_images(queries, rows, args.k, "Flat", device=device)
+    hits = rank_images(queries, rows, args.k, "Flat", device=device, block_size=args.block_size)
     rows_seconds = time.perf_counter() - started
     started = time.perf_counter()
     ours = search(index, queries, args.k, block_size=args.block_size)

@@ -10,8 +10,9 @@ before a dataset, a model or an index is touched (so no leaderboard row either):
 Choices come from the registries (dataset formats, model families, query modes, proposers,
 representations, re-rank steps, protocols), and the options a format, family, mode,
 proposer, step or protocol takes are its entry's keyword parameters, typed by their hints:
-adding a plug-in extends the schema without touching this file. The few choices the library
-tests with literals are stated once, below (PRECISIONS, DTYPES, FILLS, VPR_POSITIVES).
+adding a plug-in extends the schema without touching this file. The few fixed choices are
+imported from the modules that act on them (precisions, storage dtypes, mask fills, VPR
+ground-truth kinds).
 
 Defaults are stated once, in the YAML under conf/. A key the YAML may leave out (`optional`)
 takes the code's default (the entry's signature, or the stage that reads it); the schema
@@ -54,14 +55,12 @@ from retrieval.errors import UserError
 from retrieval.records import Dataset
 from retrieval.registry import Registry
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-"""extract.precision, as `retrieval.device.autocast` reads it."""
-DTYPES = ("float32", "float16")
-"""extract.dtype: how the vectors are stored (`retrieval.features.extract`)."""
-FILLS = ("mean", "blur")
-"""query.fill of the mask mode, besides a constant 0..255 (`retrieval.queries.masked_crop`)."""
-VPR_POSITIVES = ("utm", "vpr_bench", "camera")
-"""dataset.positives of the vpr format (`retrieval.datasets.vpr.load`)."""
+from retrieval.datasets.vpr import POSITIVES as VPR_POSITIVES
+from retrieval.device import PRECISIONS
+from retrieval.features.extract import STORAGE
+from retrieval.queries import FILLS
+
+DTYPES = tuple(STORAGE)
 
 REPRESENTATIVE_DIM = 7680
 """The descriptor size index.factory is checked at before a model gives the real one: the

@@ -5,6 +5,10 @@ import contextlib
 
 import torch
 
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("auto", "fp32", *HALF)
+"""extract.precision: auto = bf16/fp16 autocast on CUDA and fp32 on the CPU; or one of them."""
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -23,5 +27,5 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
     if precision == "auto":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        dtype = HALF[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -26,6 +26,9 @@ class QueryError(Exception):
 QueryFn = Callable[..., np.ndarray]
 """(image HxWx3 uint8, the query's instance or None, **options) -> the pixels to embed."""
 
+FILLS = ("mean", "blur")
+"""query.fill of the mask mode, besides a constant 0..255."""
+
 MODES: Registry[QueryFn] = Registry("query mode", __name__)
 register = MODES.register
 

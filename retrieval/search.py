@@ -145,13 +145,13 @@ def rank_images(
     queries: np.ndarray,
     gallery: Features,
     k: int,
-    factory: str = "Flat",
+    factory: str,
     *,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device,
     search_params: Mapping[str, float] | None = None,
     use_gpu: bool | None = None,
     k_regions: int | None = None,
-    block_size: int = 4096,
+    block_size: int,
     index_path: Path | None = None,
 ) -> ImageHits:
     """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`) or

@@ -368,3 +368,24 @@ def test_entry_point_wired_evaluate_refuses_a_bad_config_before_any_work(
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "leaderboard.csv").exists()
     assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_proposer_options_in_the_presets_are_the_proposers_own_defaults() -> None:
+    """A preset may list a proposer's options so they can be overridden on the command line;
+    then it states the proposer's own defaults (its signature), never a second value."""
+    import inspect
+
+    import yaml
+
+    from retrieval.regions.proposals import PROPOSERS
+
+    checked = 0
+    for preset in sorted((REPO / "conf" / "regions").glob("*.yaml")):
+        for name, options in (yaml.safe_load(preset.read_text()).get("proposals") or {}).items():
+            signature = inspect.signature(PROPOSERS.get(name)).parameters
+            for key, value in (options or {}).items():
+                default = signature[key].default
+                expected = list(default) if isinstance(default, tuple) else default
+                assert value == expected, f"{preset.name}: {name}.{key}={value!r} but {name}() defaults to {default!r}"
+                checked += 1
+    assert checked >= 10

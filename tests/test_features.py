@@ -88,7 +88,7 @@ def global_rep(mode: str | None = None, **options: object) -> Representation:
 
 
 def run(store: Store, items: Sequence[Item], model: Embedder, representation: Representation | None = None, **options: object) -> dict:
-    settings = dict(device=CPU, batch_size=4, shard_size=2, workers=0, desc="test") | options
+    settings = dict(device=CPU, precision="auto", dtype="float32", batch_size=4, shard_size=2, workers=0, desc="test") | options
     return fill_store(store, items, representation or global_rep(), model, **settings)
 
 
@@ -517,7 +517,7 @@ def test_region_rows_through_fill_store(pooling: str, root: Path, lite0: Embedde
     records = make_records(root, [0, 1])  # 150x200 and 150x150
     records.insert(1, Record(root / "images" / "gone.png", "gone"))
     items = gallery_items(records, root)
-    options = {"input_sizes": (64, 128)} if pooling == "roi" else {}
+    options = {"input_sizes": (64, 128), "roi_size": 7} if pooling == "roi" else {"crop_size": None}
     representation = create_representation(pooling, proposals={"grid": {"scales": [0.5], "overlap": 0.0}}, max_pixels=MAX_PIXELS, **options)
     store = Store(tmp_path / "store")
     assert run(store, items, lite0, representation)["embedded"] == 3

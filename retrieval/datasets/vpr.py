@@ -20,6 +20,8 @@ from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_RADIUS_M = {"utm": 25.0, "camera": 10.0}
+POSITIVES = ("utm", "vpr_bench", "camera")
+"""dataset.positives: where the ground truth comes from (see the module docstring)."""
 BLOCK_ELEMENTS = 4_000_000
 """Query-by-database distances computed at once; bounds the radius search's memory."""
 

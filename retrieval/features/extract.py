@@ -24,6 +24,8 @@ from retrieval.models.base import Embedder
 from retrieval.representations import Representation, Rows
 
 log = logging.getLogger(__name__)
+STORAGE = {"float32": np.float32, "float16": np.float16}
+"""extract.dtype -> how vectors are stored (float16 halves the stores; search widens blocks)."""
 
 
 def _as_list(batch: list) -> list:
@@ -87,16 +89,19 @@ def fill_store(
     model: Embedder,
     *,
     device: torch.device,
-    precision: str = "auto",
-    batch_size: int = 32,
-    workers: int = 2,
-    shard_size: int = 1024,
-    dtype: str = "float32",
-    desc: str = "extract",
+    precision: str,
+    batch_size: int,
+    workers: int,
+    shard_size: int,
+    dtype: str,
+    desc: str,
 ) -> dict[str, Any]:
-    """Extract the items `store` lacks; returns statistics of this call."""
+    """Extract the items `store` lacks; returns statistics of this call. The settings are the
+    `extract` config group's (defaults in conf/config.yaml)."""
+    if dtype not in STORAGE:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE)}, not {dtype!r}")
     by_key = {item.key: item for item in items}
-    storage = np.float16 if dtype == "float16" else np.float32
+    storage = STORAGE[dtype]
     pending = store.missing(list(by_key))
     started = time.perf_counter()
     with torch.inference_mode(), tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:

@@ -127,7 +127,7 @@ def _spread(order: np.ndarray, count: int) -> np.ndarray:
 @register("segments")
 def segments(
     image: np.ndarray,
-    max_side: int = 512,
+    max_side: int = 384,
     scales: Sequence[float] = (100, 300),
     sigma: float = 0.8,
     min_area: float = 0.001,

@@ -46,6 +46,8 @@ class Representation:
     main_process: bool = False
     """Whether preparation must run in the main process (a proposer holding a CUDA model)."""
     source_names: list[str] = []
+    options: tuple[str, ...] = ()
+    """Names of the `regions` config keys the constructor takes besides proposals and max_pixels."""
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -43,7 +43,7 @@ class RegionImages(torch.utils.data.Dataset):
     def __init__(self, items: Sequence[Item], representation: "RegionRepresentation", model: Embedder):
         self.items = items
         self.representation = representation
-        self.crop_preprocess = model.preprocess.with_options(input_size=representation.crop_size)
+        self.crop_preprocess = model.preprocess.with_options(input_size=getattr(representation, "crop_size", None))
         self.query_size = model.preprocess.input_size
 
     def __len__(self) -> int:
@@ -86,21 +86,11 @@ class RegionRepresentation(Representation):
     localises = True
     pooling = ""
 
-    def __init__(
-        self,
-        proposals: Mapping[str, Mapping[str, Any] | None],
-        max_pixels: int,
-        input_sizes: Sequence[int] = (640, 1280),
-        roi_size: int = 7,
-        crop_size: int | None = None,
-    ):
+    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int):
         self.proposers = {name: dict(options or {}) for name, options in proposals.items()}
         for name in self.proposers:
             PROPOSERS.get(name)  # an unknown proposer fails here, naming the valid ones
         self.max_pixels = int(max_pixels)
-        self.input_sizes = tuple(int(size) for size in input_sizes)
-        self.roi_size = int(roi_size)
-        self.crop_size = crop_size
         self.source_names = [IMAGE_SOURCE, *self.proposers]
         self.main_process = any(needs_main_process(PROPOSERS.get(name)) for name in self.proposers)
 
@@ -120,9 +110,12 @@ class RoiRegions(RegionRepresentation):
     """Regions ROI-aligned out of a few backbone passes over an image pyramid (dense models)."""
 
     pooling = "roi"
+    options = ("input_sizes", "roi_size")
 
-    def __init__(self, *args: Any, **options: Any):
-        super().__init__(*args, **options)
+    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, input_sizes: Sequence[int], roi_size: int):
+        super().__init__(proposals, max_pixels)
+        self.input_sizes = tuple(int(size) for size in input_sizes)
+        self.roi_size = int(roi_size)
         if not self.input_sizes or min(self.input_sizes) < 32:
             raise ValueError(f"regions.input_sizes must list scene sizes of at least 32 pixels, not {list(self.input_sizes)}")
 
@@ -177,6 +170,12 @@ class CropRegions(RegionRepresentation):
     """Every region cut out (segments: background filled) and embedded like a query (any model)."""
 
     pooling = "crop"
+    options = ("crop_size",)
+
+    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, crop_size: int | None):
+        super().__init__(proposals, max_pixels)
+        self.crop_size = crop_size
+        """Side each crop is resized to; None = the model's input size (as queries are)."""
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "crop_size": self.crop_size}

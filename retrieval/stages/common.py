@@ -21,7 +21,7 @@ from retrieval.features.store import Store
 from retrieval.queries import get_query_mode
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
-from retrieval.representations import Representation, create_representation
+from retrieval.representations import REPRESENTATIONS, Representation, create_representation
 from retrieval.device import resolve_device
 from retrieval.search import AGGREGATIONS, ImageHits, rank_images
 
@@ -101,13 +101,13 @@ def representation_for(cfg: Mapping[str, Any], split: str) -> Representation:
     if not regions_enabled(cfg):
         return create_representation("global", max_pixels=max_pixels)
     node = region_config(cfg)
-    options = {key: node[key] for key in ("input_sizes", "roi_size", "crop_size") if key in node}
-    return create_representation(node.get("pooling", "roi"), proposals=node.get("proposals") or {}, max_pixels=max_pixels, **options)
+    options = {key: node[key] for key in REPRESENTATIONS.get(node["pooling"]).options}
+    return create_representation(node["pooling"], proposals=node["proposals"] or {}, max_pixels=max_pixels, **options)
 
 
 def shard_size(cfg: Mapping[str, Any], split: str) -> int:
     if split == "gallery" and regions_enabled(cfg):
-        return int(region_config(cfg).get("shard_images", 128))
+        return int(region_config(cfg)["shard_images"])
     return int(plain(cfg["extract"])["shard_size"])
 
 
@@ -197,11 +197,12 @@ def depth(cfg: Mapping[str, Any], n_gallery: int) -> int:
 def aggregation(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """How rows make an image's score (`regions.aggregate`) and, for approximate indexes, how
     many rows a query fetches (`regions.k_regions`)."""
+    if not regions_enabled(cfg):
+        return {"aggregate": None, "k_regions": None}  # one row per image: nothing to aggregate
     node = region_config(cfg)
-    aggregate = node.get("aggregate", "max")
-    if aggregate not in AGGREGATIONS:
-        raise ValueError(f"regions.aggregate must be one of {AGGREGATIONS}, not {aggregate!r}")
-    return {"aggregate": aggregate, "k_regions": node.get("k_regions")}
+    if node["aggregate"] not in AGGREGATIONS:
+        raise ValueError(f"regions.aggregate must be one of {AGGREGATIONS}, not {node['aggregate']!r}")
+    return {"aggregate": node["aggregate"], "k_regions": node["k_regions"]}
 
 
 def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_path: Path | None = None) -> ImageHits:
@@ -213,8 +214,8 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_p
         depth(cfg, len(gallery.keys)),
         index_cfg["factory"],
         device=resolve_device(plain(cfg["extract"])["device"]),
-        search_params=index_cfg.get("search_params"),
-        use_gpu=index_cfg.get("gpu"),
+        search_params=index_cfg["search_params"],
+        use_gpu=index_cfg["gpu"],
         k_regions=aggregation(cfg)["k_regions"],
         block_size=plain(cfg["search"])["block_size"],
         index_path=index_path,

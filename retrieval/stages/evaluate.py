@@ -191,8 +191,8 @@ def _search_meta(ranking_path: Path) -> dict[str, Any]:
 
 def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:
     settings = plain(cfg["eval"])
-    if not settings.get("report", True):
+    if not settings["report"]:
         return None
-    path = build_run_report(out, top_k=settings.get("report_top_k", 10))
+    path = build_run_report(out, top_k=settings["report_top_k"])
     build_leaderboard_page(leaderboard)
     return path
