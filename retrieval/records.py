@@ -41,6 +41,9 @@ class Record:
     instances: tuple[Instance, ...] = ()
     group: str = ""
     """Subset for per-group reporting (e.g. "OWID", "RoboTools"); "" means none."""
+    text: str = ""
+    """Queries only: what the user says in words ("" = none). A text query has it alone
+    (`path` may then name no image); a composed query has an image and a text."""
 
     @property
     def instance_ids(self) -> tuple[str, ...]:
