@@ -13,7 +13,7 @@ from retrieval.records import Dataset
 from retrieval.registry import Registry
 
 LOADERS: Registry[Callable[..., Dataset]] = Registry(
-    "dataset format", __name__, ("folder", "anns", "compose", "revisitop", "vpr", "gl3d")
+    "dataset format", __name__, ("folder", "anns", "compose", "revisitop", "vpr", "gl3d", "patterncom")
 )
 register = LOADERS.register
 available = LOADERS.available
