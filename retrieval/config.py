@@ -26,7 +26,8 @@ proposers depend on the chosen format, family, mode or proposer (a union OmegaCo
 type), as do cross-key checks such as the FAISS factory.
 
     check(cfg)                  raise ConfigError unless the composed config is valid
-    resolve(cfg) -> dict        check, then a plain dict with `~` expanded in every path option
+    check_groups(cfg)           what needs several groups together (query=text and the model)
+    resolve(cfg) -> dict        both checks, then a plain dict with `~` expanded in every path option
     expand_paths(cfg) -> dict   only the expansion
     check_dataset(cfg, dataset) what needs the loaded dataset (query=mask, protocol options)
     check_index(factory, ...)   the FAISS factory and search parameters, at any dimension
@@ -140,9 +141,22 @@ def _families() -> Iterable[str]:
 
 
 def _modes() -> Iterable[str]:
+    """query.name: an image mode, or a kind of query with words (text, composed)."""
+    from retrieval.queries import TEXT_KINDS
+
+    return [*_image_modes(), *TEXT_KINDS]
+
+
+def _image_modes() -> Iterable[str]:
     from retrieval.queries import MODES
 
     return MODES.available()
+
+
+def _combinations() -> Iterable[str]:
+    from retrieval.composed import COMBINATIONS
+
+    return COMBINATIONS.available()
 
 
 def _poolings() -> Iterable[str]:
@@ -265,12 +279,23 @@ def _model_schema(key: str, node: Mapping[str, Any]) -> Schema:
 
 
 def _query_schema(key: str, node: Mapping[str, Any]) -> Schema:
-    from retrieval.queries import MODES
+    """An image mode's options; query=text: the query file; query=composed: the query file,
+    the image mode that cuts out the image part (`cut`) with its options, and the combination."""
+    from retrieval.queries import MODES, TEXT_KINDS
 
     common = _dataclass_schema(QueryCommon, key)
     name = _selector(key, node, "name", common)
-    options = _signature_options(MODES.get(name), key, skip=("image", "instance"))
-    return Schema(f"query={name}", {**options, **common.options})
+    if name not in TEXT_KINDS:
+        options = _signature_options(MODES.get(name), key, skip=("image", "instance"))
+        return Schema(f"query={name}", {**options, **common.options})
+    words = {**common.options, "file": Option(Path | None, Rule(path=True, exists="file", optional=True))}
+    if name == "text":
+        return Schema(f"query={name}", words)
+    composed = _dataclass_schema(ComposedQuery, key).options
+    cut = _selector(key, node, "cut", Schema(f"query={name}", composed))
+    options = _signature_options(MODES.get(cut), key, skip=("image", "instance"))
+    weight = Option(float, Rule(low=0, high=1))  # `lambda` cannot name a dataclass field
+    return Schema(f"query={name} with cut={cut}", {**options, **words, **composed, "lambda": weight})
 
 
 def _proposals_schema(key: str, node: Mapping[str, Any]) -> Schema:
@@ -390,6 +415,14 @@ class QueryCommon:
 
 
 @dataclass
+class ComposedQuery:
+    """query=composed's own keys besides name, file and lambda."""
+
+    cut: str = opt(choices=_image_modes)
+    combine: str = opt(choices=_combinations)
+
+
+@dataclass
 class Config:
     paths: Paths = opt()
     extract: Extract = opt()
@@ -446,10 +479,49 @@ def check(cfg: Mapping[str, Any]) -> None:
     check_index(index["factory"], index.get("search_params"))
 
 
+def check_groups(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless the groups of a valid config work together: queries with words
+    need a model with a text tower; composed queries are ranked exactly from two vectors each,
+    so no approximate index and no re-rank step (which expands one)."""
+    from retrieval.models import has_text_tower
+    from retrieval.queries import query_spec
+
+    tree = _plain(cfg)
+    query = query_spec(tree["query"])
+    if not query.text:
+        return
+    model = tree["model"]
+    if not has_text_tower(model["family"]):
+        raise ConfigError(
+            f"query={query.name} needs a model with a text tower, and model={model['name']} (family {model['family']}) "
+            f"has none: use {_text_presets()}"
+        )
+    if query.composed and tree["index"]["factory"] != "Flat":
+        raise ConfigError(f"query=composed is ranked exactly over the whole gallery: use index=flat, not index={tree['index']['name']}")
+    if query.composed and tree.get("rerank"):
+        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[{','.join(tree['rerank'])}]")
+
+
+MODEL_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def _text_presets() -> str:
+    """The model presets (conf/model/*.yaml) whose family has a text tower, as a choice."""
+    from omegaconf import OmegaConf
+
+    from retrieval.models import FAMILIES, TEXT_TOWERS
+
+    FAMILIES.available()  # imports every family, which registers its text tower
+    names = sorted(path.stem for path in MODEL_PRESETS.glob("*.yaml") if OmegaConf.load(path).get("family") in TEXT_TOWERS)
+    return "model=" + _or(names) if names else "a model of family " + _or(sorted(TEXT_TOWERS))
+
+
 def resolve(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked config as a plain dict (interpolations resolved), `~` expanded in every path."""
+    """The checked config (each option, then the groups together) as a plain dict
+    (interpolations resolved), `~` expanded in every path."""
     tree = _plain(cfg)
     check(tree)
+    check_groups(tree)
     return expand_paths(tree)
 
 
@@ -463,12 +535,27 @@ def expand_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_dataset(cfg: Mapping[str, Any], dataset: Dataset) -> None:
     """What can only be checked once the dataset is loaded (still before any model): that
-    query=mask has masks to cut with, and the options of the protocol the dataset uses."""
+    query=mask (or query.cut=mask) has masks to cut with, that text and composed queries have
+    words (and composed ones images), and the options of the protocol the dataset uses."""
+    from retrieval.queries import NO_IMAGE, query_spec
+
     tree = _plain(cfg)
-    if tree["query"].get("name") == "mask" and not any(
+    query = query_spec(tree["query"])
+    if query.image_mode == "mask" and not any(
         instance.mask is not None for record in dataset.queries for instance in record.instances
     ):
-        raise ConfigError(f"query=mask needs masks but dataset {dataset.name} has none: use query=box or query=full")
+        use = "query.cut=box or query.cut=full" if query.composed else "query=box or query=full"
+        raise ConfigError(f"{'query.cut' if query.composed else 'query'}=mask needs masks but dataset {dataset.name} has none: use {use}")
+    if query.text and not any(record.text for record in dataset.queries):
+        raise ConfigError(
+            f"query={query.name} needs words, and the queries of dataset {dataset.name} have none: "
+            "give query.file=<csv or json> (columns id, text, and instance or positives)"
+        )
+    if query.composed:
+        imageless = next((record.key for record in dataset.queries if record.path == NO_IMAGE), None)
+        if imageless is not None:
+            raise ConfigError(f"query=composed needs an image per query, and query {imageless} has none: "
+                              "add an image column to query.file, or use query=text")
     options = tree["dataset"].get("protocol_options") or {}
     _check_node("dataset.protocol_options", options, _protocol_schema(dataset.protocol))
 

@@ -1,8 +1,12 @@
 """The stages chained: config in, artifacts out, each stage built only when missing.
 
     features(cfg)       -> (queries store, gallery store)          extract
+    texts(cfg)          -> the store of composed queries' words     extract
     ranking(cfg)        -> ranking.npz after search and re-ranking  extract, search, rerank
     evaluate(cfg, out)  -> metrics.json                             all of them
+
+A text query's `queries` store holds its text vectors; a composed query's holds its image
+part, and `texts` its words.
 
 The configuration is checked before any work starts, so a bad value never costs a model
 load or leaves a leaderboard row. Stages take their inputs as paths and never import each
@@ -16,7 +20,7 @@ from typing import Any, Mapping
 from retrieval import config
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
-from retrieval.stages.common import dataset_from_config, forget_datasets, plain, regions_enabled
+from retrieval.stages.common import dataset_from_config, forget_datasets, plain, query_of, regions_enabled
 
 
 def _begin(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,18 +33,27 @@ def _begin(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
-    return extract.main(cfg, "queries"), extract.main(cfg, "gallery")
+def _stores(cfg: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:
+    """The queries, gallery and (composed queries only) texts stores, extracted where missing."""
+    texts = extract.main(cfg, "texts") if query_of(cfg).composed else None
+    return extract.main(cfg, "queries"), extract.main(cfg, "gallery"), texts
 
 
 def _ranking(cfg: Mapping[str, Any]) -> Path:
-    queries, gallery = _features(cfg)
-    return rerank.main(cfg, search.main(cfg, queries, gallery), queries, gallery)
+    queries, gallery, texts = _stores(cfg)
+    return rerank.main(cfg, search.main(cfg, queries, gallery, texts), queries, gallery)
 
 
 def features(cfg: Mapping[str, Any]) -> tuple[Path, Path]:
-    """The feature stores of the queries and the gallery, extracted where missing."""
-    return _features(_begin(cfg))
+    """The feature stores of the queries and the gallery, extracted where missing (composed
+    queries' words too: `texts` gives their store)."""
+    return _stores(_begin(cfg))[:2]
+
+
+def texts(cfg: Mapping[str, Any]) -> Path | None:
+    """The feature store of the words of composed queries, extracted where missing (None when
+    the configured queries are not composed)."""
+    return _stores(_begin(cfg))[2]
 
 
 def ranking(cfg: Mapping[str, Any]) -> Path:

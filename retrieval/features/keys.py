@@ -15,6 +15,10 @@ A query's key adds what its query mode cuts out: the mode, its options and the
 annotations it reads (box values; a mask's own file key or content hash). A query whose
 mode returns the whole image (`query=full`, or `box` on an image without a box) has its
 image's key, so leave-one-out queries reuse the gallery's vectors.
+
+A query's words (text and composed queries) are an item of their own, keyed by a hash of
+the text alone: the same sentence is embedded once per text tower, whichever query, file or
+dataset it comes from.
 """
 from __future__ import annotations
 
@@ -33,12 +37,14 @@ from retrieval.records import Instance, Record
 
 @dataclass(frozen=True)
 class Item:
-    """One thing to embed: a gallery image, or a query's cut-out of its image."""
+    """One thing to embed: a gallery image, a query's cut-out of its image, or a query's words."""
 
     key: str
     path: Path
     instance: Instance | None = None
     """The query's object; None for gallery images (embedded whole)."""
+    text: str = ""
+    """A text item's words (its `path` is then the query's, for messages only)."""
 
 
 def file_key(path: Path, root: Path) -> str:
@@ -73,6 +79,17 @@ def mask_key(mask: Any, root: Path) -> str | None:
 
 def gallery_items(records: list[Record], root: Path) -> list[Item]:
     return [Item(file_key(r.path, root), r.path) for r in records]
+
+
+def text_key(text: str) -> str:
+    """`text|<sha256 of the UTF-8 text>`: the words exactly as given (the tokenizer, part of the
+    store's key, decides what case and spacing mean)."""
+    return "text|" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def text_items(records: list[Record]) -> list[Item]:
+    """The words of each query, one item each, keyed by their hash."""
+    return [Item(text_key(r.text), r.path, text=r.text) for r in records]
 
 
 def query_items(records: list[Record], root: Path, mode_name: str, mode: QueryFn, options: dict[str, Any]) -> list[Item]:

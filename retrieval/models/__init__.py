@@ -5,6 +5,13 @@ normalised images to one descriptor each, and carries the `Preprocess` its weigh
 so the transform always matches the weights (as in timm and open_clip).
 `resolve_preprocess(family, **options)` gives that same `Preprocess` from the configurations
 alone, without building the network or loading weights.
+
+Families whose weights include a text tower (open_clip) also register it:
+`create_text_model(family, **options)` returns a `TextEncoder` of the same weights, taking the
+same options (those that only touch images, such as input_size, are left out), and
+`text_options(family, **options)` and `tokenizer_settings(family, **options)` say, without
+building it, exactly what determines its vectors (the weights and the tokenizer): the key of
+the feature store of query texts.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from retrieval.models.base import Embedder, Preprocess
+from retrieval.models.base import Embedder, Preprocess, TextEncoder
 from retrieval.registry import Registry
 
 Constructor = Callable[..., Embedder]
@@ -41,15 +48,77 @@ def create_model(family: str, **options: Any) -> Embedder:
     return FAMILIES.get(family)(**options)
 
 
+TEXT_TOWERS: dict[str, Callable[..., TextEncoder]] = {}
+"""Family name -> the constructor of its text tower, whose parameters (without defaults) are
+the image constructor's options that the text vectors depend on."""
+TOKENIZERS: dict[str, Callable[..., dict[str, Any]]] = {}
+"""Family name -> the settings of its tokenizer, from the model's configuration alone."""
+
+
+def register_text_tower(family: str, tokenizer: Callable[..., dict[str, Any]]) -> Callable[[Callable[..., TextEncoder]], Callable[..., TextEncoder]]:
+    """Register the text tower of `family` (whose image constructor is registered too), with
+    the resolver of its tokenizer's settings."""
+
+    def decorate(constructor: Callable[..., TextEncoder]) -> Callable[..., TextEncoder]:
+        TEXT_TOWERS[family] = constructor
+        TOKENIZERS[family] = tokenizer
+        return constructor
+
+    return decorate
+
+
+def has_text_tower(family: str) -> bool:
+    """Whether `family`'s weights can embed words (its module is imported first)."""
+    FAMILIES.get(family)
+    return family in TEXT_TOWERS
+
+
+def _bound(family: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The image constructor's options, checked and defaulted as it does."""
+    bound = inspect.signature(FAMILIES.get(family)).bind(**options)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _taken_by(function: Callable, options: dict[str, Any]) -> dict[str, Any]:
+    wanted = inspect.signature(function).parameters
+    return {name: value for name, value in options.items() if name in wanted}
+
+
+def _text_tower(family: str) -> Callable[..., TextEncoder]:
+    if not has_text_tower(family):
+        raise ValueError(f"model family {family} has no text tower; families with one: {', '.join(sorted(TEXT_TOWERS))}")
+    return TEXT_TOWERS[family]
+
+
+def text_options(family: str, **options: Any) -> dict[str, Any]:
+    """The options the text tower of `create_text_model(family, **options)` is built with
+    (defaults applied): what its weights depend on."""
+    return _taken_by(_text_tower(family), _bound(family, options))
+
+
+def tokenizer_settings(family: str, **options: Any) -> dict[str, Any]:
+    """What determines the tokens that tower's tokenizer makes of a text."""
+    _text_tower(family)
+    tokenizer = TOKENIZERS[family]
+    return tokenizer(**_taken_by(tokenizer, _bound(family, options)))
+
+
+def create_text_model(family: str, **options: Any) -> TextEncoder:
+    """The text tower of the weights `create_model(family, **options)` loads."""
+    tower = _text_tower(family)
+    return tower(**_taken_by(tower, _bound(family, options)))
+
+
 def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     """The `preprocess` that `create_model(family, **options)` gives its model, from the weights'
     configuration only: options are checked and defaulted as the constructor does, then the
     family's resolver gets the ones it names."""
-    bound = inspect.signature(FAMILIES.get(family)).bind(**options)
-    bound.apply_defaults()
     resolver = PREPROCESSING[family]
-    wanted = inspect.signature(resolver).parameters
-    return resolver(**{name: value for name, value in bound.arguments.items() if name in wanted})
+    return resolver(**_taken_by(resolver, _bound(family, options)))
 
 
-__all__ = ["Embedder", "Preprocess", "available", "create_model", "register_family", "resolve_preprocess"]
+__all__ = [
+    "Embedder", "Preprocess", "TextEncoder", "available", "create_model", "create_text_model", "has_text_tower",
+    "register_family", "register_text_tower", "resolve_preprocess", "text_options", "tokenizer_settings",
+]

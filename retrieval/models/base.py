@@ -1,8 +1,9 @@
-"""What every backbone provides: an embedding of a normalised batch, and its preprocessing."""
+"""What every backbone provides: an embedding of a normalised batch, and its preprocessing; and
+what a text tower provides: tokens of strings, and their embedding in its image tower's space."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -67,6 +68,23 @@ class Embedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.feature_map(images))
+
+
+class TextEncoder(nn.Module):
+    """A text tower: words to one descriptor each, in the space of its family's image tower, so
+    that a sentence is searched against image vectors by the same inner product.
+
+    Tokenizing is kept apart from `forward` so that it runs where images are prepared, and the
+    tokens go to the device as a batch, as pixels do."""
+
+    def __init__(self, tokenizer: Callable[[Sequence[str]], torch.Tensor], dim: int):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.dim = dim
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, context length) int64 tokens, cut at the tower's context length."""
+        return self.tokenizer(list(texts))
 
 
 def gem(features: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""open_clip image towers, by architecture and pretrained tag or a local checkpoint file."""
+"""open_clip image and text towers, by architecture and pretrained tag or a local checkpoint file."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, offline_hint
+from retrieval.models import register_family, register_text_tower
+from retrieval.models.base import Embedder, Preprocess, TextEncoder, offline_hint
 
 # open_clip's eval resize modes that have an exact equivalent here; its "longest" pads with
 # its own fill colour and rounding, so it is left to an explicit model.resize.
@@ -82,6 +82,30 @@ def open_clip_preprocess(
     return tower_preprocess(arch, pretrained_tag(arch, pretrained, checkpoint), input_size, resize)
 
 
+def load_clip(arch: str, pretrained: str | None, checkpoint: str | None) -> torch.nn.Module:
+    """The whole open_clip model of `arch` with the weights of tag `pretrained`, or of the
+    `checkpoint` file; random weights when both are None."""
+    import open_clip
+
+    tag = pretrained_tag(arch, pretrained, checkpoint)
+    if checkpoint and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
+    # Weights trained with QuickGELU (every OpenAI tag) must run with it, also from a checkpoint
+    # file; open_clip only warns on the mismatch and computes wrong features.
+    with offline_hint(f"open_clip weights {arch}/{pretrained}", downloading=bool(pretrained and not checkpoint)):
+        return open_clip.create_model(
+            arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=bool(tag.get("quick_gelu"))
+        )
+
+
+def embed_dim(arch: str) -> int:
+    """The size of the space where image and text embeddings meet (the model config's
+    embed_dim): open_clip's own towers and timm trunks (which have no output_dim) alike."""
+    import open_clip
+
+    return open_clip.get_model_config(arch)["embed_dim"]
+
+
 @register_family("open_clip", preprocess=open_clip_preprocess)
 def open_clip_tower(
     arch: str = "ViT-B-32",
@@ -91,19 +115,39 @@ def open_clip_tower(
     resize: str | None = None,
 ) -> Embedder:
     """open_clip image tower: `arch` + `pretrained` tag, or `checkpoint` (a local file); None = random."""
+    preprocess = tower_preprocess(arch, pretrained_tag(arch, pretrained, checkpoint), input_size, resize)
+    return ClipImageTower(load_clip(arch, pretrained, checkpoint).visual, preprocess, embed_dim(arch)).eval()
+
+
+TOKENIZER_KEYS = ("context_length", "vocab_size", "hf_tokenizer_name", "tokenizer_mode", "tokenizer_kwargs")
+"""The entries of a model config's text_cfg that `open_clip.get_tokenizer` reads."""
+
+
+def clip_tokenizer(arch: str) -> dict[str, Any]:
+    """What `open_clip.get_tokenizer(arch)` builds, from the model config alone: its kind is
+    chosen by the architecture's name and these text_cfg entries (absent ones are defaults)."""
     import open_clip
 
-    tag = pretrained_tag(arch, pretrained, checkpoint)
-    if checkpoint and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
-    preprocess = tower_preprocess(arch, tag, input_size, resize)
-    # Weights trained with QuickGELU (every OpenAI tag) must run with it, also from a checkpoint
-    # file; open_clip only warns on the mismatch and computes wrong features.
-    with offline_hint(f"open_clip weights {arch}/{pretrained}", downloading=bool(pretrained and not checkpoint)):
-        model = open_clip.create_model(
-            arch, pretrained=checkpoint or pretrained, device="cpu", force_quick_gelu=bool(tag.get("quick_gelu"))
-        )
-    # The image embedding meets the text embedding in CLIP's similarity, so every tower (open_clip's
-    # own, or a timm trunk, which has no output_dim) outputs the model config's embed_dim.
-    dim = open_clip.get_model_config(arch)["embed_dim"]
-    return ClipImageTower(model.visual, preprocess, dim).eval()
+    text_cfg = open_clip.get_model_config(arch).get("text_cfg", {})
+    return {"arch": arch, **{key: text_cfg[key] for key in TOKENIZER_KEYS if key in text_cfg}}
+
+
+class ClipTextTower(TextEncoder):
+    """open_clip's `encode_text`: the transformer, its pooling and the text projection."""
+
+    def __init__(self, clip: torch.nn.Module, tokenizer: Any, dim: int):
+        super().__init__(tokenizer, dim)
+        clip.visual = None  # the image tower is not needed here; drop its weights
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+@register_text_tower("open_clip", tokenizer=clip_tokenizer)
+def open_clip_text_tower(arch: str, pretrained: str | None, checkpoint: str | None) -> TextEncoder:
+    """open_clip text tower of the same weights as the image tower, with the architecture's
+    own tokenizer (the BPE vocabulary of CLIP's SimpleTokenizer ships inside open_clip)."""
+    import open_clip
+
+    return ClipTextTower(load_clip(arch, pretrained, checkpoint), open_clip.get_tokenizer(arch), embed_dim(arch)).eval()

@@ -111,6 +111,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
     model = metrics.get("model", "")
     facts = {
         "query mode": metrics.get("query_mode", ""),
+        "combination": metrics.get("combination", ""),
         "index": metrics.get("index", ""),
         "regions": metrics.get("regions", ""),
         "queries": len(dataset["queries"]),

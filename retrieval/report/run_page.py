@@ -1,5 +1,7 @@
 """`report.html` of one run: metrics, charts and every query with its top results, from disk.
 
+A query is shown as its image, its words (query=text), or both (query=composed).
+
 The page is static: `report.html` holds the summary and the charts, `report/data.js` the
 queries (a script that sets a global, because browsers refuse fetch() on file:// pages), and
 `report/run.js` draws one page of queries at a time, so it opens fast with thousands.
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.artifacts import write_text
+from retrieval.queries import TEXT_KINDS
 from retrieval.report.curves import outcome_labels
 from retrieval.report.inputs import RunInputs, load_run, number
 from retrieval.report.run_html import ASSETS, page_html
@@ -87,9 +90,11 @@ def build_run_report(run_dir: Path, top_k: int = 10, setup: str | None = None) -
     top_k = max(1, min(top_k, run.ranking.k))
 
     assets = run_dir / ASSETS
-    query_requests = [_instance_request(record) for record in run.dataset["queries"]]
+    mode = run.metrics.get("query_mode", "")
+    images, words = mode != "text", mode in TEXT_KINDS  # what the run's queries were made of
+    query_requests = [_instance_request(record) if images else None for record in run.dataset["queries"]]
     results = _result_requests(run, top_k)
-    wanted = set(query_requests) | {request for shown in results for _, request in shown}
+    wanted = set(query_requests) - {None} | {request for shown in results for _, request in shown}
     thumbs = make_thumbnails(wanted, assets / "thumbs")
 
     def src(request: Request) -> str | None:
@@ -101,8 +106,9 @@ def build_run_report(run_dir: Path, top_k: int = 10, setup: str | None = None) -
         {
             "id": str(run.ranking.query_ids[q]),
             "group": record.get("group", ""),
-            "thumb": src(query_requests[q]),
-            "uri": _uri(record["path"]),
+            "thumb": src(query_requests[q]) if images else None,
+            "uri": _uri(record["path"]) if images else None,
+            "text": record.get("text", "") if words else None,
             "results": [[g, _score(scores[q, r]), src(request)] for r, (g, request) in enumerate(results[q])],
         }
         for q, record in enumerate(run.dataset["queries"])

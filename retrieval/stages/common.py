@@ -1,6 +1,10 @@
 """What several stages share: the dataset of a config, what its items are and where their
 vectors live, the ranking depth, the model check, and finishing a ranking. Stages import
-this module, never each other."""
+this module, never each other.
+
+Splits of items: `gallery` (images, or their regions), `queries` (the vectors the search
+reads for each query: image cut-outs, or the words of a text query) and `texts` (the words
+of a composed query, whose `queries` are its image part)."""
 from __future__ import annotations
 
 import functools
@@ -16,19 +20,20 @@ from retrieval import artifacts
 from retrieval.datasets import load_dataset
 from retrieval.errors import UserError
 from retrieval.features import Features
-from retrieval.features.keys import Item, gallery_items, query_items
+from retrieval.features.keys import Item, gallery_items, query_items, text_items
 from retrieval.features.store import Store
-from retrieval.queries import get_query_mode
+from retrieval.queries import QuerySpec, get_query_mode, query_spec, with_query_file
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation
+from retrieval.representations.text import TextRepresentation
 from retrieval.device import resolve_device
 from retrieval.search import AGGREGATIONS, ImageHits, rank_images
 
 log = logging.getLogger(__name__)
 
 RESERVED_DATASET_KEYS = ("format", "k", "protocol_options")
-SPLITS = ("queries", "gallery")
+SPLITS = ("queries", "texts", "gallery")
 RANKING = "ranking.npz"
 
 
@@ -58,20 +63,39 @@ def _load(format: str, settings_json: str) -> Dataset:
     return dataset
 
 
+@functools.lru_cache(maxsize=4)
+def _with_queries(format: str, settings_json: str, query_file: str) -> Dataset:
+    return with_query_file(_load(format, settings_json), Path(query_file))
+
+
 def forget_datasets() -> None:
     """Drop the datasets (and their item keys) listed so far: the next `dataset_from_config`
-    lists the files again."""
+    lists the files (and reads the query file) again."""
     _load.cache_clear()
+    _with_queries.cache_clear()
     _ITEMS.clear()
 
 
+def query_of(cfg: Mapping[str, Any]) -> QuerySpec:
+    """The parts of the configured query: image mode, words, or both."""
+    return query_spec(plain(cfg["query"]))
+
+
 def dataset_from_config(cfg: Mapping[str, Any]) -> Dataset:
+    """The configured dataset; with `query.file`, its queries and truth are the file's."""
     dataset_cfg = plain(cfg["dataset"])
-    return _load(dataset_cfg["format"], json.dumps(loader_settings(dataset_cfg), sort_keys=True))
+    settings = (dataset_cfg["format"], json.dumps(loader_settings(dataset_cfg), sort_keys=True))
+    query_file = query_of(cfg).file
+    return _with_queries(*settings, str(Path(query_file).expanduser().resolve())) if query_file else _load(*settings)
 
 
 def model_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return plain(cfg["model"])
+
+
+def reads_words(cfg: Mapping[str, Any], split: str) -> bool:
+    """Whether the split's items are query texts (embedded by the text tower)."""
+    return split == "texts" or (split == "queries" and query_of(cfg).image_mode is None)
 
 
 def model_options(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -91,13 +115,19 @@ def regions_enabled(cfg: Mapping[str, Any]) -> bool:
 
 
 def representation_for(cfg: Mapping[str, Any], split: str) -> Representation:
-    """Queries: one vector per query cut-out. Gallery: the `regions` group's representation
-    (`global` for regions=none, else its pooling: `roi` or `crop`)."""
+    """Queries: one vector per query cut-out (the image part of a composed query), or per
+    query text. Texts: one vector per query text. Gallery: the `regions` group's
+    representation (`global` for regions=none, else its pooling: `roi` or `crop`)."""
     max_pixels = int(plain(cfg["extract"])["max_pixels"])
+    if reads_words(cfg, split):
+        from retrieval.models import tokenizer_settings
+
+        family, options = model_options(cfg)
+        return TextRepresentation(tokenizer_settings(family, **options))
     if split == "queries":
-        query = dict(plain(cfg["query"]))
-        name = query.pop("name")
-        return create_representation("global", max_pixels=max_pixels, mode=get_query_mode(name), mode_options=query)
+        query = query_of(cfg)
+        return create_representation("global", max_pixels=max_pixels, mode=get_query_mode(query.image_mode),
+                                     mode_options=query.image_options)
     if not regions_enabled(cfg):
         return create_representation("global", max_pixels=max_pixels)
     node = region_config(cfg)
@@ -114,12 +144,16 @@ def shard_size(cfg: Mapping[str, Any], split: str) -> int:
 def store_settings(cfg: Mapping[str, Any], representation: Representation) -> dict[str, Any]:
     """Exactly what determines the rows of any item: model, its preprocessing as resolved from
     the weights' configuration (which a library upgrade may change under the same settings),
-    representation, storage."""
+    representation, storage. For texts: the weights the text tower is built from, and the
+    tokenizer (in the representation's settings); the image preprocessing plays no part."""
     import dataclasses
 
-    from retrieval.models import resolve_preprocess
+    from retrieval.models import resolve_preprocess, text_options
 
     family, options = model_options(cfg)
+    if isinstance(representation, TextRepresentation):
+        model = {"name": model_settings(cfg)["name"], "family": family, **text_options(family, **options)}
+        return {"stage": "features", "model": model, **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
     return {
         "stage": "features",
         "model": model_settings(cfg),
@@ -149,14 +183,16 @@ per pipeline call (the dataset is held so that its id cannot be reused meanwhile
 
 def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]:
     """The split's items, in record order (the keys they are stored under)."""
-    query = dict(plain(cfg["query"])) if split == "queries" else {}
-    cached = (id(dataset), split, json.dumps(query, sort_keys=True, default=str))
+    query = query_of(cfg)
+    cut = () if split == "gallery" or reads_words(cfg, split) else (query.image_mode, json.dumps(query.image_options, sort_keys=True, default=str))
+    cached = (id(dataset), split, *cut)
     if cached not in _ITEMS:
         if split == "gallery":
             items = gallery_items(dataset.gallery, dataset.root)
+        elif reads_words(cfg, split):
+            items = text_items(dataset.queries)
         else:
-            name = query.pop("name")
-            items = query_items(dataset.queries, dataset.root, name, get_query_mode(name), query)
+            items = query_items(dataset.queries, dataset.root, query.image_mode, get_query_mode(query.image_mode), query.image_options)
         _ITEMS[cached] = (dataset, items)
     return _ITEMS[cached][1]
 
@@ -164,7 +200,7 @@ def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]
 def load_features(cfg: Mapping[str, Any], folder: Path, split: str) -> Features:
     """The split's rows from the store at `folder`, in record order."""
     dataset = dataset_from_config(cfg)
-    records = dataset.queries if split == "queries" else dataset.gallery
+    records = dataset.gallery if split == "gallery" else dataset.queries
     keys = [item.key for item in items_of(cfg, dataset, split)]
     return Store(folder).gather(keys, [record.key for record in records])
 
@@ -220,6 +256,16 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_p
         block_size=plain(cfg["search"])["block_size"],
         index_path=index_path,
     )
+
+
+def rank_composed(cfg: Mapping[str, Any], images: np.ndarray, texts: np.ndarray, gallery: Features) -> ImageHits:
+    """Search `gallery` for composed queries (image and text vectors), combined as the
+    config's `query.combine` and `query.lambda` say; always exact (`retrieval.composed`)."""
+    from retrieval.composed import composed_search
+
+    query = query_of(cfg)
+    return composed_search(images, texts, gallery.vectors, gallery.row_image, len(gallery.keys), depth(cfg, len(gallery.keys)),
+                           query.combine, query.weight, device=resolve_device(plain(cfg["extract"])["device"]))
 
 
 def finish_ranking(

@@ -21,7 +21,9 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
-from retrieval.stages.common import dataset_from_config, plain, region_config
+from retrieval.composed import combination_settings
+from retrieval.queries import QuerySpec
+from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ def _record_json(record: Record, with_mask: bool) -> dict[str, Any]:
         "path": str(record.path),
         "group": record.group,
         "instances": [_instance_json(i, with_mask) for i in record.instances],
+        **({"text": record.text} if record.text else {}),
     }
 
 
@@ -96,6 +99,16 @@ def print_summary(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def combination(query: QuerySpec) -> str:
+    """How a composed query's similarities were combined, for the leaderboard: `weicom
+    lambda=0.3 cut=box` (lambda only where the method reads it); "" for other queries."""
+    if not query.composed:
+        return ""
+    settings = combination_settings(query.combine, query.weight)
+    weight = "" if settings["lambda"] is None else f" lambda={settings['lambda']:g}"
+    return f"{query.combine}{weight} cut={query.image_mode}"
+
+
 def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path | None = None) -> Path:
     """Score the ranking at `ranking_path` into the run folder `out`; returns metrics.json."""
     out = Path(out)
@@ -116,6 +129,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     }
     model_name = plain(cfg["model"])["name"]
     query_mode = plain(cfg["query"])["name"]
+    combined = combination(query_of(cfg))
     index_name = plain(cfg["index"])["name"]
     regions_name = region_config(cfg)["name"]
     rerank_names = "+".join(step["name"] for step in ranking.provenance if step.get("step") == "rerank")
@@ -124,6 +138,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "dataset": dataset.name,
         "model": model_name,
         "query_mode": query_mode,
+        "combination": combined,
         "index": index_name,
         "regions": regions_name,
         "protocol": dataset.protocol,
@@ -151,6 +166,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "dataset": dataset.name,
         "model": model_name,
         "query_mode": query_mode,
+        "combination": combined,
         "index": index_name,
         "regions": regions_name,
         "rerank": rerank_names,

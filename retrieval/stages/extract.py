@@ -1,10 +1,11 @@
 """Stage 1: the vectors of a split's items, in its feature store.
 
-    main(cfg, split) -> the store folder (split = "queries" or "gallery")
+    main(cfg, split) -> the store folder (split = "queries", "texts" or "gallery")
 
 Only the items the store lacks are embedded: a rerun, a gallery with images added, the same
 images under a moved dataset root, or leave-one-out queries cut out as the gallery is (whole
-images) all reuse what exists. Which items and which store: `retrieval.stages.common`.
+images) all reuse what exists; a query text is embedded once per text tower. Which items and
+which store: `retrieval.stages.common`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 from retrieval.device import resolve_device
 from retrieval.features.extract import fill_store
 from retrieval.features.store import Store
-from retrieval.models import create_model
+from retrieval.models import create_model, create_text_model
 from retrieval.stages.common import (
     SPLITS,
     MismatchError,
@@ -24,6 +25,7 @@ from retrieval.stages.common import (
     model_options,
     model_settings,
     plain,
+    reads_words,
     representation_for,
     shard_size,
     store_folder,
@@ -50,7 +52,7 @@ def main(cfg: Mapping[str, Any], split: str) -> Path:
             f"of dataset {dataset.name}; drop search.{split} to extract them (python extract.py)"
         )
     family, options = model_options(cfg)
-    model = create_model(family, **options)
+    model = create_text_model(family, **options) if reads_words(cfg, split) else create_model(family, **options)
     run = plain(cfg["extract"])
     device = resolve_device(run["device"])
     representation = representation_for(cfg, split)

@@ -1,14 +1,18 @@
 """Stage 2: rank the gallery's images for every query, over the one form of rows.
 
-    main(cfg, queries, gallery) -> ranking.npz   (queries, gallery: feature store folders)
+    main(cfg, queries, gallery, texts=None) -> ranking.npz   (feature store folders)
 
 Whole-image and region-level galleries go through the same search (`retrieval.search`):
 an image scores as its best row, exactly and blockwise by default or through any FAISS
-factory. The ranking is cached under a key of everything it depends on, the content of the
-listed files included (through their item keys).
+factory. Text queries are searched the same way (their `queries` store holds text vectors).
+Composed queries add `texts`, the store of their words, and are ranked exactly by the
+configured combination of the two similarities (`retrieval.composed`). The ranking is cached
+under a key of everything it depends on, the content of the listed files included (through
+their item keys), and for composed queries the combination (lambda only where it is read).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -17,7 +21,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.composed import combination_settings
 from retrieval.errors import UserError
+from retrieval.features import Features
 from retrieval.stages.common import (
     RANKING,
     aggregation,
@@ -28,7 +34,9 @@ from retrieval.stages.common import (
     listing_digest,
     load_features,
     plain,
+    query_of,
     rank,
+    rank_composed,
     skipped_list,
     store_model,
 )
@@ -36,42 +44,70 @@ from retrieval.stages.common import (
 log = logging.getLogger(__name__)
 
 
-def settings(cfg: Mapping[str, Any], queries: Path, gallery: Path) -> dict[str, Any]:
-    """What determines the ranking: both stores' settings and listings, index, depth."""
+def _stored(cfg: Mapping[str, Any], folder: Path, split: str) -> dict[str, Any]:
+    return {"store": artifacts.read_yaml(Path(folder) / "config.yaml"), "items": listing_digest(cfg, split)}
+
+
+def settings(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | None = None) -> dict[str, Any]:
+    """What determines the ranking: the stores' settings and listings, index, depth (and the
+    combination, for composed queries)."""
     dataset = dataset_from_config(cfg)
+    composed = {}
+    if texts is not None:
+        query = query_of(cfg)
+        composed = {"texts": _stored(cfg, texts, "texts"), **combination_settings(query.combine, query.weight)}
     return {
         "stage": "search",
-        "queries": {"store": artifacts.read_yaml(Path(queries) / "config.yaml"), "items": listing_digest(cfg, "queries")},
-        "gallery": {"store": artifacts.read_yaml(Path(gallery) / "config.yaml"), "items": listing_digest(cfg, "gallery")},
+        "queries": _stored(cfg, queries, "queries"),
+        "gallery": _stored(cfg, gallery, "gallery"),
+        **composed,
         "index": plain(cfg["index"]),
         "k": depth(cfg, len(dataset.gallery)),
         **aggregation(cfg),
     }
 
 
-def main(cfg: Mapping[str, Any], queries: Path, gallery: Path) -> Path:
-    """Path of the ranking of `queries` against `gallery`, searching if it does not exist yet."""
-    folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "rankings", settings(cfg, queries, gallery))
-    return artifacts.build_once(folder, lambda out: _build(cfg, Path(queries), Path(gallery), out), "ranking") / RANKING
+def main(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | None = None) -> Path:
+    """Path of the ranking of `queries` (with `texts`: composed queries) against `gallery`,
+    searching if it does not exist yet."""
+    folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "rankings", settings(cfg, queries, gallery, texts))
+    texts = None if texts is None else Path(texts)
+    return artifacts.build_once(folder, lambda out: _build(cfg, Path(queries), Path(gallery), out, texts), "ranking") / RANKING
 
 
-def _build(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folder: Path) -> None:
+def _with_words(cfg: Mapping[str, Any], queries: Features, text_store: Path, gallery: Features, gallery_store: Path) -> tuple[Features, np.ndarray]:
+    """Composed queries: valid when both their image part and their words are, and their text vectors."""
+    texts = load_features(cfg, text_store, "texts")
+    check_same_model(texts, gallery, store_model(text_store), store_model(gallery_store))
+    both = dataclasses.replace(queries, valid=queries.valid & texts.valid, errors={**texts.errors, **queries.errors})
+    return both, texts.per_image()
+
+
+def _build(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folder: Path, text_store: Path | None = None) -> None:
     queries = load_features(cfg, query_store, "queries")
     gallery = load_features(cfg, gallery_store, "gallery")
     check_same_model(queries, gallery, store_model(query_store), store_model(gallery_store))
+    words = None
+    if text_store is not None:
+        queries, words = _with_words(cfg, queries, text_store, gallery, gallery_store)
     if not queries.valid.any():
         raise UserError(f"every one of the {len(queries.keys)} queries was skipped (first reason: "
                          f"{next(iter(queries.errors.values()), '?')}); nothing to rank")
     index_cfg = plain(cfg["index"])
     k = depth(cfg, len(gallery.keys))
     started = time.perf_counter()
-    hits = rank(cfg, queries.per_image(), gallery, index_path=None if index_cfg["factory"] == "Flat" else folder / "index.faiss")
+    if words is None:
+        hits = rank(cfg, queries.per_image(), gallery, index_path=None if index_cfg["factory"] == "Flat" else folder / "index.faiss")
+    else:
+        hits = rank_composed(cfg, queries.per_image(), words, gallery)
     seconds = time.perf_counter() - started
     provenance = [
         {"step": "extract", "split": "queries", "store": query_store.name, "model": store_model(query_store), "query": plain(cfg["query"])},
+        *([{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []),
         {"step": "extract", "split": "gallery", "store": gallery_store.name, "model": store_model(gallery_store),
          "representation": artifacts.read_yaml(gallery_store / "config.yaml")["representation"]},
-        {"step": "search", "index": index_cfg["factory"], "k": k, **aggregation(cfg)},
+        {"step": "search", "index": index_cfg["factory"], "k": k, **aggregation(cfg),
+         **(combination_settings(query_of(cfg).combine, query_of(cfg).weight) if text_store else {})},
     ]
     finish_ranking(hits, queries, gallery, k, provenance).save(folder / RANKING)
     top1 = hits.rows[:, 0][hits.rows[:, 0] >= 0] if hits.rows.size else np.zeros(0, np.int64)

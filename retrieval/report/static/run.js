@@ -48,7 +48,7 @@
     var keep = [];
     D.queries.forEach(function (query, i) {
       if (state.group && query.group !== state.group) return;
-      if (needle && query.id.toLowerCase().indexOf(needle) < 0) return;
+      if (needle && (query.id + "\n" + (query.text || "")).toLowerCase().indexOf(needle) < 0) return;
       keep.push(i);
     });
     var ap = function (i) { return setup.ap[i]; };
@@ -108,9 +108,18 @@
     article.appendChild(head);
 
     var strip = el("div", "strip");
-    var q = thumb(query.thumb, query.uri, "query-thumb", "query " + query.id, query.id);
-    q.appendChild(el("figcaption", "", "query"));
-    strip.appendChild(q);
+    if (query.uri) {
+      var q = thumb(query.thumb, query.uri, "query-thumb", "query " + query.id, query.id);
+      q.appendChild(el("figcaption", "", "query"));
+      strip.appendChild(q);
+    }
+    if (query.text !== null) {
+      // the query's words: beside its image (composed), or instead of it (text)
+      var words = el("figure", "thumb query-thumb query-words");
+      words.appendChild(el("blockquote", "", query.text));
+      words.appendChild(el("figcaption", "", query.uri ? "+ words" : "query"));
+      strip.appendChild(words);
+    }
     var results = el("div", "results");
     query.results.forEach(function (result, r) {
       var outcome = labels.charAt(r);
@@ -208,7 +217,7 @@
     }
     var search = el("input");
     search.type = "search";
-    search.placeholder = "filter by query id";
+    search.placeholder = D.queries.some(function (q) { return q.text !== null; }) ? "filter by query id or words" : "filter by query id";
     search.value = state.q;
     search.oninput = function () { state.q = search.value; state.page = 1; render(); };
     bar.appendChild(search);
