@@ -6,6 +6,7 @@ Images are small random-noise pictures: real, decodable files, but cheap.
 """
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -194,6 +195,147 @@ def make_gl3d(root: Path, n_images: int = 8) -> tuple[list[str], str]:
     (root / "eval_img_list.txt").write_text("\n".join(names) + "\n")
     (root / "gl3d_gt_pairs").write_text(GL3D_PAIRS)
     return names, GL3D_PAIRS
+
+
+def write_ranking(path: Path, query_ids: list[str], gallery_ids: list[str], indices) -> Path:
+    """A user's own ranking.npz (for `eval.ranking=`): any rows, repeats and padding included."""
+    from retrieval.ranking import Ranking
+
+    indices = np.asarray(indices, dtype=np.int64)
+    return Ranking(
+        indices=indices,
+        scores=-np.arange(indices.size, dtype=np.float32).reshape(indices.shape),
+        query_ids=np.array(query_ids),
+        gallery_ids=np.array(gallery_ids),
+    ).save(Path(path))
+
+
+# Transcriptions of the reference evaluators' own loops (FORMATS.md sections 2, 3 and 5), for
+# tests of the reference modes: written out step by step, independent of retrieval.metrics.
+
+
+def compute_map_query(ranks, ok, junk, kappas):
+    """revisitop `compute_map` for one query, step by step as its loop does it: positions of
+    positive and junk entries in the ranking column, each positive moved up by the junk entries
+    strictly before it, trapezoids with recall step 1 / len(ok), mP@k from 1-based positions."""
+    ranks = np.asarray(ranks)
+    ok = np.asarray(ok, dtype=np.int64)
+    junk = np.asarray(junk, dtype=np.int64)
+    if ok.shape[0] == 0:
+        return math.nan, [math.nan] * len(kappas)
+    pos = np.arange(len(ranks))[np.isin(ranks, ok)]
+    junk_at = np.arange(len(ranks))[np.isin(ranks, junk)]
+    shift, ij = 0, 0
+    if len(junk_at):
+        ip = 0
+        while ip < len(pos):
+            while ij < len(junk_at) and pos[ip] > junk_at[ij]:
+                shift += 1
+                ij += 1
+            pos[ip] = pos[ip] - shift
+            ip += 1
+    ap, step = 0.0, 1.0 / len(ok)
+    for j in range(len(pos)):
+        rank = pos[j]
+        before = 1.0 if rank == 0 else float(j) / rank
+        after = float(j + 1) / (rank + 1)
+        ap += (before + after) * step / 2.0
+    pos = pos + 1
+    precisions = []
+    for kappa in kappas:
+        kq = min(max(pos), kappa)  # fails when no positive was returned, as the reference does
+        precisions.append((pos <= kq).sum() / kq)
+    return ap, precisions
+
+
+def revisitop_gnd_t(gnd_entries, setup):
+    """The `gnd_t` list revisitop's example_evaluate.py builds for a setup: `ok` and `junk` as
+    concatenations of the gnd lists (repeats kept)."""
+    positive_keys, junk_keys = {
+        "easy": (["easy"], ["junk", "hard"]),
+        "medium": (["easy", "hard"], ["junk"]),
+        "hard": (["hard"], ["junk", "easy"]),
+    }[setup]
+    return [
+        {
+            "ok": np.concatenate([np.asarray(entry[key], dtype=np.int64) for key in positive_keys]),
+            "junk": np.concatenate([np.asarray(entry[key], dtype=np.int64) for key in junk_keys]),
+        }
+        for entry in gnd_entries
+    ]
+
+
+def compute_map(ranks, gnd_t, kappas):
+    """revisitop `compute_map`: ranks is (db_size, n_queries); the mean AP and mean mP@k over
+    the queries with a non-empty `ok`, which are skipped otherwise."""
+    total, pr, nempty = 0.0, np.zeros(len(kappas)), 0
+    for i, g in enumerate(gnd_t):
+        if len(g["ok"]) == 0:
+            nempty += 1
+            continue
+        ap, precisions = compute_map_query(ranks[:, i], g["ok"], g["junk"], kappas)
+        total += ap
+        pr = pr + np.asarray(precisions)
+    return total / (len(gnd_t) - nempty), pr / (len(gnd_t) - nempty)
+
+
+def gl3d_map(n_images, gt_lines, result_lines):
+    """MIRorR `compute_GL3D_map`: per image, the `j` of every ground-truth line `i j` and of
+    every result line `i j` (i == j lines skipped, duplicates kept); the mean of
+    `overlap_ap` over the images with ground truth."""
+    gt_vec = [[] for _ in range(n_images)]
+    for line in gt_lines:
+        items = line.split()
+        if int(items[0]) != int(items[1]):
+            gt_vec[int(items[0])].append(int(items[1]))
+    res_vec = [[] for _ in range(n_images)]
+    for line in result_lines:
+        items = line.split()
+        if int(items[0]) != int(items[1]):
+            res_vec[int(items[0])].append(int(items[1]))
+    aps = [overlap_ap(gt_vec[i], res_vec[i]) for i in range(n_images) if gt_vec[i]]
+    return sum(aps) / len(aps)
+
+
+def overlap_ap(gt_list, res_list):
+    """MIRorR `compute_overlap_ap`: walk every result, trapezoid between consecutive
+    (recall, precision) points, recall over len(gt_list) (duplicated lines included)."""
+    gt_size = len(gt_list)
+    old_recall, old_precision, ap, intersect = 0.0, 1.0, 0.0, 0
+    for i in range(len(res_list)):
+        if res_list[i] in gt_list:
+            intersect += 1
+        recall = intersect / gt_size
+        precision = intersect / (i + 1.0)
+        ap += (recall - old_recall) * (old_precision + precision) / 2.0
+        old_precision, old_recall = precision, recall
+    return ap
+
+
+def soir_calculate_map(retrieved_labels, query_labels, k):
+    """SoIR `calculate_map` (single-label case): relevance per retrieved entry; AP = mean of the
+    precisions at the relevant entries, 0 without any; P@k = mean of relevance[:k], only for
+    queries with at least k retrieved entries; an empty P@k mean is 0."""
+    aps, precs = [], []
+    for retrieved, label in zip(retrieved_labels, query_labels):
+        relevance = np.array([item == label for item in retrieved])
+        if relevance.sum() == 0:
+            aps.append(0.0)
+        else:
+            precisions, n_relevant = [], 0
+            for j, rel in enumerate(relevance):
+                if rel:
+                    n_relevant += 1
+                    precisions.append(n_relevant / (j + 1))
+            aps.append(np.mean(precisions))
+        if k is not None and k <= len(relevance):
+            precs.append(relevance[:k].mean())
+    return np.mean(aps), (np.mean(precs) if precs else 0.0)
+
+
+def soir_recall(retrieved_labels, query_labels, rank):
+    """SoIR `get_recalls` at one rank: the share of queries whose label is in the first `rank`."""
+    return np.mean([label in list(retrieved[:rank]) for retrieved, label in zip(retrieved_labels, query_labels)])
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from retrieval.datasets import load_dataset
-from tests.fixtures_protocols import make_gl3d, run_evaluate
+from tests.fixtures_protocols import gl3d_map, make_gl3d, run_evaluate, write_ranking
 
 
 def expected_positives(pairs_text: str, n_images: int) -> list[list[int]]:
@@ -92,3 +92,43 @@ def test_end_to_end_map_matches_the_saved_ranking(tmp_path):
     ]
     assert metrics["summary"]["all"]["mAP@200"] == pytest.approx(np.mean(expected), abs=1e-12)
     assert metrics["counts"]["all"]["n_queries_without_positives"] == len(names) - len(expected)
+
+
+def test_duplicated_lines_are_listed_for_the_reference_mode(tmp_path):
+    make_gl3d(tmp_path)
+    dataset = load_dataset("gl3d", root=tmp_path)
+    # "2 5 0.10" is on two lines: image 2 has one positive, listed twice
+    assert dataset.truth["all"][2].positives.tolist() == [5]
+    assert dataset.extra["listed_positives"] == {"all": {2: 2}}
+    (tmp_path / "gl3d_gt_pairs").write_text("0 1\n1 0\n")
+    assert "listed_positives" not in load_dataset("gl3d", root=tmp_path).extra
+
+
+def test_reference_mode_counts_duplicated_lines_and_repeated_results(tmp_path):
+    names, _ = make_gl3d(tmp_path / "data")
+    # the reference reads every line (a blank one would stop it): duplicated lines, a self pair
+    lines = ["0 1 0.52", "0 1 0.52", "0 2 0.31", "1 0 0.52", "0 0 1.0", "2 5 0.10", "2 5 0.10",
+             "2 5", "3 4", "5 2 0.44", "6 7 0.20"]
+    (tmp_path / "data" / "gl3d_gt_pairs").write_text("\n".join(lines) + "\n")
+    n = len(names)
+    rng = np.random.default_rng(5)
+    ranks = np.array([rng.integers(0, n, size=n) for _ in range(n)])  # repeats, self anywhere
+    ranks[0, :4] = [0, 1, 1, 2]
+    path = write_ranking(tmp_path / "mine.npz", names, names, ranks)
+    settings = (f"dataset.root='{tmp_path / 'data'}'", f"eval.ranking='{path}'")
+    reference = json.loads((run_evaluate(tmp_path / "ref", "gl3d", *settings,
+                                         "dataset.protocol_options.ap=reference") / "metrics.json").read_text())
+    default = json.loads((run_evaluate(tmp_path / "std", "gl3d", *settings) / "metrics.json").read_text())
+    # the results file the reference pipeline writes: "i j" for each of the top 200, self included
+    results = [f"{i} {j}" for i, row in enumerate(ranks.tolist()) for j in row[:200]]
+    assert reference["summary"]["all"]["mAP@200"] == pytest.approx(gl3d_map(n, lines, results), abs=1e-12)
+    assert reference["dataset_notes"]["listed_positives"] == {"all": {"0": 3, "2": 3}}
+    # the default on the same input: each result once, N = distinct neighbours
+    expected = [
+        trapezoid_ap(row[:200], set(positives), {q})
+        for q, (row, positives) in enumerate(zip(ranks.tolist(), expected_positives("\n".join(lines), n)))
+        if positives
+    ]
+    assert default["summary"]["all"]["mAP@200"] == pytest.approx(np.mean(expected), abs=1e-12)
+    assert reference["counts"]["all"] == default["counts"]["all"]
+    assert reference["summary"]["all"]["mAP@200"] != pytest.approx(default["summary"]["all"]["mAP@200"])

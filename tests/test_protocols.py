@@ -9,6 +9,7 @@ import pytest
 from retrieval.protocols import ID_COLUMNS, available, get_protocol, score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth, Record
+from tests.fixtures_protocols import compute_map, gl3d_map, revisitop_gnd_t, soir_calculate_map, soir_recall
 
 
 def make_dataset(truth, n_gallery, groups=None, protocol="instance", same_set=False):
@@ -71,8 +72,8 @@ def bf_trapezoid(ranked, positives, junk=(), dedupe=True):
 
 
 def test_registry_lists_and_rejects():
-    assert set(available()) == {"instance", "revisitop", "vpr", "gl3d"}
-    with pytest.raises(ValueError, match="gl3d, instance, revisitop, vpr"):
+    assert {"instance", "revisitop", "vpr", "gl3d"} <= set(available())  # others may join
+    with pytest.raises(ValueError, match=", ".join(sorted(available()))):
         get_protocol("nope")
 
 
@@ -232,3 +233,114 @@ def test_gl3d_cuts_raw_ranking_drops_self_and_dedupes():
     )
     with pytest.raises(ValueError, match="ap must be"):
         get_protocol("gl3d")(ranking, dataset, ap="fyn")
+
+
+# Reference modes: the reference's own computation on inputs only it defines.
+
+
+def test_revisitop_reference_counts_repeats_as_compute_map():
+    gnd = [
+        {"easy": [0, 3], "hard": [7], "junk": [5]},
+        {"easy": [2, 2], "hard": [2, 6], "junk": [1]},  # repeats: ok lists 2 three times in Medium
+        {"easy": [], "hard": [4], "junk": []},
+    ]
+    ranks = np.array([
+        [4, 0, 0, 9, 5, 3, 8, 1, 7, 2],  # 0 twice
+        [1, 2, 3, 2, 6, 0, 4, 5, 7, 6],  # 2 and 6 twice
+        [4, 4, 4, 1, 2, 3, 5, 6, 7, 8],
+    ])
+    setups, listed = {}, {}
+    for setup in ("easy", "medium", "hard"):
+        gnd_t = revisitop_gnd_t(gnd, setup)
+        setups[setup] = [truth(sorted(set(g["ok"].tolist())), sorted(set(g["junk"].tolist()))) for g in gnd_t]
+        listed[setup] = {q: len(g["ok"]) for q, g in enumerate(gnd_t) if len(g["ok"]) != len(set(g["ok"].tolist()))}
+    dataset = make_dataset(setups, n_gallery=10, protocol="revisitop")
+    dataset.extra["listed_positives"] = listed
+    ranking = make_ranking(ranks, dataset)
+    reference = get_protocol("revisitop")(ranking, dataset, ap="reference")
+    default = get_protocol("revisitop")(ranking, dataset)
+    for setup in ("easy", "medium", "hard"):
+        gnd_t = revisitop_gnd_t(gnd, setup)
+        expected_map, expected_mp = compute_map(ranks.T, gnd_t, (1, 5, 10))
+        summary = reference.summary[setup]
+        assert summary["mAP"] == pytest.approx(expected_map, abs=1e-12)
+        assert [summary[f"mP@{k}"] for k in (1, 5, 10)] == pytest.approx(expected_mp.tolist(), abs=1e-12)
+        assert reference.counts[setup] == default.counts[setup]
+        # the default on the same ranking: each item once, N = distinct positives
+        rows = default.per_query[default.per_query["setup"] == setup]["ap"].tolist()
+        for q, t in enumerate(setups[setup]):
+            pos, jk = set(t.positives.tolist()), set(t.junk.tolist())
+            assert close(rows[q], bf_trapezoid(ranks[q], pos, jk) if pos else float("nan"))
+    assert reference.summary["medium"]["mAP"] != pytest.approx(default.summary["medium"]["mAP"])
+    with pytest.raises(ValueError, match="ap must be"):
+        get_protocol("revisitop")(ranking, dataset, ap="fyn")
+
+
+def close(a, b):
+    return (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-12)
+
+
+def test_gl3d_reference_counts_duplicated_ground_truth_lines():
+    n = 6
+    lines = ["0 1", "0 1", "0 2", "0 0", "1 0", "3 4", "3 4", "3 4", "3 5"]
+    positives = [sorted({int(l.split()[1]) for l in lines if l.split()[0] == str(q) and l.split()[1] != str(q)})
+                 for q in range(n)]
+    truths = [truth(positives[q], [q]) for q in range(n)]
+    dataset = make_dataset({"all": truths}, n_gallery=n, protocol="gl3d", same_set=True)
+    dataset.extra["listed_positives"] = {"all": {"0": 3, "3": 4}}  # as written to metrics.json
+    indices = np.array([
+        [0, 1, 1, 5, 2, 3],
+        [1, 0, 2, 3, 4, 5],
+        [2, 0, 1, 3, 4, 5],
+        [4, 3, 4, 5, 0, 1],
+        [4, 0, 1, 2, 3, 5],
+        [5, 0, 1, 2, 3, 4],
+    ])
+    depth = 5
+    ranking = make_ranking(indices, dataset)
+    reference = get_protocol("gl3d")(ranking, dataset, depth=depth, ap="reference")
+    default = get_protocol("gl3d")(ranking, dataset, depth=depth)
+    results = [f"{q} {j}" for q in range(n) for j in indices[q][:depth]]
+    assert reference.summary["all"][f"mAP@{depth}"] == pytest.approx(gl3d_map(n, lines, results), abs=1e-12)
+    ref_rows = reference.per_query.set_index("query")[f"ap@{depth}"]
+    assert ref_rows[0] == pytest.approx(((1 + 1) / 2 + (1 + 1) / 2 + (2 / 3 + 3 / 4) / 2) / 3)
+    # the default on the same input: duplicates dropped, N = distinct neighbours
+    rows = default.per_query.set_index("query")[f"ap@{depth}"]
+    for q in range(n):
+        expected = bf_trapezoid(indices[q][:depth], set(positives[q]), {q}) if positives[q] else np.nan
+        assert close(rows[q], expected)
+    assert reference.counts == default.counts
+
+
+def test_instance_fyn_skips_precision_when_gallery_is_smaller_than_k():
+    # gallery of 4; queries in two groups; query 3 has no positives; rankings repeat ids
+    setups = {"all": [truth([0, 2]), truth([1]), truth([3]), truth([])]}
+    dataset = make_dataset(setups, n_gallery=4, groups=["A", "A", "B", "B"])
+    indices = np.array([[0, 0, 2, 1], [3, 1, 1, 0], [3, 2, 1, 0], [0, 1, 2, 3]])
+    gallery_labels = np.array([10, 11, 10, 12])  # instance 10 in items 0 and 2, ...
+    query_labels = [10, 11, 12, 13]
+    ranking = make_ranking(indices, dataset)
+    fyn = get_protocol("instance")(ranking, dataset, ks=(1, 3, 5), ap="fyn")
+    members = {"all": [0, 1, 2, 3], "all/A": [0, 1], "all/B": [2, 3]}
+    for label, queries in members.items():
+        retrieved = [gallery_labels[indices[q]] for q in queries]
+        labels = [query_labels[q] for q in queries]
+        for k in (1, 3, 5):
+            expected_map, expected_pk = soir_calculate_map(retrieved, labels, k)
+            assert fyn.summary[label]["mAP"] == pytest.approx(expected_map, abs=1e-12)
+            assert fyn.summary[label][f"P@{k}"] == pytest.approx(expected_pk, abs=1e-12)
+            assert fyn.summary[label][f"hit@{k}"] == pytest.approx(soir_recall(retrieved, labels, k))
+    assert fyn.summary["all"]["P@5"] == 0.0 and fyn.per_query["P@5"].isna().all()
+    # the default on the same input: each item once, P@5 over the 4 gallery items, query 3 out
+    default = get_protocol("instance")(ranking, dataset, ks=(1, 3, 5))
+    expected = []
+    for q in range(3):
+        kept = list(dict.fromkeys(indices[q].tolist()))
+        pos = set(setups["all"][q].positives.tolist())
+        expected.append(sum(item in pos for item in kept[:5]) / 4)
+    assert default.summary["all"]["P@5"] == pytest.approx(np.mean(expected))
+    assert default.summary["all"]["mAP"] == pytest.approx(np.mean([
+        bf_ap(list(dict.fromkeys(indices[q].tolist())), set(setups["all"][q].positives.tolist()))
+        for q in range(3)
+    ]))
+    assert np.isnan(default.per_query["P@5"].iloc[3])

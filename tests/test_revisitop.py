@@ -12,7 +12,16 @@ from PIL import Image
 from retrieval.datasets import load_dataset
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_map
 from retrieval.masks import decode
-from tests.fixtures_protocols import ROXFORD_GND, make_pixel_labels, make_revisitop, make_revisitop1m, run_evaluate
+from tests.fixtures_protocols import (
+    ROXFORD_GND,
+    compute_map,
+    make_pixel_labels,
+    make_revisitop,
+    make_revisitop1m,
+    revisitop_gnd_t,
+    run_evaluate,
+    write_ranking,
+)
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
@@ -266,3 +275,53 @@ def test_pixel_reference_option_adds_the_reference_numbers(tmp_path):
         assert metrics["summary"][setup]["reference_box_mAP@50:95"] == pytest.approx(expected)
         assert 0 <= metrics["summary"][setup]["reference_box_mIoU"] <= 1
     assert "reference_box_mAP@50:95" not in metrics["summary"]["easy"]
+
+
+def test_repeated_gnd_indices_are_listed_for_the_reference_mode(tmp_path):
+    gnd = make_revisitop(tmp_path, "roxford5k")
+    gnd["gnd"][0]["easy"] = [0, 2, 2]  # a repeat within a list
+    gnd["gnd"][1]["easy"] = [4]  # also in hard [3, 4]: Medium's ok = [4, 3, 4]
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump(gnd, handle)
+    dataset = load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    assert dataset.truth["easy"][0].positives.tolist() == [0, 2]
+    assert dataset.truth["medium"][1].positives.tolist() == [3, 4]
+    assert dataset.extra["listed_positives"] == {"easy": {0: 3}, "medium": {0: 4, 1: 3}}
+    assert "listed_positives" not in load_dataset("revisitop", root=make_clean(tmp_path), name="roxford5k").extra
+
+
+def make_clean(tmp_path: Path) -> Path:
+    make_revisitop(tmp_path / "clean", "roxford5k")
+    return tmp_path / "clean"
+
+
+def test_reference_mode_scores_a_users_ranking_with_repeats_as_compute_map(tmp_path):
+    gnd = make_revisitop(tmp_path / "data", "roxford5k")
+    gnd["gnd"][1]["easy"] = [4]  # overlapping lists: 4 is easy and hard (Easy: positive and junk)
+    with open(tmp_path / "data" / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump(gnd, handle)
+    ranks = np.array([
+        [2, 1, 2, 0, 7, 5, 5, 9, 3, 4],  # 2 twice, junk 5 twice
+        [4, 3, 3, 8, 0, 1, 2, 5, 6, 7],
+        [9, 6, 0, 6, 4, 4, 1, 2, 3, 5],
+    ])
+    dataset = load_dataset("revisitop", root=tmp_path / "data", name="roxford5k")
+    path = write_ranking(tmp_path / "mine.npz", dataset.query_keys, dataset.gallery_keys, ranks)
+    settings = (f"dataset.root='{tmp_path / 'data'}'", f"eval.ranking='{path}'")
+    reference = json.loads((run_evaluate(tmp_path / "ref", "roxford5k", *settings,
+                                         "+dataset.protocol_options.ap=reference") / "metrics.json").read_text())
+    default = json.loads((run_evaluate(tmp_path / "std", "roxford5k", *settings) / "metrics.json").read_text())
+    for setup in ("easy", "medium", "hard"):
+        expected_map, expected_mp = compute_map(ranks.T, revisitop_gnd_t(gnd["gnd"], setup), [1, 5, 10])
+        summary = reference["summary"][setup]
+        assert summary["mAP"] == pytest.approx(expected_map, abs=1e-12)
+        assert [summary[f"mP@{k}"] for k in (1, 5, 10)] == pytest.approx(list(expected_mp), abs=1e-12)
+        # the default on the same ranking: each item once, junk dropped, N = distinct positives
+        aps = []
+        for ranked, entry in zip(ranks.tolist(), gnd["gnd"]):
+            positives, junk = expected_truth(setup, entry)
+            if positives:
+                aps.append(trapezoid_ap(list(dict.fromkeys(ranked)), positives, junk))
+        assert default["summary"][setup]["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
+    assert reference["protocol_options"]["ap"] == "reference"
+    assert reference["summary"]["easy"]["mAP"] != pytest.approx(default["summary"]["easy"]["mAP"])

@@ -2,7 +2,9 @@
 
 Every image is a query and the whole list is the gallery, the query included, as the reference
 pipeline retrieves it (FORMATS.md section 5). The query itself is put in its own junk so it is
-dropped before scoring. Pairs are directed: line `i j` makes j a positive of i only.
+dropped before scoring. Pairs are directed: line `i j` makes j a positive of i only. A pair on
+several lines is one positive; for images with such duplicated lines, `extra["listed_positives"]`
+keeps how many lines list their positives, which the protocol's `ap=reference` divides by.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from retrieval.datasets import register
 from retrieval.images import unusable
+from retrieval.metrics import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 
@@ -37,14 +40,15 @@ def read_image_list(path: Path) -> list[str]:
     return lines
 
 
-def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], int]:
-    """Positives per image from `i j ...` lines (i == j skipped), and the duplicate count.
+def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], list[int]]:
+    """Positives per image from `i j ...` lines (i == j skipped), and per image how many lines
+    list a positive of it, duplicated lines included.
 
-    The reference keeps duplicate lines in its normaliser; we count them instead so a pair
-    list that has any is visible in the run's output.
+    The reference (MIRorR) keeps duplicate lines and divides by that count; the `reference` AP
+    of the gl3d protocol does too, and the standard one divides by the distinct positives.
     """
     positives: list[set[int]] = [set() for _ in range(n_images)]
-    duplicates = 0
+    listed = [0] * n_images
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -56,9 +60,9 @@ def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], int]:
             raise ValueError(f"{path}:{number}: pair ({i}, {j}) outside 0..{n_images - 1}")
         if i == j:
             continue
-        duplicates += j in positives[i]
         positives[i].add(j)
-    return positives, duplicates
+        listed[i] += 1
+    return positives, listed
 
 
 @register("gl3d")
@@ -84,7 +88,8 @@ def load(
             f"{len(missing)} of {len(paths)} listed images are missing or not regular files, e.g.\n"
             f"  {shown}\n" + layout_help(root, image_list, pairs)
         )
-    positives, duplicates = read_pairs(pair_file, len(paths))
+    positives, listed = read_pairs(pair_file, len(paths))
+    repeated = {i: n for i, (n, found) in enumerate(zip(listed, positives)) if n != len(found)}
     keys = [os.path.relpath(path, root) for path in paths]
     return Dataset(
         name=name,
@@ -106,7 +111,8 @@ def load(
         protocol="gl3d",
         extra={
             "query_in_gallery": True,
-            "duplicate_pairs": duplicates,
+            "duplicate_pairs": sum(n - len(positives[i]) for i, n in repeated.items()),
             "queries_without_positives": sum(not found for found in positives),
+            **({LISTED_POSITIVES: {"all": repeated}} if repeated else {}),
         },
     )

@@ -8,6 +8,10 @@ the scoring protocol only ever sees positives and junk:
 | easy   | easy        | junk + hard |
 | medium | easy + hard | junk        |
 | hard   | hard        | junk + easy |
+
+An index listed twice (within a list, or in both lists of a setup's positives) is one
+positive; `extra["listed_positives"]` keeps, for the queries where that happens, the length
+of the setup's concatenated positive lists, which revisitop's `compute_map` divides by.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from retrieval.datasets import is_hidden, register
 from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.datasets.safe_pickle import load_pickle
 from retrieval.images import unusable
+from retrieval.metrics import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -76,6 +81,19 @@ def resolve_truth(gnd: list[dict[str, Any]], n_gallery: int) -> dict[str, list[Q
         ]
         for setup, (positive_keys, junk_keys) in SETUPS.items()
     }
+
+
+def listed_positives(gnd: list[dict[str, Any]], truth: dict[str, list[QueryTruth]]) -> dict[str, dict[int, int]]:
+    """Setup -> {query: length of its `ok` list as revisitop builds it (the concatenated lists,
+    repeats included)}, for the queries where a repeat makes it differ from the distinct count:
+    the normaliser of `compute_map`, which the protocol's `ap=reference` uses."""
+    found: dict[str, dict[int, int]] = {}
+    for setup, (positive_keys, _) in SETUPS.items():
+        for q, entry in enumerate(gnd):
+            listed = sum(np.asarray(entry.get(key, []), dtype=np.int64).size for key in positive_keys)
+            if listed != truth[setup][q].positives.size:
+                found.setdefault(setup, {})[q] = int(listed)
+    return found
 
 
 def _query_record(folder: Path, image: Path, index: int, bbx: Any, crop: bool) -> Record:
@@ -171,12 +189,14 @@ def load(
     gallery = [_gallery_record(folder, path, outlined.get(g)) for g, path in enumerate(gallery_paths)]
     extra_paths = distractor_images(distractors, root) if distractors is not None else []
     gallery += [_gallery_record(folder, path) for path in extra_paths]
+    truth = resolve_truth(data["gnd"], len(gallery_paths))
+    listed = listed_positives(data["gnd"], truth)
     return Dataset(
         name=name,
         root=folder,
         queries=queries,
         gallery=gallery,
-        truth=resolve_truth(data["gnd"], len(gallery_paths)),
+        truth=truth,
         protocol="revisitop",
         extra={
             "crop_queries": bool(crop_queries),
@@ -184,5 +204,6 @@ def load(
             "n_database": len(gallery_paths),
             "n_distractors": len(extra_paths),
             "n_pixel_labels": sum(len(found) for found in outlined.values()),
+            **({LISTED_POSITIVES: listed} if listed else {}),
         },
     )

@@ -6,34 +6,40 @@ ranking are taken first and the query dropped after, so 199 results remain.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from retrieval.metrics import count_positives, trapezoid_ap
+from retrieval.metrics import LISTED_POSITIVES, count_positives, gl3d_reference_ap, listed_truths, trapezoid_ap
 from retrieval.protocols import ProtocolResult, evaluate_setups, register
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
 AP_MODES = ("standard", "reference")
-"""`standard` de-duplicates the results; `reference` keeps duplicates as MIRorR does."""
+"""`standard`: each neighbour once, divided by the distinct neighbours; `reference`: as MIRorR
+(repeated results and duplicated ground-truth lines both counted)."""
 
 
 def gl3d_per_query(
     indices: np.ndarray, truths: Sequence[QueryTruth], depth: int = 200, ap: str = "standard"
 ) -> pd.DataFrame:
-    """npos and trapezoid `ap@<depth>` (normaliser: all neighbours); NaN without neighbours."""
-    rows = [
-        {
-            "npos": count_positives(truth.positives),
-            f"ap@{depth}": trapezoid_ap(
-                ranked[:depth], truth.positives, truth.junk, unique=ap == "standard"
-            ),
-        }
-        for ranked, truth in zip(indices, truths)
-    ]
+    """npos and trapezoid `ap@<depth>` per query; NaN without neighbours.
+
+    `ap="standard"` de-duplicates the results and divides by the distinct neighbours;
+    `ap="reference"` takes `truths` from `metrics.listed_truths` and scores with
+    `metrics.gl3d_reference_ap`.
+    """
+    rows = []
+    for ranked, truth in zip(indices, truths):
+        top = ranked[:depth]
+        if ap == "reference":
+            value = gl3d_reference_ap(top, truth.positives, truth.listed, truth.junk)
+        else:
+            value = trapezoid_ap(top, truth.positives, truth.junk)
+        rows.append({"npos": count_positives(truth.positives), f"ap@{depth}": value})
     return pd.DataFrame(rows).astype({"npos": np.int64})
 
 
@@ -41,12 +47,19 @@ def gl3d_per_query(
 def gl3d(
     ranking: Ranking, dataset: Dataset, depth: int = 200, ap: str = "standard"
 ) -> ProtocolResult:
-    """GL3D: trapezoid mAP@200 over the raw top 200, self dropped (ap='reference': no dedup).
+    """GL3D: trapezoid mAP@200 over the raw top 200, self dropped (ap='reference': MIRorR's own).
 
-    Images without ground-truth neighbours are left out and counted. The reference counts a
-    neighbour returned twice twice, which can push its AP above 1; `ap="reference"`
-    reproduces that for comparison with published figures.
+    Images without ground-truth neighbours are left out and counted. The default counts each
+    neighbour once, at its first place, and divides by the distinct neighbours. `ap="reference"`
+    computes what MIRorR's `compute_overlap_benchmark.py` does, for comparison with published
+    figures: a neighbour returned twice counts twice, and the normaliser counts every
+    ground-truth line of the image, a duplicated line as often as it occurs (the adapter's
+    `extra["listed_positives"]`), so AP can exceed 1.
     """
     if ap not in AP_MODES:
         raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
+    if ap == "reference":
+        listed = dataset.extra.get(LISTED_POSITIVES, {})
+        truth = {setup: listed_truths(truths, listed.get(setup)) for setup, truths in dataset.truth.items()}
+        dataset = dataclasses.replace(dataset, truth=truth)
     return evaluate_setups(ranking, dataset, partial(gl3d_per_query, depth=depth, ap=ap))

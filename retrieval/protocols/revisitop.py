@@ -7,6 +7,7 @@ PRParis reference evaluation's own numbers (FORMATS.md section 8).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -14,27 +15,51 @@ import numpy as np
 import pandas as pd
 
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
-from retrieval.metrics import count_positives, revisitop_mp_at_k, trapezoid_ap
+from retrieval.metrics import (
+    LISTED_POSITIVES,
+    count_positives,
+    listed_truths,
+    revisitop_mp_at_k,
+    revisitop_reference,
+    trapezoid_ap,
+)
 from retrieval.protocols import LocalisationSpec, ProtocolResult, evaluate_setups, register
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
+AP_MODES = ("standard", "reference")
+"""`standard`: FORMATS.md section 2 on the ranking with each item once; `reference`: revisitop's
+`compute_map` itself (repeated entries counted at each occurrence)."""
+
 
 def revisitop_per_query(
-    indices: np.ndarray, truths: Sequence[QueryTruth], ks: Sequence[int] = (1, 5, 10)
+    indices: np.ndarray,
+    truths: Sequence[QueryTruth],
+    ks: Sequence[int] = (1, 5, 10),
+    ap: str = "standard",
 ) -> pd.DataFrame:
-    """npos, trapezoid `ap` and `mP@k` per query; NaN for queries without positives."""
+    """npos, trapezoid `ap` and `mP@k` per query; NaN for queries without positives.
+
+    `ap="reference"` takes `truths` from `metrics.listed_truths` and scores with
+    `metrics.revisitop_reference`.
+    """
     rows = []
     for ranked, truth in zip(indices, truths):
         positives, junk = truth.positives, truth.junk
         npos = count_positives(positives)
-        row: dict[str, float] = {"npos": npos, "ap": trapezoid_ap(ranked, positives, junk)}
-        row.update(
-            {
-                f"mP@{k}": revisitop_mp_at_k(ranked, positives, k, junk) if npos else np.nan
-                for k in ks
-            }
-        )
+        row: dict[str, float] = {"npos": npos}
+        if ap == "reference":
+            average, precisions = revisitop_reference(ranked, positives, junk, truth.listed, ks)
+            row["ap"] = average
+            row.update({f"mP@{k}": value for k, value in zip(ks, precisions)})
+        else:
+            row["ap"] = trapezoid_ap(ranked, positives, junk)
+            row.update(
+                {
+                    f"mP@{k}": revisitop_mp_at_k(ranked, positives, k, junk) if npos else np.nan
+                    for k in ks
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows).astype({"npos": np.int64})
 
@@ -68,11 +93,22 @@ def pixel_reference_summary(
 
 @register("revisitop", LocalisationSpec(ap="trapezoid", options={"pixel_reference": pixel_reference_summary}))
 def revisitop(
-    ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10)
+    ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10), ap: str = "standard"
 ) -> ProtocolResult:
-    """Revisited Oxford/Paris: trapezoid mAP and mP@k per setup, junk removed.
+    """Revisited Oxford/Paris: trapezoid mAP and mP@k per setup, junk removed (ap='reference':
+    revisitop's compute_map).
 
     Queries without positives in a setup are left out of that setup's means and counted.
-    Papers report 100 x mAP rounded to 2 decimals; the reporting layer does that.
+    The default scores each returned item once, at its first place. `ap="reference"` computes
+    AP and mP@k as `compute_map` does on any ranking it accepts: an id repeated in the ranking
+    counts at each occurrence, and AP divides by the setup's `ok` list with its repeats (the
+    adapter's `extra["listed_positives"]`). Papers report 100 x mAP rounded to 2 decimals;
+    the reporting layer does that.
     """
-    return evaluate_setups(ranking, dataset, partial(revisitop_per_query, ks=tuple(ks)))
+    if ap not in AP_MODES:
+        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
+    if ap == "reference":
+        listed = dataset.extra.get(LISTED_POSITIVES, {})
+        truth = {setup: listed_truths(truths, listed.get(setup)) for setup, truths in dataset.truth.items()}
+        dataset = dataclasses.replace(dataset, truth=truth)
+    return evaluate_setups(ranking, dataset, partial(revisitop_per_query, ks=tuple(ks), ap=ap))
