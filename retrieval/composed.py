@@ -35,7 +35,9 @@ Combine = Callable[[torch.Tensor | None, torch.Tensor | None, float], torch.Tens
 for a modality the method does not read."""
 
 COMBINATIONS: Registry[Combine] = Registry("combination method", __name__)
-MODALITIES = ("image", "text")
+NOISE = 1e-6
+"""The std of a similarity vector below which it standardises to 0: float32 similarities of
+unit vectors carry rounding of about 1e-7, which a smaller spread would blow up into ranks."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,9 @@ class _Moments:
         self.count = total
 
     def standardise(self, values: torch.Tensor) -> torch.Tensor:
-        """(values - mean) / unbiased std; 0 where the std is 0 or undefined."""
+        """(values - mean) / unbiased std; 0 where the std is undefined or below `NOISE`."""
         std = torch.sqrt(self.m2 / (self.count - 1).clamp(min=1))
-        usable = (self.count > 1) & (std > 0)
+        usable = (self.count > 1) & (std > NOISE)
         z = (values.double() - self.mean[:, None]) / torch.where(usable, std, 1.0)[:, None]
         return torch.where(usable[:, None], z, 0.0)
 

@@ -14,6 +14,7 @@ its queries: `with_query_file` is where a dataset's queries and truth are replac
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 import math
@@ -237,12 +238,20 @@ def query_spec(node: Mapping[str, Any]) -> QuerySpec:
     options = {key: value for key, value in node.items() if key != "name"}
     name = node["name"]
     if name not in TEXT_KINDS:
-        return QuerySpec(name, name, options, text=False)
+        return QuerySpec(name, name, _with_defaults(name, options), text=False)
     file = options.pop("file", None)
     if name == "text":
         return QuerySpec(name, None, {}, text=True, file=file)
     cut, combine, weight = (options.pop(key) for key in COMPOSED_KEYS)
-    return QuerySpec(name, cut, options, text=True, combine=combine, weight=float(weight), file=file)
+    return QuerySpec(name, cut, _with_defaults(cut, options), text=True, combine=combine, weight=float(weight), file=file)
+
+
+def _with_defaults(mode: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A mode's options with its own defaults filled in, so that the same cut-out has the same
+    item key whether an option was left out (query.cut=box) or stated (query=box margin=0)."""
+    parameters = inspect.signature(get_query_mode(mode)).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty and p.name not in ("image", "instance")}
+    return {**defaults, **options}
 
 
 class QueryFileError(UserError, ValueError):
