@@ -267,6 +267,30 @@ def test_composed_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn
     assert store_folder(make_cfg("query=box", *clip_overrides(source[1])), "queries") == query_store
 
 
+def test_composed_queries_of_patterncom(make_cfg: ComposeFn, source: tuple[torch.nn.Module, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset's own composed queries (an image and an attribute value each), no query file."""
+    from test_patterncom import ATTRIBUTE_CSV, make_patterncom
+
+    monkeypatch.setattr(evaluate_stage, "git_commit", lambda: "test")
+    root = tmp_path / "PatternNet"
+    make_patterncom(root)
+    cfg = make_cfg("dataset=patterncom", f"dataset.root={root}", "query=composed", *clip_overrides(source[1]))
+    metrics = json.loads(pipeline.evaluate(cfg, tmp_path / "run").read_text())
+    assert set(metrics["summary"]) == {"all", *(f"all/{attribute}" for attribute in ATTRIBUTE_CSV)}
+    query_store, gallery_store = pipeline.features(cfg)
+    gallery = load_features(cfg, gallery_store, "gallery")
+    n = len(gallery.keys)
+    expected = reference_scores(
+        "weicom",
+        best_row_similarities(load_features(cfg, query_store, "queries").per_image(), gallery.vectors, gallery.row_image, n),
+        best_row_similarities(load_features(cfg, pipeline.texts(cfg), "texts").per_image(), gallery.vectors, gallery.row_image, n),
+        0.3,
+    )
+    ranking = Ranking.load(tmp_path / "run" / "ranking.npz")
+    np.testing.assert_allclose(ranking.scores, np.take_along_axis(expected, ranking.indices, 1), atol=1e-5)
+
+
 def test_hydra_sweeps_lambda(make_cfg: ComposeFn, source: tuple[torch.nn.Module, Path], tmp_path: Path, folder_root: Path) -> None:
     """`python evaluate.py -m query.lambda=...`: one leaderboard row per lambda."""
     file = composed_file(tmp_path)
