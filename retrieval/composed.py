@@ -179,17 +179,19 @@ def composed_search(
     owners = torch.from_numpy(np.asarray(row_image, dtype=np.int64)).to(device)
     out: tuple[list, list, list] = ([], [], [])
 
-    def similarities(q: dict[str, torch.Tensor], start: int, end: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    def similarities(q: dict[str, torch.Tensor], start: int, end: int,
+                     with_rows: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, int]:
         """Best-row similarity per modality over the images of rows [start, end), the
-        localising modality's rows, and the block's first image."""
+        localising (first) modality's rows when asked, and the block's first image."""
         chunk = torch.from_numpy(np.ascontiguousarray(vectors[start:end])).to(device).float()
         first_image = int(row_image[start])
         owner = owners[start:end] - first_image
         span = int(row_image[end - 1]) - first_image + 1
-        best, rows = {}, None
-        for position, modality in enumerate(needs.modalities):
-            best[modality], found = _best_rows(q[modality], chunk, owner, span, start, with_rows=position == 0)
-            rows = found if position == 0 else rows
+        first, *others = needs.modalities
+        best = {}
+        best[first], rows = _best_rows(q[first], chunk, owner, span, start, with_rows)
+        for modality in others:
+            best[modality], _ = _best_rows(q[modality], chunk, owner, span, start, with_rows=False)
         return best, rows, first_image
 
     for q0 in range(0, len(image_queries), query_block):
@@ -200,14 +202,14 @@ def composed_search(
                    for m in needs.modalities}
         if needs.standardised:
             for start, end in blocks:
-                best, _, _ = similarities(q, start, end)
+                best, _, _ = similarities(q, start, end, with_rows=False)
                 for modality, values in best.items():
                     moments[modality].add(values)
         top_scores = torch.full((size, k), -torch.inf, device=device)  # padding until images fill it
         top_images = torch.full((size, k), -1, dtype=torch.int64, device=device)
         top_rows = torch.full((size, k), -1, dtype=torch.int64, device=device)
         for start, end in blocks:
-            best, rows, first_image = similarities(q, start, end)
+            best, rows, first_image = similarities(q, start, end, with_rows=True)
             has_rows = torch.isfinite(best[needs.modalities[0]])
             if needs.standardised:
                 best = {m: moments[m].standardise(values) for m, values in best.items()}

@@ -497,9 +497,12 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
             f"has none: use {_text_presets()}"
         )
     if query.composed and tree["index"]["factory"] != "Flat":
-        raise ConfigError(f"query=composed is ranked exactly over the whole gallery: use index=flat, not index={tree['index']['name']}")
+        raise ConfigError(
+            f"query=composed is ranked exactly over the whole gallery: use index=flat, not index={tree['index']['name']}"
+        )
     if query.composed and tree.get("rerank"):
-        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[{','.join(tree['rerank'])}]")
+        steps = ",".join(tree["rerank"])
+        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[{steps}]")
 
 
 MODEL_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -544,8 +547,8 @@ def check_dataset(cfg: Mapping[str, Any], dataset: Dataset) -> None:
     if query.image_mode == "mask" and not any(
         instance.mask is not None for record in dataset.queries for instance in record.instances
     ):
-        use = "query.cut=box or query.cut=full" if query.composed else "query=box or query=full"
-        raise ConfigError(f"{'query.cut' if query.composed else 'query'}=mask needs masks but dataset {dataset.name} has none: use {use}")
+        key = "query.cut" if query.composed else "query"
+        raise ConfigError(f"{key}=mask needs masks but dataset {dataset.name} has none: use {key}=box or {key}=full")
     if query.text and not any(record.text for record in dataset.queries):
         raise ConfigError(
             f"query={query.name} needs words, and the queries of dataset {dataset.name} have none: "

@@ -198,11 +198,10 @@ def square_crop(image: np.ndarray, instance: Instance | None, **_: Any) -> np.nd
 
 # ---------------------------------------------------------------- words: text and composed queries
 
-TEXT_KINDS = {
-    "text": "The query's words alone, embedded by the text tower of the model that embedded the gallery.",
-    "composed": "The query's image (cut out by the image mode query.cut) and its words, similarities combined by query.combine.",
-}
-"""query.name values that are not image modes -> description."""
+TEXT_KINDS = ("text", "composed")
+"""query.name values that are not image modes: the words alone (embedded by the text tower of
+the model that embedded the gallery), or an image part (cut out by the image mode
+`query.cut`) and words, whose similarities `query.combine` combines."""
 COMPOSED_KEYS = ("cut", "combine", "lambda")
 """Keys of query=composed besides name, file and the cut mode's own options."""
 NO_IMAGE = Path()

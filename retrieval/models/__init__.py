@@ -48,18 +48,19 @@ def create_model(family: str, **options: Any) -> Embedder:
     return FAMILIES.get(family)(**options)
 
 
-TEXT_TOWERS: dict[str, Callable[..., TextEncoder]] = {}
+TextConstructor = Callable[..., TextEncoder]
+TEXT_TOWERS: dict[str, TextConstructor] = {}
 """Family name -> the constructor of its text tower, whose parameters (without defaults) are
 the image constructor's options that the text vectors depend on."""
 TOKENIZERS: dict[str, Callable[..., dict[str, Any]]] = {}
 """Family name -> the settings of its tokenizer, from the model's configuration alone."""
 
 
-def register_text_tower(family: str, tokenizer: Callable[..., dict[str, Any]]) -> Callable[[Callable[..., TextEncoder]], Callable[..., TextEncoder]]:
+def register_text_tower(family: str, tokenizer: Callable[..., dict[str, Any]]) -> Callable[[TextConstructor], TextConstructor]:
     """Register the text tower of `family` (whose image constructor is registered too), with
     the resolver of its tokenizer's settings."""
 
-    def decorate(constructor: Callable[..., TextEncoder]) -> Callable[..., TextEncoder]:
+    def decorate(constructor: TextConstructor) -> TextConstructor:
         TEXT_TOWERS[family] = constructor
         TOKENIZERS[family] = tokenizer
         return constructor
@@ -85,7 +86,7 @@ def _taken_by(function: Callable, options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if name in wanted}
 
 
-def _text_tower(family: str) -> Callable[..., TextEncoder]:
+def _text_tower(family: str) -> TextConstructor:
     if not has_text_tower(family):
         raise ValueError(f"model family {family} has no text tower; families with one: {', '.join(sorted(TEXT_TOWERS))}")
     return TEXT_TOWERS[family]

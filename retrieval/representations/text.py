@@ -50,7 +50,9 @@ class TextRepresentation(Representation):
     def worker_dataset(self, items: Sequence[Item], model: TextEncoder) -> torch.utils.data.Dataset:
         return Texts(items, model)
 
-    def embed(self, model: TextEncoder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
+    def embed(
+        self, model: TextEncoder, prepared: list[dict], device: torch.device, precision: str, batch_size: int
+    ) -> list[Rows]:
         if not prepared:
             return []
         tokens = torch.stack([p["tokens"] for p in prepared]).to(device)

@@ -184,7 +184,8 @@ per pipeline call (the dataset is held so that its id cannot be reused meanwhile
 def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]:
     """The split's items, in record order (the keys they are stored under)."""
     query = query_of(cfg)
-    cut = () if split == "gallery" or reads_words(cfg, split) else (query.image_mode, json.dumps(query.image_options, sort_keys=True, default=str))
+    cuts = split != "gallery" and not reads_words(cfg, split)
+    cut = (query.image_mode, json.dumps(query.image_options, sort_keys=True, default=str)) if cuts else ()
     cached = (id(dataset), split, *cut)
     if cached not in _ITEMS:
         if split == "gallery":
@@ -192,7 +193,8 @@ def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]
         elif reads_words(cfg, split):
             items = text_items(dataset.queries)
         else:
-            items = query_items(dataset.queries, dataset.root, query.image_mode, get_query_mode(query.image_mode), query.image_options)
+            mode = query.image_mode
+            items = query_items(dataset.queries, dataset.root, mode, get_query_mode(mode), query.image_options)
         _ITEMS[cached] = (dataset, items)
     return _ITEMS[cached][1]
 

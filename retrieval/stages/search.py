@@ -75,15 +75,19 @@ def main(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | Non
     return artifacts.build_once(folder, lambda out: _build(cfg, Path(queries), Path(gallery), out, texts), "ranking") / RANKING
 
 
-def _with_words(cfg: Mapping[str, Any], queries: Features, text_store: Path, gallery: Features, gallery_store: Path) -> tuple[Features, np.ndarray]:
-    """Composed queries: valid when both their image part and their words are, and their text vectors."""
+def _with_words(
+    cfg: Mapping[str, Any], queries: Features, text_store: Path, gallery: Features, gallery_store: Path
+) -> tuple[Features, np.ndarray]:
+    """Composed queries: valid when both their image part and their words are; and their text vectors."""
     texts = load_features(cfg, text_store, "texts")
     check_same_model(texts, gallery, store_model(text_store), store_model(gallery_store))
     both = dataclasses.replace(queries, valid=queries.valid & texts.valid, errors={**texts.errors, **queries.errors})
     return both, texts.per_image()
 
 
-def _build(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folder: Path, text_store: Path | None = None) -> None:
+def _build(
+    cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folder: Path, text_store: Path | None = None
+) -> None:
     queries = load_features(cfg, query_store, "queries")
     gallery = load_features(cfg, gallery_store, "gallery")
     check_same_model(queries, gallery, store_model(query_store), store_model(gallery_store))
@@ -101,13 +105,15 @@ def _build(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path, folde
     else:
         hits = rank_composed(cfg, queries.per_image(), words, gallery)
     seconds = time.perf_counter() - started
+    query = query_of(cfg)
+    words = [{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []
     provenance = [
         {"step": "extract", "split": "queries", "store": query_store.name, "model": store_model(query_store), "query": plain(cfg["query"])},
-        *([{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []),
+        *words,
         {"step": "extract", "split": "gallery", "store": gallery_store.name, "model": store_model(gallery_store),
          "representation": artifacts.read_yaml(gallery_store / "config.yaml")["representation"]},
         {"step": "search", "index": index_cfg["factory"], "k": k, **aggregation(cfg),
-         **(combination_settings(query_of(cfg).combine, query_of(cfg).weight) if text_store else {})},
+         **(combination_settings(query.combine, query.weight) if text_store else {})},
     ]
     finish_ranking(hits, queries, gallery, k, provenance).save(folder / RANKING)
     top1 = hits.rows[:, 0][hits.rows[:, 0] >= 0] if hits.rows.size else np.zeros(0, np.int64)
