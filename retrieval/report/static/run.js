@@ -113,7 +113,7 @@
       q.appendChild(el("figcaption", "", "query"));
       strip.appendChild(q);
     }
-    if (query.text !== null) {
+    if (query.text != null) {
       // the query's words: beside its image (composed), or instead of it (text)
       var words = el("figure", "thumb query-thumb query-words");
       words.appendChild(el("blockquote", "", query.text));
@@ -217,7 +217,7 @@
     }
     var search = el("input");
     search.type = "search";
-    search.placeholder = D.queries.some(function (q) { return q.text !== null; }) ? "filter by query id or words" : "filter by query id";
+    search.placeholder = D.queries.some(function (q) { return q.text != null; }) ? "filter by query id or words" : "filter by query id";
     search.value = state.q;
     search.oninput = function () { state.q = search.value; state.page = 1; render(); };
     bar.appendChild(search);
