@@ -289,3 +289,7 @@ def test_text_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn.Mod
     monkeypatch.setattr(extract_stage, "create_text_model", lambda *a, **k: pytest.fail("texts embedded again"))
     monkeypatch.setattr(extract_stage, "create_model", lambda *a, **k: pytest.fail("images embedded again"))
     assert pipeline.ranking(again) == pipeline.ranking(cfg)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(csv_path.read_text().replace("q1,", "first,"))
+    ranking = Ranking.load(pipeline.ranking(make_cfg("query=text", f"query.file={renamed}", *clip_overrides(checkpoint))))
+    assert list(ranking.query_ids) == ["first", "q2", "q3", "q4"]  # ids are not in the items' keys

@@ -13,6 +13,7 @@ their item keys), and for composed queries the combination (lambda only where it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -50,17 +51,20 @@ def _stored(cfg: Mapping[str, Any], folder: Path, split: str) -> dict[str, Any]:
 
 def settings(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | None = None) -> dict[str, Any]:
     """What determines the ranking: the stores' settings and listings, index, depth (and the
-    combination, for composed queries)."""
+    combination, for composed queries). Queries with words also add their ids, which (unlike
+    image paths) are not part of their items' keys: a query file may rename them."""
     dataset = dataset_from_config(cfg)
-    composed = {}
+    query = query_of(cfg)
+    words = {}
     if texts is not None:
-        query = query_of(cfg)
-        composed = {"texts": _stored(cfg, texts, "texts"), **combination_settings(query.combine, query.weight)}
+        words = {"texts": _stored(cfg, texts, "texts"), **combination_settings(query.combine, query.weight)}
+    if query.text:
+        words["query_ids"] = hashlib.sha256("\n".join(dataset.query_keys).encode()).hexdigest()[:16]
     return {
         "stage": "search",
         "queries": _stored(cfg, queries, "queries"),
         "gallery": _stored(cfg, gallery, "gallery"),
-        **composed,
+        **words,
         "index": plain(cfg["index"]),
         "k": depth(cfg, len(dataset.gallery)),
         **aggregation(cfg),
