@@ -115,8 +115,9 @@ def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     """The `preprocess` that `create_model(family, **options)` gives its model, from the weights'
     configuration only: options are checked and defaulted as the constructor does, then the
     family's resolver gets the ones it names."""
+    bound = _bound(family, options)  # checks the name, importing the family plug-ins first
     resolver = PREPROCESSING[family]
-    return resolver(**_taken_by(resolver, _bound(family, options)))
+    return resolver(**_taken_by(resolver, bound))
 
 
 __all__ = [
