@@ -164,7 +164,7 @@ def test_pyramid_pools_each_region_at_the_pass_where_it_looks_query_sized():
 def test_pyramid_vectors_are_the_single_pass_vectors_of_their_level(scenes: Path, cache: Path):
     """A region pooled from pass 256 of a [128, 256] pyramid is the same vector as in a
     one-pass extraction at 256, and the pyramid uses both passes."""
-    grid_only = ["regions=grid", "regions.proposals.grid.scales=[0.5,0.3]"]
+    grid_only = ["regions=grid", "regions.pooling=roi", "regions.proposals.grid.scales=[0.5,0.3]"]
     pyramid = rows_of(config(scenes, cache, *grid_only, "regions.input_sizes=[128,256]"))
     single = rows_of(config(scenes, cache, *grid_only, "regions.input_sizes=[256]"))
     assert np.array_equal(pyramid.boxes, single.boxes) and np.array_equal(pyramid.row_image, single.row_image)

@@ -309,7 +309,7 @@ def test_reference_mode_scores_a_users_ranking_with_repeats_as_compute_map(tmp_p
     path = write_ranking(tmp_path / "mine.npz", dataset.query_keys, dataset.gallery_keys, ranks)
     settings = (f"dataset.root='{tmp_path / 'data'}'", f"eval.ranking='{path}'")
     reference = json.loads((run_evaluate(tmp_path / "ref", "roxford5k", *settings,
-                                         "+dataset.protocol_options.ap=reference") / "metrics.json").read_text())
+                                         "dataset.protocol_options.ap=reference") / "metrics.json").read_text())
     default = json.loads((run_evaluate(tmp_path / "std", "roxford5k", *settings) / "metrics.json").read_text())
     for setup in ("easy", "medium", "hard"):
         expected_map, expected_mp = compute_map(ranks.T, revisitop_gnd_t(gnd["gnd"], setup), [1, 5, 10])
