@@ -2,6 +2,7 @@
 
     python bench/bench_regions.py                       # 500 ETH-80 scenes, effnet_lite0, CPU
     python bench/bench_regions.py --scenes 100 --skip-crop
+    python bench/bench_regions.py --ablations          # + ROI per pass size, grid+segments, ivfpq/hnsw recall
 
 Composes the set (or reuses it), runs each configuration through the pipeline (extraction,
 search: `retrieval.pipeline.ranking`; then the evaluate stage; every artifact cached under
@@ -45,21 +46,23 @@ ETH80 = REPO.parent / "shared" / "data" / "eth80"
 RECALL_KS = (10, 100)
 
 
-def runs(crop_size: int | None, skip_crop: bool) -> dict[str, list[str]]:
+def runs(crop_size: int | None, skip_crop: bool, ablations: bool) -> dict[str, list[str]]:
     """Name -> overrides. Defaults of each config group are used unless named here."""
-    table = {
-        "whole image": ["regions=none"],
-        "grid, ROI 640": ["regions=grid", "regions.input_sizes=[640]"],
-        "grid, ROI 1280": ["regions=grid", "regions.input_sizes=[1280]"],
-        "grid, ROI": ["regions=grid"],
-        "grid+segments, ROI": ["regions=grid_segments"],
-        "grid, ROI, ivfpq": ["regions=grid", "index=ivfpq"],
-        "grid, ROI, hnsw": ["regions=grid", "index=hnsw"],
-    }
+    roi = ["regions=grid", "regions.pooling=roi"]
+    table = {"whole image": ["regions=none"], "grid, ROI": roi}
+    if ablations:
+        table.update({
+            "grid, ROI 640": [*roi, "regions.input_sizes=[640]"],
+            "grid, ROI 1280": [*roi, "regions.input_sizes=[1280]"],
+            "grid+segments, ROI": ["regions=grid_segments", "regions.pooling=roi"],
+            "grid, ROI, ivfpq": [*roi, "index=ivfpq"],
+            "grid, ROI, hnsw": [*roi, "index=hnsw"],
+        })
     if not skip_crop:
         size = [f"regions.crop_size={crop_size or 'null'}"]
+        table["grid, crop (default)"] = ["regions=grid", "extract.batch_size=64"]
         table["grid, crop"] = ["regions=grid_crop", "extract.batch_size=64", *size]
-        table["segments, crop"] = ["regions=segments", "regions.pooling=crop", "extract.batch_size=64", *size]
+        table["segments, crop"] = ["regions=segments", "extract.batch_size=64", *size]
     return table
 
 
@@ -161,27 +164,30 @@ def main() -> None:
     parser.add_argument("--crop-size", type=int, default=160,
                         help="crop pooling: side each region is resized to (0 = the model's input size)")
     parser.add_argument("--skip-crop", action="store_true", help="leave out the (slow) per-crop runs")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also ROI at one pass size, grid+segments, and the approximate indexes (recall vs exact)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: measure this one configuration
     parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # internal: where --run writes its row
     args = parser.parse_args()
     if args.run:
-        overrides = runs(args.crop_size or None, skip_crop=False)[args.run]
+        overrides = runs(args.crop_size or None, skip_crop=False, ablations=True)[args.run]
         artifacts.write_json(args.row_file, measure(args.run, overrides, args.root, args.cache, args.out))
         return
     root = compose(folder_objects(ETH80), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
     (args.out / "rows").mkdir(parents=True, exist_ok=True)
     rows = {}
-    for name in runs(args.crop_size or None, args.skip_crop):
+    for name in runs(args.crop_size or None, args.skip_crop, args.ablations):
         rows[name] = measure_apart(name, args, root)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
     exact = Ranking.load(Path(rows["grid, ROI"]["ranking"])).indices
-    for name in ("grid, ROI, ivfpq", "grid, ROI, hnsw"):
+    for name in ("grid, ROI, ivfpq", "grid, ROI, hnsw") if args.ablations else ():
         approx = Ranking.load(Path(rows[name]["ranking"])).indices
         rows[name].update({f"recall@{k}": overlap_at(approx, exact, k) for k in RECALL_KS})
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
-          f"ROI = the default pyramid (passes of longer side 640 and 1280) unless a size is named; "
-          f"extraction seconds are wall-clock for the gallery; crop runs at crop_size={args.crop_size or 'model'}; "
+          f"ROI = regions.pooling=roi over the pyramid (passes of longer side 640 and 1280) unless a size is named; "
+          f"extraction seconds are wall-clock for the gallery; 'grid, crop (default)' embeds each window at the model's "
+          f"input size (regions=grid), the other crop runs at crop_size={args.crop_size or 'model'}; "
           f"peak MiB: resident memory of the configuration's extraction + search, its process and its largest "
           f"DataLoader worker (* = gallery rows already extracted: the peak is of loading and searching them; "
           f"- = no worker ran, or none outgrew the helpers forked at start-up)\n")
