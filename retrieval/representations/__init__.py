@@ -1,7 +1,8 @@
 """Representations: what describes an image, resolved by name.
 
 Every representation turns an image into rows of the one form (`retrieval.features`):
-`global` gives one vector per image (or per query cut-out); `roi` and `crop` give the
+`global` gives one vector per image (or per query cut-out), `text` one per query's words;
+`roi` and `crop` give the
 regions of an image (the whole image first, then what the configured proposers found:
 grid windows, segments, SAM masks), each with its box and mask, pooled from a few backbone
 passes or embedded one crop at a time. A representation has two halves that the shared
@@ -45,6 +46,9 @@ class Representation:
     """Whether rows carry boxes (and masks): rankings then say where the object is."""
     main_process: bool = False
     """Whether preparation must run in the main process (a proposer holding a CUDA model)."""
+    embeds_words: bool = False
+    """Whether items are texts for the model's text tower (whose store the image preprocessing
+    does not key)."""
     source_names: list[str] = []
     options: tuple[str, ...] = ()
     """Names of the `regions` config keys the constructor takes besides proposals and max_pixels."""
@@ -62,7 +66,7 @@ class Representation:
         raise NotImplementedError
 
 
-REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, ("whole", "regions"))
+REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, ("whole", "regions", "text"))
 register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
 

@@ -16,7 +16,7 @@ import torch
 from retrieval.device import autocast
 from retrieval.features.keys import Item
 from retrieval.models.base import TextEncoder
-from retrieval.representations import Representation, Rows
+from retrieval.representations import Representation, Rows, register
 
 
 class Texts(torch.utils.data.Dataset):
@@ -36,10 +36,12 @@ class Texts(torch.utils.data.Dataset):
         return {"position": position, "error": "", "tokens": self.tower.tokenize([text])[0]}
 
 
+@register("text")
 class TextRepresentation(Representation):
     """One vector per query text, from the model's text tower."""
 
     main_process = True
+    embeds_words = True
 
     def __init__(self, tokenizer: dict[str, Any]):
         self.tokenizer = tokenizer

@@ -7,6 +7,7 @@ reads for each query: image cut-outs, or the words of a text query) and `texts` 
 of a composed query, whose `queries` are its image part)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -22,11 +23,11 @@ from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
 from retrieval.features.store import Store
+from retrieval.models import resolve_preprocess, text_options, tokenizer_settings
 from retrieval.queries import QuerySpec, get_query_mode, query_spec, with_query_file
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation
-from retrieval.representations.text import TextRepresentation
 from retrieval.device import resolve_device
 from retrieval.search import AGGREGATIONS, ImageHits, rank_images
 
@@ -120,10 +121,8 @@ def representation_for(cfg: Mapping[str, Any], split: str) -> Representation:
     representation (`global` for regions=none, else its pooling: `roi` or `crop`)."""
     max_pixels = int(plain(cfg["extract"])["max_pixels"])
     if reads_words(cfg, split):
-        from retrieval.models import tokenizer_settings
-
         family, options = model_options(cfg)
-        return TextRepresentation(tokenizer_settings(family, **options))
+        return create_representation("text", tokenizer=tokenizer_settings(family, **options))
     if split == "queries":
         query = query_of(cfg)
         return create_representation("global", max_pixels=max_pixels, mode=get_query_mode(query.image_mode),
@@ -146,12 +145,8 @@ def store_settings(cfg: Mapping[str, Any], representation: Representation) -> di
     the weights' configuration (which a library upgrade may change under the same settings),
     representation, storage. For texts: the weights the text tower is built from, and the
     tokenizer (in the representation's settings); the image preprocessing plays no part."""
-    import dataclasses
-
-    from retrieval.models import resolve_preprocess, text_options
-
     family, options = model_options(cfg)
-    if isinstance(representation, TextRepresentation):
+    if representation.embeds_words:
         model = {"name": model_settings(cfg)["name"], "family": family, **text_options(family, **options)}
         return {"stage": "features", "model": model, **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
     return {
