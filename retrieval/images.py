@@ -73,6 +73,17 @@ def unusable(paths: Iterable[Path]) -> list[str]:
     ]
 
 
+def require_files(paths: list[Path], what: str, help_text: str) -> None:
+    """Refuse a listing whose images are not all regular files: one error naming how many, a
+    few of them (each with what it is), and the dataset's expected layout."""
+    missing = unusable(paths)
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(paths)} {what} are missing or not regular files, e.g.\n  {shown}\n" + help_text
+        )
+
+
 def _kind(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None

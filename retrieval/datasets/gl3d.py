@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.datasets import register
-from retrieval.images import unusable
+from retrieval.images import require_files
 from retrieval.metrics import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
@@ -81,13 +81,7 @@ def load(
             raise FileNotFoundError(f"{path} not found.\n" + layout_help(root, image_list, pairs))
     images_at = Path(image_root).expanduser() if image_root is not None else root
     paths = [images_at / entry for entry in read_image_list(list_file)]
-    missing = unusable(paths)
-    if missing:
-        shown = "\n  ".join(missing[:5])
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} listed images are missing or not regular files, e.g.\n"
-            f"  {shown}\n" + layout_help(root, image_list, pairs)
-        )
+    require_files(paths, "listed images", layout_help(root, image_list, pairs))
     positives, listed = read_pairs(pair_file, len(paths))
     repeated = {i: n for i, (n, found) in enumerate(zip(listed, positives)) if n != len(found)}
     keys = [os.path.relpath(path, root) for path in paths]

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.datasets import is_hidden, register
-from retrieval.images import not_regular, unusable
+from retrieval.images import not_regular, require_files
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 ATTRIBUTES = ("color", "context", "density", "existence", "quantity", "shape")
@@ -179,13 +179,7 @@ def gallery_paths(base: Path, skipped: list[tuple[str, str]]) -> tuple[list[Path
     if listing.exists():
         _regular_text_file(listing, base)
         paths = [base / entry for entry in read_gallery_list(listing)]
-        missing = unusable(paths)
-        if missing:
-            shown = "\n  ".join(missing[:5])
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(paths)} images listed in {listing} are missing or not "
-                f"regular files, e.g.\n  {shown}\n" + layout_help(base)
-            )
+        require_files(paths, f"images listed in {listing}", layout_help(base))
         return paths, GALLERY_LIST
     if not (base / "images").is_dir():
         raise FileNotFoundError(f"{base / 'images'} not found.\n" + layout_help(base))

@@ -24,7 +24,7 @@ import numpy as np
 from retrieval.datasets import is_hidden, register
 from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.datasets.safe_pickle import load_pickle
-from retrieval.images import unusable
+from retrieval.images import require_files
 from retrieval.metrics import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
@@ -111,13 +111,7 @@ def _gallery_record(folder: Path, image: Path, instances: list[Instance] | None 
 
 def _check_images(paths: list[Path], root: Path, name: str) -> None:
     """Every image a regular file; else an error listing a few, each with what it is."""
-    missing = unusable(paths)
-    if missing:
-        shown = "\n  ".join(missing[:5])
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} {name} images are missing or not regular files, e.g.\n"
-            f"  {shown}\n" + layout_help(root, name)
-        )
+    require_files(paths, f"{name} images", layout_help(root, name))
 
 
 def _resolve_distractors(distractors: str | os.PathLike, root: Path) -> Path:

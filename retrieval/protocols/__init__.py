@@ -12,14 +12,14 @@ code never needs to know protocols by name.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from retrieval.localisation import AP_KINDS
-from retrieval.metrics import count_queries, summarise
+from retrieval.metrics import LISTED_POSITIVES, count_queries, listed_truths, summarise
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 from retrieval.registry import Registry
@@ -87,6 +87,14 @@ def localisation_spec(name: str) -> LocalisationSpec:
 def score(ranking: Ranking, dataset: Dataset, **options: Any) -> ProtocolResult:
     """Score with the protocol the dataset names."""
     return get_protocol(dataset.protocol)(ranking, dataset, **options)
+
+
+def with_listed_positives(dataset: Dataset) -> Dataset:
+    """The dataset with every query's positives counted as its ground-truth file lists them,
+    repeats included (the adapter's `extra[LISTED_POSITIVES]`): what reference evaluators
+    (revisitop's compute_map, MIRorR) divide AP by."""
+    listed = dataset.extra.get(LISTED_POSITIVES, {})
+    return replace(dataset, truth={setup: listed_truths(truths, listed.get(setup)) for setup, truths in dataset.truth.items()})
 
 
 def check_alignment(ranking: Ranking, dataset: Dataset) -> None:

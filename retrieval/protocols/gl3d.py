@@ -6,15 +6,14 @@ ranking are taken first and the query dropped after, so 199 results remain.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from retrieval.metrics import LISTED_POSITIVES, count_positives, gl3d_reference_ap, listed_truths, trapezoid_ap
-from retrieval.protocols import ProtocolResult, evaluate_setups, register
+from retrieval.metrics import count_positives, gl3d_reference_ap, trapezoid_ap
+from retrieval.protocols import ProtocolResult, evaluate_setups, register, with_listed_positives
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
@@ -59,7 +58,5 @@ def gl3d(
     if ap not in AP_MODES:
         raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     if ap == "reference":
-        listed = dataset.extra.get(LISTED_POSITIVES, {})
-        truth = {setup: listed_truths(truths, listed.get(setup)) for setup, truths in dataset.truth.items()}
-        dataset = dataclasses.replace(dataset, truth=truth)
+        dataset = with_listed_positives(dataset)
     return evaluate_setups(ranking, dataset, partial(gl3d_per_query, depth=depth, ap=ap))

@@ -7,7 +7,6 @@ PRParis reference evaluation's own numbers (FORMATS.md section 8).
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -16,14 +15,12 @@ import pandas as pd
 
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
 from retrieval.metrics import (
-    LISTED_POSITIVES,
     count_positives,
-    listed_truths,
     revisitop_mp_at_k,
     revisitop_reference,
     trapezoid_ap,
 )
-from retrieval.protocols import LocalisationSpec, ProtocolResult, evaluate_setups, register
+from retrieval.protocols import LocalisationSpec, ProtocolResult, evaluate_setups, register, with_listed_positives
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
@@ -108,7 +105,5 @@ def revisitop(
     if ap not in AP_MODES:
         raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     if ap == "reference":
-        listed = dataset.extra.get(LISTED_POSITIVES, {})
-        truth = {setup: listed_truths(truths, listed.get(setup)) for setup, truths in dataset.truth.items()}
-        dataset = dataclasses.replace(dataset, truth=truth)
+        dataset = with_listed_positives(dataset)
     return evaluate_setups(ranking, dataset, partial(revisitop_per_query, ks=tuple(ks), ap=ap))
