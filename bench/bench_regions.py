@@ -60,9 +60,9 @@ def runs(crop_size: int | None, skip_crop: bool, ablations: bool) -> dict[str, l
         })
     if not skip_crop:
         size = [f"regions.crop_size={crop_size or 'null'}"]
-        table["grid, crop (default)"] = ["regions=grid", "extract.batch_size=64"]
         table["grid, crop"] = ["regions=grid_crop", "extract.batch_size=64", *size]
         table["segments, crop"] = ["regions=segments", "extract.batch_size=64", *size]
+        table["grid, crop (default)"] = ["regions=grid", "extract.batch_size=64"]
     return table
 
 
