@@ -142,7 +142,7 @@ def _families() -> Iterable[str]:
 
 def _modes() -> Iterable[str]:
     """query.name: an image mode, or a kind of query with words (text, composed)."""
-    from retrieval.queries import TEXT_KINDS
+    from retrieval.queries.spec import TEXT_KINDS
 
     return [*_image_modes(), *TEXT_KINDS]
 
@@ -281,7 +281,8 @@ def _model_schema(key: str, node: Mapping[str, Any]) -> Schema:
 def _query_schema(key: str, node: Mapping[str, Any]) -> Schema:
     """An image mode's options; query=text: the query file; query=composed: the query file,
     the image mode that cuts out the image part (`cut`) with its options, and the combination."""
-    from retrieval.queries import MODES, TEXT_KINDS
+    from retrieval.queries import MODES
+    from retrieval.queries.spec import TEXT_KINDS
 
     common = _dataclass_schema(QueryCommon, key)
     name = _selector(key, node, "name", common)
@@ -484,7 +485,7 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
     need a model with a text tower; composed queries are ranked exactly from two vectors each,
     so no approximate index and no re-rank step (which expands one)."""
     from retrieval.models import has_text_tower
-    from retrieval.queries import query_spec
+    from retrieval.queries.spec import query_spec
 
     tree = _plain(cfg)
     query = query_spec(tree["query"])
@@ -540,7 +541,8 @@ def check_dataset(cfg: Mapping[str, Any], dataset: Dataset) -> None:
     """What can only be checked once the dataset is loaded (still before any model): that
     query=mask (or query.cut=mask) has masks to cut with, that text and composed queries have
     words (and composed ones images), and the options of the protocol the dataset uses."""
-    from retrieval.queries import NO_IMAGE, query_spec
+    from retrieval.queries.files import NO_IMAGE
+    from retrieval.queries.spec import query_spec
 
     tree = _plain(cfg)
     query = query_spec(tree["query"])

@@ -21,7 +21,7 @@ from retrieval.config import ConfigError
 from retrieval.features.keys import text_key
 from retrieval.leaderboard import read_rows
 from retrieval.models import create_model, create_text_model, tokenizer_settings
-from retrieval.queries import NO_IMAGE, QueryFileError, with_query_file
+from retrieval.queries.files import NO_IMAGE, QueryFileError, with_query_file
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage

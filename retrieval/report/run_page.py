@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.artifacts import write_text
-from retrieval.queries import TEXT_KINDS
+from retrieval.queries.spec import TEXT_KINDS
 from retrieval.report.curves import outcome_labels
 from retrieval.report.inputs import RunInputs, load_run, number
 from retrieval.report.run_html import ASSETS, page_html

@@ -24,7 +24,9 @@ from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
 from retrieval.features.store import Store
 from retrieval.models import resolve_preprocess, text_options, tokenizer_settings
-from retrieval.queries import QuerySpec, get_query_mode, query_spec, with_query_file
+from retrieval.queries import get_query_mode
+from retrieval.queries.files import with_query_file
+from retrieval.queries.spec import QuerySpec, query_spec
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation

@@ -22,7 +22,7 @@ from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
 from retrieval.composed import combination_settings
-from retrieval.queries import QuerySpec
+from retrieval.queries.spec import QuerySpec
 from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
 
 log = logging.getLogger(__name__)
