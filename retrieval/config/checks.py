@@ -1,0 +1,101 @@
+"""The checks of a composed config: every option, the groups together, and what needs the
+loaded dataset; `resolve` is the config the stages read once the first two have passed."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from retrieval.config.factory import check_index
+from retrieval.config.nodes import check_node, plain
+from retrieval.config.paths import expand_paths
+from retrieval.config.plugins import protocol_schema
+from retrieval.config.rules import ConfigError
+from retrieval.config.schema import config_schema
+from retrieval.config.values import either
+from retrieval.records import Dataset
+
+MODEL_PRESETS = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+
+def check(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless every option of the composed config (a DictConfig or a plain
+    dict) is known and valid, the FAISS factory included."""
+    tree = plain(cfg)
+    check_node("", tree, config_schema())
+    index = tree["index"]
+    check_index(index["factory"], index.get("search_params"))
+
+
+def check_groups(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless the groups of a valid config work together: queries with words
+    need a model with a text tower; composed queries are ranked exactly from two vectors each,
+    so no approximate index and no re-rank step (which expands one)."""
+    from retrieval.models import has_text_tower
+    from retrieval.queries.spec import query_spec
+
+    tree = plain(cfg)
+    query = query_spec(tree["query"])
+    if not query.text:
+        return
+    model = tree["model"]
+    if not has_text_tower(model["family"]):
+        raise ConfigError(
+            f"query={query.name} needs a model with a text tower, and model={model['name']} (family {model['family']}) "
+            f"has none: use {_text_presets()}"
+        )
+    if query.composed and tree["index"]["factory"] != "Flat":
+        raise ConfigError(
+            f"query=composed is ranked exactly over the whole gallery: use index=flat, not index={tree['index']['name']}"
+        )
+    if query.composed and tree.get("rerank"):
+        steps = ",".join(tree["rerank"])
+        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[{steps}]")
+
+
+def _text_presets() -> str:
+    """The model presets (conf/model/*.yaml) whose family has a text tower, as a choice."""
+    from omegaconf import OmegaConf
+
+    from retrieval.models import FAMILIES, TEXT_TOWERS
+
+    FAMILIES.available()  # imports every family, which registers its text tower
+    names = sorted(path.stem for path in MODEL_PRESETS.glob("*.yaml") if OmegaConf.load(path).get("family") in TEXT_TOWERS)
+    return "model=" + either(names) if names else "a model of family " + either(sorted(TEXT_TOWERS))
+
+
+def resolve(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked config (each option, then the groups together) as a plain dict
+    (interpolations resolved), `~` expanded in every path."""
+    tree = plain(cfg)
+    check(tree)
+    check_groups(tree)
+    return expand_paths(tree)
+
+
+def check_dataset(cfg: Mapping[str, Any], dataset: Dataset) -> None:
+    """What can only be checked once the dataset is loaded (still before any model): that
+    query=mask (or query.cut=mask) has masks to cut with, that text and composed queries have
+    words (and composed ones images), and the options of the protocol the dataset uses."""
+    from retrieval.queries.files import NO_IMAGE
+    from retrieval.queries.spec import query_spec
+
+    tree = plain(cfg)
+    query = query_spec(tree["query"])
+    if query.image_mode == "mask" and not any(
+        instance.mask is not None for record in dataset.queries for instance in record.instances
+    ):
+        key = "query.cut" if query.composed else "query"
+        raise ConfigError(f"{key}=mask needs masks but dataset {dataset.name} has none: use {key}=box or {key}=full")
+    if query.text and not any(record.text for record in dataset.queries):
+        raise ConfigError(
+            f"query={query.name} needs words, and the queries of dataset {dataset.name} have none: "
+            "give query.file=<csv or json> (columns id, text, and instance or positives)"
+        )
+    if query.composed:
+        imageless = next((record.key for record in dataset.queries if record.path == NO_IMAGE), None)
+        if imageless is not None:
+            raise ConfigError(f"query=composed needs an image per query, and query {imageless} has none: "
+                              "add an image column to query.file, or use query=text")
+    options = tree["dataset"].get("protocol_options") or {}
+    check_node("dataset.protocol_options", options, protocol_schema(dataset.protocol))

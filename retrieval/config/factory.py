@@ -1,0 +1,56 @@
+"""The FAISS index factory and its search parameters, checked by building the index: faiss
+alone knows which factory strings and parameters it accepts."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from retrieval.config.nodes import unknown
+from retrieval.config.rules import ConfigError
+
+REPRESENTATIVE_DIM = 7680
+"""The descriptor size index.factory is checked at before a model gives the real one: the
+least common multiple of the shipped models' sizes (384 DINOv2-S, 512 CLIP-B, 768 DINOv2-B
+and CLIP-L, 1280 EfficientNet-Lite0), so a PQ or OPQ sub-quantizer count that divides the
+size of any of them divides it too and no factory valid for a shipped model is refused."""
+MAX_CODE_BITS = 16
+"""Most bits per code (the `x16` of PQ32x16) a factory may ask for: faiss allows 24, but a
+code of b bits needs a 2^b x d codebook (2 GB at 16 bits and the dimension above, 515 GB at
+24), which the check itself would have to allocate."""
+
+
+def check_index(factory: str, search_params: Mapping[str, float] | None = None, dim: int = REPRESENTATIVE_DIM) -> None:
+    """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim` and
+    accepts every search parameter. Checked at REPRESENTATIVE_DIM before the model is known;
+    callers that know the real dimension can check again with it."""
+    import faiss
+
+    bits = [int(b) for b in re.findall(r"x(\d+)", factory)]
+    if bits and max(bits) > MAX_CODE_BITS:
+        raise ConfigError(
+            f"index.factory={factory} is not valid: use at most {MAX_CODE_BITS} bits per code "
+            f"(x{MAX_CODE_BITS}); x{max(bits)} means {2 ** max(bits)}-entry codebooks"
+        )
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"index.factory={factory} is not valid: faiss cannot build it for inner product at d={dim} "
+            f"({_faiss_reason(error)}); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
+        ) from None
+    space = faiss.ParameterSpace()
+    for name, value in (search_params or {}).items():
+        try:
+            space.set_index_parameter(index, name, float(value))
+        except RuntimeError:
+            space.initialize(index)
+            known = [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
+            raise ConfigError(unknown(f"index.search_params.{name}", f"index.factory={factory}", known)) from None
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    """The sentence of a faiss exception, without its C++ location ("Error in ... at file:line: ")."""
+    text = (str(error).strip().splitlines() or [repr(error)])[0]
+    located = re.search(r" at \S+:\d+: (.*)", text)
+    reason = located.group(1) if located else text
+    return re.sub(r"^Error: '.*' failed: ", "", reason).rstrip(".")

@@ -1,0 +1,94 @@
+"""The schema of the whole config: one dataclass per group, `Config` the root naming them all.
+
+A field's annotation is the key's type, `opt` the rest of its rule. No defaults here: conf/
+states them, and an `optional` key left out takes the code's. The groups whose options are
+a plug-in's parameters (dataset, model, query, regions.proposals, rerank) are described by
+`retrieval.config.plugins`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.config.choices import aggregations, device_problem, gpu_problem, poolings
+from retrieval.config.plugins import dataset_schema, model_schema, proposals_schema, query_schema, rerank_schema
+from retrieval.config.rules import Schema, dataclass_schema, opt
+from retrieval.device import PRECISIONS
+from retrieval.features.extract import STORAGE
+
+DTYPES = tuple(STORAGE)
+
+
+@dataclass
+class Paths:
+    cache: Path = opt(path=True)
+    data: Path = opt(path=True, optional=True)
+    leaderboard: Path = opt(path=True)
+
+
+@dataclass
+class Extract:
+    device: str = opt(test=device_problem)
+    precision: str = opt(choices=lambda: PRECISIONS)
+    batch_size: int = opt(low=1)
+    workers: int = opt(low=0)
+    shard_size: int = opt(low=1)
+    dtype: str = opt(choices=lambda: DTYPES)
+    max_pixels: int = opt(low=1)
+
+
+@dataclass
+class Search:
+    block_size: int = opt(low=1)
+    queries: Path | None = opt(path=True, exists="folder", optional=True)
+    gallery: Path | None = opt(path=True, exists="folder", optional=True)
+
+
+@dataclass
+class Eval:
+    ranking: Path | None = opt(path=True, exists="file", optional=True)
+    report: bool = opt(optional=True)
+    report_top_k: int = opt(low=1, optional=True)
+
+
+@dataclass
+class Index:
+    name: str = opt()
+    factory: str = opt()
+    gpu: bool | None = opt(test=gpu_problem, optional=True)
+    search_params: dict[str, float] | None = opt(optional=True)
+
+
+@dataclass
+class Regions:
+    name: str = opt()
+    pooling: str = opt(choices=poolings, optional=True)
+    input_sizes: list[int] = opt(low=32, optional=True)
+    roi_size: int = opt(low=1, optional=True)
+    crop_size: int | None = opt(low=1, optional=True)
+    shard_images: int = opt(low=1, optional=True)
+    aggregate: str = opt(choices=aggregations, optional=True)
+    k_regions: int | None = opt(low=1, optional=True)
+    proposals: dict[str, Any] | None = opt(schema=proposals_schema, optional=True)
+
+
+@dataclass
+class Config:
+    paths: Paths = opt()
+    extract: Extract = opt()
+    search: Search = opt()
+    eval: Eval = opt()
+    dataset: dict = opt(schema=dataset_schema)
+    model: dict = opt(schema=model_schema)
+    query: dict = opt(schema=query_schema)
+    index: Index = opt()
+    regions: Regions = opt(optional=True)
+    rerank: dict | None = opt(schema=rerank_schema, optional=True)
+    hydra: Any = opt(optional=True)
+    """Hydra's own node, in a config composed with it; Hydra checks it."""
+
+
+def config_schema() -> Schema:
+    """The options of the root node: the groups."""
+    return dataclass_schema(Config, "the config")
