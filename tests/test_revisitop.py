@@ -13,6 +13,7 @@ from retrieval.datasets import load_dataset
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_map
 from retrieval.masks import decode
 from tests.fixtures_protocols import (
+    REPO,
     ROXFORD_GND,
     compute_map,
     make_pixel_labels,
@@ -325,3 +326,38 @@ def test_reference_mode_scores_a_users_ranking_with_repeats_as_compute_map(tmp_p
         assert default["summary"][setup]["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
     assert reference["protocol_options"]["ap"] == "reference"
     assert reference["summary"]["easy"]["mAP"] != pytest.approx(default["summary"]["easy"]["mAP"])
+
+
+def test_distractors_embed_only_themselves_the_5k_part_is_reused(tmp_path, monkeypatch, lite0):
+    """Per-image stores: adding R1M-style distractors to roxford5k extracts only the distractors."""
+    from hydra import compose, initialize_config_dir
+
+    from retrieval import pipeline
+    from retrieval.stages import extract as extract_stage
+
+    make_revisitop(tmp_path / "data", "roxford5k")
+    names = make_revisitop1m(tmp_path / "data", count=4)
+    embedded: list[tuple[str, int]] = []
+    fill = extract_stage.fill_store
+
+    def counted(*args, desc, **options):
+        stats = fill(*args, desc=desc, **options)
+        embedded.append((desc, stats["embedded"]))
+        return stats
+
+    monkeypatch.setattr(extract_stage, "fill_store", counted)
+    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: lite0)
+
+    def features(*extra: str):
+        with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
+            cfg = compose("config", overrides=[
+                "dataset=roxford5k", f"dataset.root='{tmp_path / 'data'}'", f"paths.cache='{tmp_path / 'cache'}'",
+                "extract.workers=0", "model.input_size=64", *extra,
+            ])
+        return pipeline.features(cfg)
+
+    first = features()
+    assert embedded == [("queries", 3), ("gallery", 10)]
+    embedded.clear()
+    again = features("dataset.distractors=revisitop1m")
+    assert embedded == [("gallery", len(names))] and again == first  # same stores, 4 new items
