@@ -79,12 +79,10 @@ def main(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | Non
     return artifacts.build_once(folder, lambda out: _build(cfg, Path(queries), Path(gallery), out, texts), "ranking") / RANKING
 
 
-def _with_words(
-    cfg: Mapping[str, Any], queries: Features, text_store: Path, gallery: Features, gallery_store: Path
-) -> tuple[Features, np.ndarray]:
+def _with_words(cfg: Mapping[str, Any], queries: Features, text_store: Path, gallery: Features, model: str) -> tuple[Features, np.ndarray]:
     """Composed queries: valid when both their image part and their words are; and their text vectors."""
     texts = load_features(cfg, text_store, "texts")
-    check_same_model(texts, gallery, store_model(text_store), store_model(gallery_store))
+    check_same_model(texts, gallery, store_model(text_store), model)
     both = dataclasses.replace(queries, valid=queries.valid & texts.valid, errors={**texts.errors, **queries.errors})
     return both, texts.per_image()
 
@@ -94,28 +92,31 @@ def _build(
 ) -> None:
     queries = load_features(cfg, query_store, "queries")
     gallery = load_features(cfg, gallery_store, "gallery")
-    check_same_model(queries, gallery, store_model(query_store), store_model(gallery_store))
-    words = None
+    query_model = store_model(query_store)
+    gallery_store_settings = artifacts.read_yaml(gallery_store / "config.yaml")
+    gallery_model = gallery_store_settings["model"]["name"]
+    check_same_model(queries, gallery, query_model, gallery_model)
+    text_vectors = None
     if text_store is not None:
-        queries, words = _with_words(cfg, queries, text_store, gallery, gallery_store)
+        queries, text_vectors = _with_words(cfg, queries, text_store, gallery, gallery_model)
     if not queries.valid.any():
         raise UserError(f"every one of the {len(queries.keys)} queries was skipped (first reason: "
                          f"{next(iter(queries.errors.values()), '?')}); nothing to rank")
     index_cfg = plain(cfg["index"])
     k = depth(cfg, len(gallery.keys))
     started = time.perf_counter()
-    if words is None:
+    if text_vectors is None:
         hits = rank(cfg, queries.per_image(), gallery, index_path=None if index_cfg["factory"] == "Flat" else folder / "index.faiss")
     else:
-        hits = rank_composed(cfg, queries.per_image(), words, gallery)
+        hits = rank_composed(cfg, queries.per_image(), text_vectors, gallery)
     seconds = time.perf_counter() - started
     query = query_of(cfg)
-    words = [{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []
+    text_steps = [{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []
     provenance = [
-        {"step": "extract", "split": "queries", "store": query_store.name, "model": store_model(query_store), "query": plain(cfg["query"])},
-        *words,
-        {"step": "extract", "split": "gallery", "store": gallery_store.name, "model": store_model(gallery_store),
-         "representation": artifacts.read_yaml(gallery_store / "config.yaml")["representation"]},
+        {"step": "extract", "split": "queries", "store": query_store.name, "model": query_model, "query": plain(cfg["query"])},
+        *text_steps,
+        {"step": "extract", "split": "gallery", "store": gallery_store.name, "model": gallery_model,
+         "representation": gallery_store_settings["representation"]},
         {"step": "search", "index": index_cfg["factory"], "k": k, **aggregation(cfg),
          **(combination_settings(query.combine, query.weight) if text_store else {})},
     ]
