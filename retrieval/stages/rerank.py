@@ -9,7 +9,9 @@ inputs it declares; a step that changes the gallery's vectors passes them to the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,22 +43,22 @@ def main(cfg: Mapping[str, Any], ranking: Path, queries: Path, gallery: Path) ->
         settings = {"stage": "rerank", "input": current.parent.name, "step": name, "options": step.settings()}
         folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "rankings", settings)
         artifacts.build_once(folder, lambda out: _run(name, step, Ranking.load(current), inputs, out, Path(ranking).parent), f"rerank {name}")
-        if step.updates_gallery:
-            vectors = np.load(folder / GALLERY_VECTORS, allow_pickle=False)
-            gallery_rows = dataclasses.replace(inputs.gallery, vectors=vectors)
-            inputs.loaders["gallery"] = lambda rows=gallery_rows: rows
+        if step.updates_gallery:  # later steps see the new vectors, loaded only if one asks
+            inputs.loaders["gallery"] = _with_vectors(inputs.loaders["gallery"], folder / GALLERY_VECTORS)
             inputs.forget("gallery")
         current = folder / RANKING
     return current
 
 
-def _inputs(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path) -> RerankInputs:
-    queries: list[Features] = []
+def _with_vectors(load_gallery: Callable[[], Features], vectors: Path) -> Callable[[], Features]:
+    """A gallery loader whose rows carry the vectors a step saved (DBA)."""
+    return lambda: dataclasses.replace(load_gallery(), vectors=np.load(vectors, allow_pickle=False))
 
+
+def _inputs(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path) -> RerankInputs:
+    @functools.cache
     def query_features() -> Features:
-        if not queries:
-            queries.append(load_features(cfg, query_store, "queries"))
-        return queries[0]
+        return load_features(cfg, query_store, "queries")
 
     def search(vectors: np.ndarray, gallery: Features) -> Ranking:
         hits = rank(cfg, vectors, gallery)
