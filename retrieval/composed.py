@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from retrieval.registry import Registry
-from retrieval.search import ImageHits
+from retrieval.search import ImageHits, best_per_image
 
 Combine = Callable[[torch.Tensor | None, torch.Tensor | None, float], torch.Tensor]
 """(image similarities, text similarities, lambda) -> scores; each (queries, images), and None
@@ -108,21 +108,6 @@ def _blocks(row_image: np.ndarray, row_block: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _best_rows(queries: torch.Tensor, chunk: torch.Tensor, owner: torch.Tensor, n_images: int, first_row: int,
-               with_rows: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per query and image of a block: the best row's similarity (-inf for an image without
-    rows) and, when asked, that row's index (the lower one on a tie)."""
-    scores = queries @ chunk.T
-    owner = owner.expand(len(queries), -1)
-    best = torch.full((len(queries), n_images), -torch.inf, device=scores.device).scatter_reduce_(1, owner, scores, "amax")
-    if not with_rows:
-        return best, None
-    ids = torch.arange(first_row, first_row + chunk.shape[0], device=scores.device).expand(len(queries), -1)
-    first = torch.where(scores == best.gather(1, owner), ids, torch.iinfo(torch.int64).max)
-    rows = torch.full(best.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=scores.device)
-    return best, rows.scatter_reduce_(1, owner, first, "amin")
-
-
 @dataclass
 class _Moments:
     """Running count, mean and sum of squared deviations per query (Chan et al.'s merge), in
@@ -189,9 +174,9 @@ def composed_search(
         span = int(row_image[end - 1]) - first_image + 1
         first, *others = needs.modalities
         best = {}
-        best[first], rows = _best_rows(q[first], chunk, owner, span, start, with_rows)
+        best[first], rows = best_per_image(q[first] @ chunk.T, owner, span, start if with_rows else None)
         for modality in others:
-            best[modality], _ = _best_rows(q[modality], chunk, owner, span, start, with_rows=False)
+            best[modality], _ = best_per_image(q[modality] @ chunk.T, owner, span, None)
         return best, rows, first_image
 
     for q0 in range(0, len(image_queries), query_block):

@@ -53,6 +53,22 @@ def _top_images(best: torch.Tensor, best_row: torch.Tensor, k: int) -> tuple[np.
     return scores, images, np.where(images >= 0, rows, -1)
 
 
+def best_per_image(
+    scores: torch.Tensor, owner: torch.Tensor, n_images: int, first_row: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(queries, rows) similarities of a block of rows whose images are `owner` -> per query and
+    image, the best row's score (-inf for an image without rows in the block) and, unless
+    `first_row` is None, that row's index (counted from `first_row`; the lower on a tie)."""
+    owner = owner.expand(len(scores), -1)
+    best = torch.full((len(scores), n_images), -torch.inf, device=scores.device).scatter_reduce_(1, owner, scores, "amax")
+    if first_row is None:
+        return best, None
+    ids = torch.arange(first_row, first_row + scores.shape[1], device=scores.device).expand(len(scores), -1)
+    first = torch.where(scores == best.gather(1, owner), ids, torch.iinfo(torch.int64).max)
+    rows = torch.full(best.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=scores.device)
+    return best, rows.scatter_reduce_(1, owner, first, "amin")
+
+
 def exact_search(
     queries: np.ndarray,
     vectors: np.ndarray,
@@ -86,11 +102,7 @@ def exact_search(
                 best[:, owner] = scores
                 best_row[:, owner] = ids
                 continue
-            owner = owner.expand(len(q), -1)
-            chunk_best = torch.full_like(best, -torch.inf).scatter_reduce_(1, owner, scores, "amax")
-            is_best = scores == chunk_best.gather(1, owner)
-            first = torch.where(is_best, ids.expand(len(q), -1), torch.iinfo(torch.int64).max)
-            chunk_row = torch.full_like(best_row, torch.iinfo(torch.int64).max).scatter_reduce_(1, owner, first, "amin")
+            chunk_best, chunk_row = best_per_image(scores, owner, n_images, r0)
             better = chunk_best > best  # strict: an earlier (lower-index) row keeps a tie
             best = torch.where(better, chunk_best, best)
             best_row = torch.where(better, chunk_row, best_row)
