@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,27 +32,27 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def embed_items(
-    items: Sequence[Item],
-    representation: Representation,
-    model: Embedder,
-    *,
-    device: torch.device,
-    precision: str,
-    batch_size: int,
-    workers: int,
-    storage: type,
-    bar: tqdm,
-) -> ShardRows:
+class _Run(NamedTuple):
+    """How one `fill_store` call embeds its shards."""
+
+    device: torch.device
+    precision: str
+    batch_size: int
+    workers: int
+    storage: type
+    bar: tqdm
+
+
+def _embed_shard(items: Sequence[Item], representation: Representation, model: Embedder, run: "_Run") -> ShardRows:
     """Embed `items` (one shard) and return its rows, in item order."""
     started = time.perf_counter()
-    workers = 0 if representation.main_process else workers
+    workers = 0 if representation.main_process else run.workers
     loader = torch.utils.data.DataLoader(
         representation.worker_dataset(items, model),
-        batch_size=representation.images_per_batch(batch_size),
+        batch_size=representation.images_per_batch(run.batch_size),
         collate_fn=_as_list,
         num_workers=min(workers, len(items)),
-        pin_memory=device.type == "cuda",
+        pin_memory=run.device.type == "cuda",
     )
     rows: list[Rows | None] = [None] * len(items)
     errors: dict[str, str] = {}
@@ -62,17 +62,17 @@ def embed_items(
             if prepared["error"]:
                 errors[items[prepared["position"]].key] = prepared["error"]
                 log.warning("skipped %s: %s", items[prepared["position"]].path, prepared["error"])
-        for prepared, made in zip(good, representation.embed(model, good, device, precision, batch_size)):
-            made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(storage)
+        for prepared, made in zip(good, representation.embed(model, good, run.device, run.precision, run.batch_size)):
+            made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(run.storage)
             rows[prepared["position"]] = made
-        bar.update(len(batch))
+        run.bar.update(len(batch))
     done = [made for made in rows if made is not None]
     localises = representation.localises
     return ShardRows(
         items=[item.key for item in items],
         valid=np.array([made is not None for made in rows]),
         counts=np.array([0 if made is None else len(made.vectors) for made in rows], dtype=np.int64),
-        vectors=np.concatenate([made.vectors for made in done]) if done else np.zeros((0, model.dim), storage),
+        vectors=np.concatenate([made.vectors for made in done]) if done else np.zeros((0, model.dim), run.storage),
         errors=errors,
         seconds=time.perf_counter() - started,
         boxes=np.concatenate([made.boxes for made in done] or [np.zeros((0, 4), np.float32)]) if localises else None,
@@ -107,13 +107,9 @@ def fill_store(
     with torch.inference_mode(), tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
         if pending:
             model = model.to(device).eval()
+        run = _Run(device, precision, batch_size, workers, storage, bar)
         embedded = store.build(
-            list(by_key),
-            shard_size,
-            lambda keys: embed_items(
-                [by_key[key] for key in keys], representation, model, device=device, precision=precision,
-                batch_size=batch_size, workers=workers, storage=storage, bar=bar,
-            ),
+            list(by_key), shard_size, lambda keys: _embed_shard([by_key[key] for key in keys], representation, model, run)
         )
     seconds = time.perf_counter() - started
     return {"embedded": embedded, "seconds": round(seconds, 3),
