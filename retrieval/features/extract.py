@@ -43,7 +43,7 @@ class _Run(NamedTuple):
     bar: tqdm
 
 
-def _embed_shard(items: Sequence[Item], representation: Representation, model: Embedder, run: "_Run") -> ShardRows:
+def _embed_shard(items: Sequence[Item], representation: Representation, model: Embedder, run: _Run) -> ShardRows:
     """Embed `items` (one shard) and return its rows, in item order."""
     started = time.perf_counter()
     workers = 0 if representation.main_process else run.workers
