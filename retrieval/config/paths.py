@@ -24,8 +24,17 @@ def _expand_node(key: str, node: dict[str, Any], schema: Schema) -> None:
         if name not in node:
             continue
         value = node[name]
-        if isinstance(value, str) and (option.rule.path or names_path(option.hint)):
-            node[name] = os.path.expanduser(value)
+        if option.rule.path or names_path(option.hint):
+            node[name] = _expanded(value)
         inner = nested(join(key, name), value, option)
         if inner is not None:
             _expand_node(join(key, name), value, inner)
+
+
+def _expanded(value: Any) -> Any:
+    """A path, or each path of a list of them, with `~` expanded; any other value unchanged."""
+    if isinstance(value, str):
+        return os.path.expanduser(value)
+    if isinstance(value, list):
+        return [_expanded(entry) for entry in value]
+    return value

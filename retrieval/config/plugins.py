@@ -75,6 +75,8 @@ class DatasetCommon:
 
     format: str = opt(choices=formats)
     k: int | None = opt(low=1, optional=True)
+    distractors: Path | list[Path] | None = opt(path=True, optional=True)
+    """Images appended to the gallery (`retrieval.datasets.distractors`), any format alike."""
     protocol_options: dict[str, Any] | None = opt(optional=True)
     """Checked by `check_dataset`: which protocol scores a dataset is known once it is loaded."""
 

@@ -18,7 +18,7 @@ from retrieval.config.rules import ConfigError, Option, Rule
 
 _SEQUENCES = {list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection}
 _MAPPINGS = {dict, collections.abc.Mapping}
-_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans", Path: "paths"}
 
 
 def check_value(key: str, value: Any, option: Option) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from retrieval.datasets import register
+from retrieval.datasets import IMAGE_SUFFIXES, register
 from retrieval.images import ImageError, not_regular, open_image
 from retrieval.records import Dataset, Instance, Record, truth_by_instance
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 LAYOUT = """expected layout:
   <root>/images/<instance_id>/<name>.jpg|png     one folder per object instance
   <root>/masks/<instance_id>/<name>.png          optional: the object's mask, same stem

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.datasets import is_hidden, register
+from retrieval.datasets import register
 from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.datasets.safe_pickle import load_pickle
 from retrieval.images import require_files
@@ -33,8 +33,6 @@ SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "medium": (("easy", "hard"), ("junk",)),
     "hard": (("hard",), ("junk", "easy")),
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-DISTRACTOR_LIST = "revisitop1m.txt"
 
 
 def layout_help(root: Path, name: str) -> str:
@@ -114,53 +112,17 @@ def _check_images(paths: list[Path], root: Path, name: str) -> None:
     require_files(paths, f"{name} images", layout_help(root, name))
 
 
-def _resolve_distractors(distractors: str | os.PathLike, root: Path) -> Path:
-    path = Path(distractors).expanduser()
-    if not path.is_absolute() and not path.exists() and (root / path).exists():
-        path = root / path
-    if not path.exists():
-        raise FileNotFoundError(
-            f"Distractors {distractors!r} not found (also looked under {root}). Expected a folder "
-            f"of images, or revisitop1m/ with {DISTRACTOR_LIST} and jpg/. Download it with:\n"
-            f"  python -m retrieval.datasets prepare revisitop1m --root {root}"
-        )
-    return path
-
-
-def _from_list(list_file: Path) -> list[Path]:
-    """Entries of a revisitop1m-style list, relative to `jpg/` beside it (`.jpg` implied)."""
-    base = list_file.parent / "jpg" if (list_file.parent / "jpg").is_dir() else list_file.parent
-    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-    return [base / (name if Path(name).suffix else name + ".jpg") for name in names]
-
-
-def distractor_images(distractors: str | os.PathLike, root: Path) -> list[Path]:
-    """Distractor images in a stable order: a list file's order, else sorted folder contents."""
-    path = _resolve_distractors(distractors, root)
-    if path.is_file():
-        return _from_list(path)
-    if (path / DISTRACTOR_LIST).is_file():
-        return _from_list(path / DISTRACTOR_LIST)
-    found = [
-        p for p in path.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, path) and p.is_file()
-    ]
-    if not found:
-        raise FileNotFoundError(f"No images under distractor folder {path}")
-    return sorted(found, key=lambda p: p.relative_to(path).as_posix())
-
-
 @register("revisitop")
 def load(
     root: str | os.PathLike,
     name: str = "roxford5k",
     crop_queries: bool = True,
-    distractors: str | os.PathLike | None = None,
     pixel_labels: str | os.PathLike | None = None,
 ) -> Dataset:
     """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk;
     with `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
-    positive, so region-level rankings get localisation metrics."""
+    positive, so region-level rankings get localisation metrics. R1M: `dataset.distractors`
+    (`retrieval.datasets.distractors`), as for every dataset."""
     root = Path(root).expanduser()
     folder = root / name
     gnd_file = folder / f"gnd_{name}.pkl"
@@ -181,8 +143,6 @@ def load(
         else {}
     )
     gallery = [_gallery_record(folder, path, outlined.get(g)) for g, path in enumerate(gallery_paths)]
-    extra_paths = distractor_images(distractors, root) if distractors is not None else []
-    gallery += [_gallery_record(folder, path) for path in extra_paths]
     truth = resolve_truth(data["gnd"], len(gallery_paths))
     listed = listed_positives(data["gnd"], truth)
     return Dataset(
@@ -196,7 +156,6 @@ def load(
             "crop_queries": bool(crop_queries),
             "crop_rounding": "pillow",
             "n_database": len(gallery_paths),
-            "n_distractors": len(extra_paths),
             "n_pixel_labels": sum(len(found) for found in outlined.values()),
             **({LISTED_POSITIVES: listed} if listed else {}),
         },

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.datasets import is_hidden, register
+from retrieval.datasets import image_files, register
 from retrieval.datasets.safe_pickle import load_npy
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
@@ -48,11 +48,7 @@ def list_images(folder: Path) -> list[Path]:
     listing = folder.parent / f"{folder.name}_images_paths.txt"
     if listing.is_file():
         return [folder / line for line in listing.read_text().splitlines() if line.strip()]
-    found = [
-        p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, folder) and p.is_file()
-    ]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return image_files(folder, IMAGE_SUFFIXES)
 
 
 def utm_of(path: Path) -> tuple[float, float]:

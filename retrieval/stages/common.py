@@ -19,6 +19,7 @@ import numpy as np
 
 from retrieval import artifacts
 from retrieval.datasets import load_dataset
+from retrieval.datasets.distractors import with_distractors
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
@@ -35,7 +36,7 @@ from retrieval.search import AGGREGATIONS, ImageHits, rank_images
 
 log = logging.getLogger(__name__)
 
-RESERVED_DATASET_KEYS = ("format", "k", "protocol_options")
+RESERVED_DATASET_KEYS = ("format", "k", "protocol_options", "distractors")
 SPLITS = ("queries", "texts", "gallery")
 RANKING = "ranking.npz"
 
@@ -67,15 +68,23 @@ def _load(format: str, settings_json: str) -> Dataset:
 
 
 @functools.lru_cache(maxsize=4)
-def _with_queries(format: str, settings_json: str, query_file: str) -> Dataset:
-    return with_query_file(_load(format, settings_json), Path(query_file))
+def _assembled(format: str, settings_json: str, query_file: str, distractors_json: str) -> Dataset:
+    """The loaded dataset, then its queries and truth from the query file, then the distractors
+    after its gallery: appended last, so no query file can name one as a positive."""
+    dataset = _load(format, settings_json)
+    if query_file:
+        dataset = with_query_file(dataset, Path(query_file))
+    distractors = json.loads(distractors_json)
+    if distractors:
+        dataset = with_distractors(dataset, distractors, json.loads(settings_json).get("root"))
+    return dataset
 
 
 def forget_datasets() -> None:
     """Drop the datasets (and their item keys) listed so far: the next `dataset_from_config`
     lists the files (and reads the query file) again."""
     _load.cache_clear()
-    _with_queries.cache_clear()
+    _assembled.cache_clear()
     _ITEMS.clear()
 
 
@@ -85,11 +94,16 @@ def query_of(cfg: Mapping[str, Any]) -> QuerySpec:
 
 
 def dataset_from_config(cfg: Mapping[str, Any]) -> Dataset:
-    """The configured dataset; with `query.file`, its queries and truth are the file's."""
+    """The configured dataset; with `query.file`, its queries and truth are the file's; with
+    `dataset.distractors`, their images follow its gallery."""
     dataset_cfg = plain(cfg["dataset"])
-    settings = (dataset_cfg["format"], json.dumps(loader_settings(dataset_cfg), sort_keys=True))
     query_file = query_of(cfg).file
-    return _with_queries(*settings, str(Path(query_file).expanduser().resolve())) if query_file else _load(*settings)
+    return _assembled(
+        dataset_cfg["format"],
+        json.dumps(loader_settings(dataset_cfg), sort_keys=True),
+        str(Path(query_file).expanduser().resolve()) if query_file else "",
+        json.dumps(dataset_cfg.get("distractors")),
+    )
 
 
 def model_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:

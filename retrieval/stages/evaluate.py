@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import artifacts
+from retrieval.datasets.distractors import distractor_count, labelled
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
 from retrieval.protocols import score
@@ -127,6 +128,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "queries": search_meta.get("skipped_queries", []),
         "gallery": search_meta.get("skipped_gallery", []),
     }
+    label = labelled(dataset)  # the name, with "+<n>" when distractors follow the gallery
     model_name = plain(cfg["model"])["name"]
     query_mode = plain(cfg["query"])["name"]
     combined = combination(query_of(cfg))
@@ -135,7 +137,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     rerank_names = "+".join(step["name"] for step in ranking.provenance if step.get("step") == "rerank")
     whole = _json_summary(score(Ranking.load(baseline), dataset, **scoring).summary) if baseline else None
     metrics = {
-        "dataset": dataset.name,
+        "dataset": label,
         "model": model_name,
         "query_mode": query_mode,
         "combination": combined,
@@ -151,6 +153,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
             **result.counts,
             "n_queries": len(dataset.queries),
             "n_gallery": len(dataset.gallery),
+            "n_distractors": distractor_count(dataset),
             "skipped": {k: len(v) for k, v in skipped.items()},
         },
         "skipped": skipped,
@@ -163,7 +166,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     metrics_path = artifacts.write_json(out / "metrics.json", metrics)
     row = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": dataset.name,
+        "dataset": label,
         "model": model_name,
         "query_mode": query_mode,
         "combination": combined,
@@ -172,6 +175,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "rerank": rerank_names,
         "n_queries": len(dataset.queries),
         "n_gallery": len(dataset.gallery),
+        "n_distractors": distractor_count(dataset),
         "images_per_s": speed or "",
         "commit": git_commit(),
         "run_dir": str(out.resolve()),
@@ -183,7 +187,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     n_skipped = sum(len(v) for v in skipped.values())
     log.info(
         "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
-        dataset.name, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
+        label, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
     if whole:
         log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(whole))
