@@ -1,4 +1,4 @@
-"""Revisited Oxford/Paris adapter: setups, query boxes, distractors, errors."""
+"""Revisited Oxford/Paris adapter: setups, query boxes, errors (distractors: test_distractors.py)."""
 from __future__ import annotations
 
 import json
@@ -13,12 +13,10 @@ from retrieval.datasets import load_dataset
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_map
 from retrieval.masks import decode
 from tests.fixtures_protocols import (
-    REPO,
     ROXFORD_GND,
     compute_map,
     make_pixel_labels,
     make_revisitop,
-    make_revisitop1m,
     revisitop_gnd_t,
     run_evaluate,
     write_ranking,
@@ -87,36 +85,6 @@ def test_uncropped_queries_have_no_box(oxford):
     dataset = load_dataset("revisitop", root=root, name="roxford5k", crop_queries=False)
     assert all(record.instances[0].box is None for record in dataset.queries)
     assert dataset.extra["crop_queries"] is False
-
-
-def test_distractors_are_appended_and_indices_unchanged(oxford):
-    root, gnd = oxford
-    names = make_revisitop1m(root, count=4)
-    plain = load_dataset("revisitop", root=root, name="roxford5k")
-    for distractors in ("revisitop1m", str(root / "revisitop1m" / "revisitop1m.txt")):
-        dataset = load_dataset("revisitop", root=root, name="roxford5k", distractors=distractors)
-        assert len(dataset.gallery) == len(gnd["imlist"]) + len(names)
-        assert dataset.gallery_keys[: len(gnd["imlist"])] == plain.gallery_keys
-        tail = [record.path for record in dataset.gallery[len(gnd["imlist"]) :]]
-        assert tail == [root / "revisitop1m" / "jpg" / name for name in names]  # list order
-        assert dataset.extra["n_distractors"] == len(names)
-        for setup in plain.truth:
-            for a, b in zip(plain.truth[setup], dataset.truth[setup]):
-                assert np.array_equal(a.positives, b.positives)
-                assert np.array_equal(a.junk, b.junk)
-        assert len(set(dataset.gallery_keys)) == len(dataset.gallery_keys)
-
-
-def test_distractor_folder_without_list_is_sorted(tmp_path):
-    make_revisitop(tmp_path, "rparis6k")
-    folder = tmp_path / "extra"
-    for name in ("b.jpg", "a/z.png", "c.jpg"):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 8)).save(folder / name)
-    (folder / "notes.txt").write_text("not an image")
-    dataset = load_dataset("revisitop", root=tmp_path, name="rparis6k", distractors=str(folder))
-    tail = [record.path.relative_to(folder).as_posix() for record in dataset.gallery[10:]]
-    assert tail == ["a/z.png", "b.jpg", "c.jpg"]
 
 
 def test_missing_files_explain_layout_and_prepare(tmp_path):
@@ -326,38 +294,3 @@ def test_reference_mode_scores_a_users_ranking_with_repeats_as_compute_map(tmp_p
         assert default["summary"][setup]["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
     assert reference["protocol_options"]["ap"] == "reference"
     assert reference["summary"]["easy"]["mAP"] != pytest.approx(default["summary"]["easy"]["mAP"])
-
-
-def test_distractors_embed_only_themselves_the_5k_part_is_reused(tmp_path, monkeypatch, lite0):
-    """Per-image stores: adding R1M-style distractors to roxford5k extracts only the distractors."""
-    from hydra import compose, initialize_config_dir
-
-    from retrieval import pipeline
-    from retrieval.stages import extract as extract_stage
-
-    make_revisitop(tmp_path / "data", "roxford5k")
-    names = make_revisitop1m(tmp_path / "data", count=4)
-    embedded: list[tuple[str, int]] = []
-    fill = extract_stage.fill_store
-
-    def counted(*args, desc, **options):
-        stats = fill(*args, desc=desc, **options)
-        embedded.append((desc, stats["embedded"]))
-        return stats
-
-    monkeypatch.setattr(extract_stage, "fill_store", counted)
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: lite0)
-
-    def features(*extra: str):
-        with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
-            cfg = compose("config", overrides=[
-                "dataset=roxford5k", f"dataset.root='{tmp_path / 'data'}'", f"paths.cache='{tmp_path / 'cache'}'",
-                "extract.workers=0", "model.input_size=64", *extra,
-            ])
-        return pipeline.features(cfg)
-
-    first = features()
-    assert embedded == [("queries", 3), ("gallery", 10)]
-    embedded.clear()
-    again = features("dataset.distractors=revisitop1m")
-    assert embedded == [("gallery", len(names))] and again == first  # same stores, 4 new items

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from retrieval.datasets import IMAGE_SUFFIXES, image_files
 from retrieval.errors import UserError
@@ -71,10 +72,10 @@ def _list_entries(list_file: Path, source: str | os.PathLike) -> list[Path]:
     try:
         lines = list_file.read_text().splitlines()
     except UnicodeDecodeError:
-        raise DistractorError(f"{OPTION}={source}: {list_file} is not a text file listing image paths") from None
+        raise DistractorError(f"{OPTION}={source}: {list_file.name} is not a text list of image paths") from None
     names = [line.strip() for line in lines if line.strip()]
     if not names:
-        raise DistractorError(f"{OPTION}={source}: {list_file} lists no image")
+        raise DistractorError(f"{OPTION}={source}: {list_file.name} lists no image")
     if list_file.name == R1M_LIST:
         names = [name if Path(name).suffix else name + ".jpg" for name in names]
     return [Path(os.path.normpath(_list_base(list_file) / name)) for name in names]
@@ -112,10 +113,18 @@ def _key(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def with_distractors(dataset: Dataset, distractors: Sources, root: str | os.PathLike | None = None) -> Dataset:
-    """`dataset` with the images of `distractors` after its gallery (truth unchanged); relative
-    sources are looked up in the working directory, then under `root` (the configured
-    `dataset.root`). A listed file that is missing is a counted skip."""
+class Listing(NamedTuple):
+    """The distractor images of the option's sources, in order, and the listed files skipped."""
+
+    images: list[Path]
+    skipped: list[tuple[str, str]]
+    """(path, reason) of each listed file that is missing or not a regular file."""
+
+
+def list_distractors(distractors: Sources, root: str | os.PathLike | None = None) -> Listing:
+    """The images of one source or a list of them, read before the dataset (a wrong option
+    fails before any work); relative sources are looked up in the working directory, then
+    under `root` (the configured `dataset.root`)."""
     sources = [distractors] if isinstance(distractors, (str, os.PathLike)) else list(distractors)
     root = Path(root).expanduser() if root is not None else None
     images: list[Path] = []
@@ -124,6 +133,13 @@ def with_distractors(dataset: Dataset, distractors: Sources, root: str | os.Path
         found, missing = _source_images(source, root)
         images += found
         skipped += missing
+    return Listing(images, skipped)
+
+
+def with_distractors(dataset: Dataset, listing: Listing) -> Dataset:
+    """`dataset` with the listed distractors after its gallery, its truth unchanged; the listed
+    files skipped join its skipped inputs."""
+    images, skipped = listing
     dataset_root = Path(dataset.root).resolve()
     own_paths = {os.path.realpath(record.path) for record in dataset.gallery + dataset.queries}
     own_keys = set(dataset.gallery_keys)

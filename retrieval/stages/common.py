@@ -19,7 +19,7 @@ import numpy as np
 
 from retrieval import artifacts
 from retrieval.datasets import load_dataset
-from retrieval.datasets.distractors import with_distractors
+from retrieval.datasets.distractors import list_distractors, with_distractors
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
@@ -71,13 +71,12 @@ def _load(format: str, settings_json: str) -> Dataset:
 def _assembled(format: str, settings_json: str, query_file: str, distractors_json: str) -> Dataset:
     """The loaded dataset, then its queries and truth from the query file, then the distractors
     after its gallery: appended last, so no query file can name one as a positive."""
+    distractors = json.loads(distractors_json)
+    listing = list_distractors(distractors, json.loads(settings_json).get("root")) if distractors else None
     dataset = _load(format, settings_json)
     if query_file:
         dataset = with_query_file(dataset, Path(query_file))
-    distractors = json.loads(distractors_json)
-    if distractors:
-        dataset = with_distractors(dataset, distractors, json.loads(settings_json).get("root"))
-    return dataset
+    return with_distractors(dataset, listing) if listing else dataset
 
 
 def forget_datasets() -> None:
