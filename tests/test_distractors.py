@@ -117,10 +117,14 @@ def test_images_of_the_dataset_and_repeats_are_dropped_and_counted(tmp_path, dis
     own = root / "images" / "cup1" / "cup1-000-000.png"
     listed = tmp_path / "again.txt"
     listed.write_text(f"{own}\n{distractors / 'b.png'}\n")
-    dataset = with_distractors(plain, list_distractors([str(distractors), str(root / "images" / "apple1"), str(listed)]))
+    linked = tmp_path / "links" / "cup.png"
+    linked.parent.mkdir()
+    linked.symlink_to(own)
+    sources = [str(distractors), str(root / "images" / "apple1"), str(listed), str(linked.parent)]
+    dataset = with_distractors(plain, list_distractors(sources))
     assert [record.path for record in dataset.gallery[len(plain.gallery):]] == [distractors / name for name in LISTED]
     assert dataset.extra["n_distractors"] == 3
-    assert dataset.extra["n_distractors_dropped"] == 5  # apple1's 3 views and a cup1 view: the dataset's; b.png again
+    assert dataset.extra["n_distractors_dropped"] == 6  # apple1's 3 views, a cup1 view, a link to it; b.png again
     assert len(set(dataset.gallery_keys)) == len(dataset.gallery)
 
 
@@ -167,6 +171,15 @@ def test_every_format_takes_distractors_after_its_gallery_with_its_truth_unchang
             assert np.array_equal(before.positives, after.positives) and np.array_equal(before.junk, after.junk)
             assert np.all(after.positives < n) and np.all(after.junk < n)
     assert dataset.extra["n_distractors"] == len(LISTED)
+
+
+def test_a_query_file_cannot_name_a_distractor_as_a_positive(tmp_path, distractors):
+    root = copy_eth80(tmp_path / "photos")
+    query_file = tmp_path / "queries.csv"
+    query_file.write_text(f"id,text,positives\nq1,a pear,{distractors / 'b.png'}\n")
+    with pytest.raises(UserError, match="is not an image of the gallery of folder"):
+        configured(tmp_path, "folder", f"dataset.root='{root}'", f"dataset.distractors='{distractors}'",
+                   "model=clip_vit_b32", "query=text", f"query.file='{query_file}'")
 
 
 # ------------------------------------------------------------------ scoring: distractors are misses

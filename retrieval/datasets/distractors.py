@@ -77,8 +77,9 @@ def _list_entries(list_file: Path, source: str | os.PathLike) -> list[Path]:
     if not names:
         raise DistractorError(f"{OPTION}={source}: {list_file.name} lists no image")
     if list_file.name == R1M_LIST:
-        names = [name if Path(name).suffix else name + ".jpg" for name in names]
-    return [Path(os.path.normpath(_list_base(list_file) / name)) for name in names]
+        names = [name if os.path.splitext(name)[1] else name + ".jpg" for name in names]
+    base = str(_list_base(list_file))
+    return [Path(os.path.normpath(os.path.join(base, name))) for name in names]
 
 
 def _source_images(source: str | os.PathLike, root: Path | None) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -105,12 +106,23 @@ def _source_images(source: str | os.PathLike, root: Path | None) -> tuple[list[P
     return images, skipped
 
 
-def _key(path: Path, root: Path) -> str:
+def _key(path: str, root: str) -> str:
     """An image's record key: its path relative to the dataset root, absolute outside it."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
+    inside = path.startswith(os.path.join(root, ""))
+    return (path[len(os.path.join(root, "")):] if inside else path).replace(os.sep, "/")
+
+
+def _real_paths(paths: list[str]) -> list[str]:
+    """`os.path.realpath` of each path, each folder resolved once: a million files sit in a few
+    thousand folders, and resolving each of them component by component costs a minute."""
+    folders: dict[str, str] = {}
+    real = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        real.append(os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[folder], name))
+    return real
 
 
 class Listing(NamedTuple):
@@ -140,14 +152,14 @@ def with_distractors(dataset: Dataset, listing: Listing) -> Dataset:
     """`dataset` with the listed distractors after its gallery, its truth unchanged; the listed
     files skipped join its skipped inputs."""
     images, skipped = listing
-    dataset_root = Path(dataset.root).resolve()
-    own_paths = {os.path.realpath(record.path) for record in dataset.gallery + dataset.queries}
+    dataset_root = os.path.realpath(dataset.root)
+    own_paths = set(_real_paths([os.path.abspath(record.path) for record in dataset.gallery + dataset.queries]))
     own_keys = set(dataset.gallery_keys)
     added: list[Record] = []
     seen: set[str] = set()
     in_dataset = 0
-    for image in images:
-        key, real = _key(image, dataset_root), os.path.realpath(image)
+    for image, real in zip(images, _real_paths(list(map(str, images)))):
+        key = _key(str(image), dataset_root)
         if key in own_keys or real in own_paths:
             in_dataset += 1
         elif real not in seen:
