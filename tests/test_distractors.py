@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,7 @@ def test_a_folder_lists_its_images_sorted_hidden_files_and_others_left_out(distr
     listing = list_distractors(str(distractors))
     assert listing.images == [distractors / name for name in LISTED]
     assert listing.skipped == []
+    assert list_distractors([distractors / "c.png", distractors]).images[:2] == [distractors / "c.png", distractors / "a/z.png"]
 
 
 def test_a_list_file_keeps_its_order_missing_entries_are_counted_skips(tmp_path, distractors):
@@ -96,6 +98,7 @@ def test_the_r1m_release_is_read_through_its_list_found_under_the_dataset_root(t
     (lambda folder: folder / "empty.txt", "empty.txt lists no image"),
     (lambda folder: folder / "stale.txt", "none of the 2 paths stale.txt lists is an image file"),
     (lambda folder: folder / "binary.txt", "binary.txt is not a text list of image paths"),
+    (lambda folder: folder / "pipe.txt", "pipe.txt is a FIFO (named pipe)"),
 ])
 def test_a_source_without_images_names_the_option(tmp_path, make: Callable[[Path], Path], message: str):
     folder = tmp_path / "bad"
@@ -104,11 +107,13 @@ def test_a_source_without_images_names_the_option(tmp_path, make: Callable[[Path
     (folder / "empty.txt").write_text("\n\n")
     (folder / "stale.txt").write_text("moved/a.jpg\nmoved/b.jpg\n")
     (folder / "binary.txt").write_bytes(bytes(range(128, 256)))
+    os.mkfifo(folder / "pipe.txt")
     source = str(make(folder))
     with pytest.raises(UserError) as caught:
         list_distractors(source)
     assert isinstance(caught.value, DistractorError)
-    assert str(caught.value).startswith(f"dataset.distractors={source}: {message}")
+    text = str(caught.value)
+    assert text.startswith(f"dataset.distractors={source}: ") and message in text
 
 
 def test_images_of_the_dataset_and_repeats_are_dropped_and_counted(tmp_path, distractors):

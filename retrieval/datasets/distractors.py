@@ -92,6 +92,9 @@ def _source_images(source: str | os.PathLike, root: Path | None) -> tuple[list[P
         if not images:
             raise DistractorError(f"{OPTION}={source}: no image under {path} (files ending {', '.join(IMAGE_SUFFIXES)})")
         return images, []
+    problem = not_regular(path)
+    if problem:  # a FIFO named like a list would block its reader
+        raise DistractorError(f"{OPTION}={source}: {path} {problem}; give a folder, an image list or an image")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return [path], []
     listed = _list_entries(path, source)
