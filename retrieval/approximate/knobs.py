@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import faiss
 
-from retrieval.errors import UserError
+from retrieval.config.rules import ConfigError
 
 EF_SEARCH = (16, 1024)
 """The efSearch range tried: below 16 the graph search is erratic, above 1024 exact search is
@@ -76,9 +76,9 @@ def knob_of(index: faiss.Index, k_rows: int = 1) -> Knob | None:
 
 
 def knob_to_tune(index: faiss.Index, factory: str, target_recall: float, k_rows: int = 1) -> Knob:
-    """The knob `index.target_recall` tunes; a UserError naming the fix when the index has none."""
+    """The knob `index.target_recall` tunes; a ConfigError naming the fix when the index has none."""
     knob = knob_of(index, k_rows)
     if knob is None:
-        raise UserError(f"index.target_recall={target_recall:g} needs a search-time knob to tune, and index.factory={factory} "
+        raise ConfigError(f"index.target_recall={target_recall:g} needs a search-time knob to tune, and index.factory={factory} "
                         "has none: use an IVF or HNSW factory (nprobe, efSearch), or index.target_recall=null")
     return knob
