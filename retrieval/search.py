@@ -8,7 +8,8 @@ row, so memory is bounded by the block sizes however many rows there are, and ev
 gets its exact score (any ranking depth); ties go to the lower image index. Approximate (any
 other FAISS factory string, on every GPU faiss sees): the index returns the top `k_rows` rows
 per query; an image's score is its best row among them, and images none of whose rows came
-back are missing from the row (padding).
+back are missing from the row (padding). The search stage passes the gallery's saved index,
+its knob tuned and its recall measured (`retrieval.approximate`); without one, one is built.
 """
 from __future__ import annotations
 

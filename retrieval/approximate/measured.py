@@ -4,6 +4,7 @@ measured on held-out queries, returned as the report every later stage carries (
 provenance, metrics.json, the report page, the leaderboard)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,18 +74,22 @@ def prepare(
     n_images = len(run.gallery.keys)
     depth = min(run.k, RECALL_DEPTH, n_images)
     tune_rows, report_rows = held_out_samples(np.flatnonzero(run.valid), options.tune_queries, options.seed)
+    samples, gallery = {"tune": tune_rows, "report": report_rows}, run.gallery
 
-    def recall(rows: np.ndarray) -> float:
-        gallery = run.gallery
-        exact = exact_search(run.queries[rows], gallery.vectors, gallery.row_image, n_images, depth, device)
-        found = approximate_search(index, run.queries[rows], gallery.row_image, min(run.k, n_images), run.k_rows)
-        return recall_at_k(found.images, exact.images, depth)
+    @functools.cache
+    def exact(sample: str) -> np.ndarray:
+        """The exact top images of a sample's queries, searched only if asked (a cached tuning does not)."""
+        return exact_search(run.queries[samples[sample]], gallery.vectors, gallery.row_image, n_images, depth, device).images
+
+    def recall(sample: str) -> float:
+        found = approximate_search(index, run.queries[samples[sample]], gallery.row_image, min(run.k, n_images), run.k_rows)
+        return recall_at_k(found.images, exact(sample), depth)
 
     params = dict(search_params)
     if knob is not None:
         def recall_with(value: int) -> float:
             set_search_params(index, {**params, knob.name: value})
-            return recall(tune_rows)
+            return recall("tune")
 
         others = {name: value for name, value in params.items() if name != knob.name}
         sample = {"k": depth, "k_rows": run.k_rows, "params": others, "queries": _digest(run.queries[tune_rows])}
@@ -94,7 +99,7 @@ def prepare(
         "index": factory,
         "exact": False,
         "k": depth,
-        "recall_at_k": round(recall(report_rows), 4),
+        "recall_at_k": round(recall("report"), 4),
         "recall_queries": len(report_rows),
         "held_out": bool(not np.isin(report_rows, tune_rows).any()),
         "params": params,

@@ -48,8 +48,8 @@ def tuned(
             return found
         value, recalls = cheapest(knob.ladder, recall_of, target)
         if recalls[value] < target:
-            log.warning("index: no %s reaches recall@%s %s (best %.3f at %s=%s); searching with that, "
-                        "or use a finer factory (more PQ bytes, IVF..,Flat, a refine stage ,RFlat)",
+            log.warning("index: no %s reaches recall@%s %s (best %.3f at %s=%s), which this run searches with; for more, "
+                        "use a finer factory: more PQ bytes, IVF<lists>,Flat, or a refine stage (IVF<lists>,PQ<m>,RFlat)",
                         knob.name, sample["k"], target, recalls[value], knob.name, value)
         found = {**settings, "value": value, "recalls": {str(v): round(r, 6) for v, r in recalls.items()}}
         artifacts.write_json(path, found)

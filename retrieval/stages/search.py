@@ -4,7 +4,8 @@
 
 Whole-image and region-level galleries go through the same search (`retrieval.search`):
 an image scores as its best row, exactly and blockwise by default or through any FAISS
-factory. Text queries are searched the same way (their `queries` store holds text vectors).
+factory, whose index is saved with the gallery (`<cache>/indexes/`) and reused, and whose
+recall@K against exact search is measured and written into meta.json and the provenance. Text queries are searched the same way (their `queries` store holds text vectors).
 Composed queries add `texts`, the store of their words, and are ranked exactly by the
 configured combination of the two similarities (`retrieval.composed`). The ranking is cached
 under a key of everything it depends on, the content of the listed files included (through
