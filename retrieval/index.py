@@ -35,6 +35,11 @@ class TooFewTrainingVectors(UserError, ValueError):
     """A factory whose k-means has more centroids than there are vectors to train it on."""
 
 
+def wants_gpu(use_gpu: bool | None) -> bool:
+    """`index.gpu`: true, false, or None for "when faiss sees a GPU"."""
+    return bool(use_gpu) if use_gpu is not None else gpu_count() > 0
+
+
 def build_index(
     vectors: np.ndarray,
     factory: str = "Flat",
@@ -51,11 +56,7 @@ def build_index(
     index = trained_index(vectors, factory, train_size, seed)
     index.add(vectors)
     set_search_params(index, search_params or {})
-    if use_gpu is None:
-        use_gpu = gpu_count() > 0
-    if use_gpu:
-        index = to_gpu(index)
-    return index
+    return to_gpu(index) if wants_gpu(use_gpu) else index
 
 
 def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, seed: int = 0) -> faiss.Index:
@@ -143,9 +144,7 @@ def save_index(index: faiss.Index, path: Path) -> None:
 
 def load_index(path: Path, use_gpu: bool | None = None) -> faiss.Index:
     index = faiss.read_index(str(path))
-    if use_gpu or (use_gpu is None and gpu_count() > 0):
-        index = to_gpu(index)
-    return index
+    return to_gpu(index) if wants_gpu(use_gpu) else index
 
 
 def sort_ties(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

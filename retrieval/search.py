@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from retrieval.features import Features
-from retrieval.index import gpu_count, search, set_search_params, to_gpu, top_k_in_tie_order, trained_index
+from retrieval.index import search, set_search_params, to_gpu, top_k_in_tie_order, trained_index, wants_gpu
 
 AGGREGATIONS = ("max",)
 ROWS_PER_IMAGE = 32
@@ -123,7 +123,7 @@ def build_row_index(
     """A FAISS index over row vectors (float16 or memory-mapped allowed), trained on a seeded
     sample of all rows, then filled block by block, so one float32 block exists at a time."""
     index = trained_index(vectors, factory, train_size, seed)
-    if use_gpu or (use_gpu is None and gpu_count() > 0):
+    if wants_gpu(use_gpu):
         index = to_gpu(index)
     for start in range(0, len(vectors), add_block):
         index.add(np.ascontiguousarray(vectors[start : start + add_block], dtype=np.float32))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from retrieval import index as index_module
 from retrieval import pipeline
 from retrieval.approximate import measured
 from retrieval.approximate.measured import Options, Run, prepare
@@ -127,7 +128,7 @@ def test_prepare_moves_the_index_to_every_gpu_and_sets_knobs_through_the_gpu_spa
     """CPU twin of the GPU path: a faiss that reports two GPUs gets the index cloned to them
     and its knobs set through GpuParameterSpace (which reaches GPU indexes)."""
     moved, spaces = [], []
-    monkeypatch.setattr(measured, "gpu_count", lambda: 2)
+    monkeypatch.setattr(index_module, "gpu_count", lambda: 2)
     monkeypatch.setattr(measured, "to_gpu", lambda index: moved.append(index.ntotal) or index)
 
     class RecordingSpace(faiss.ParameterSpace):

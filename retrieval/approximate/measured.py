@@ -19,7 +19,7 @@ from retrieval.approximate.saved import INDEX
 from retrieval.approximate.recall import RECALL_DEPTH, held_out_samples, recall_at_k
 from retrieval.approximate.tuning import tuned
 from retrieval.features import Features
-from retrieval.index import gpu_count, set_search_params, to_gpu
+from retrieval.index import set_search_params, to_gpu, wants_gpu
 from retrieval.search import approximate_search, exact_search
 
 
@@ -69,7 +69,7 @@ def prepare(
     is False, its parameters set (the knob tuned when `options` has a target), and what was
     searched with its measured recall@K."""
     knob = knob_to_tune(index, factory, options.target_recall, run.k_rows) if options.target_recall is not None else None
-    if use_gpu or (use_gpu is None and gpu_count() > 0):
+    if wants_gpu(use_gpu):
         index = to_gpu(index)
     n_images = len(run.gallery.keys)
     depth = min(run.k, RECALL_DEPTH, n_images)
