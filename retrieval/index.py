@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.errors import UserError
+
 try:
     import faiss
 except ImportError as error:  # the two builds are extras; the message says which to pick
@@ -29,6 +31,15 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+class TooFewTrainingVectors(UserError, ValueError):
+    """A factory whose k-means has more centroids than there are vectors to train it on."""
+
+
+def wants_gpu(use_gpu: bool | None) -> bool:
+    """`index.gpu`: true, false, or None for "when faiss sees a GPU"."""
+    return bool(use_gpu) if use_gpu is not None else gpu_count() > 0
+
+
 def build_index(
     vectors: np.ndarray,
     factory: str = "Flat",
@@ -40,12 +51,22 @@ def build_index(
     """Index `vectors` (n x d) for inner-product search; trains approximate indexes on a sample.
 
     `search_params` are faiss ParameterSpace settings of the index type, the knobs that trade
-    speed for recall: {"nprobe": 32} for IVF, {"efSearch": 128} for HNSW.
+    speed for recall: {"nprobe": 32} for IVF, {"efSearch": 128} for HNSW."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = trained_index(vectors, factory, train_size, seed)
+    index.add(vectors)
+    set_search_params(index, search_params or {})
+    return to_gpu(index) if wants_gpu(use_gpu) else index
+
+
+def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, seed: int = 0) -> faiss.Index:
+    """An empty index of `factory`, trained on a seeded sample of `train_size` of `vectors`
+    (any array of rows, float16 or memory-mapped: only the sample is read, as float32), so
+    the sample covers the whole gallery and not just its first files.
 
     Fewer training vectors than a k-means of the factory has centroids (IVF<lists>; PQ<m>x<bits>
-    has 2**bits per sub-quantiser) is a ValueError naming a factory that fits, raised before
-    faiss fails; fewer than faiss's minimum per centroid is a warning naming one."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    has 2**bits per sub-quantiser) is a TooFewTrainingVectors naming a factory that fits, raised
+    before faiss fails; fewer than faiss's minimum per centroid is a warning naming one."""
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         n_train = min(len(vectors), train_size)
@@ -77,26 +98,26 @@ def build_index(
             part, centroids = short(factory, n_train)[0]
             fitting = fitting or smaller(n_train)
             advice = f"use index=flat or a smaller factory such as {fitting}" if fitting else "use index=flat"
-            raise ValueError(f"{part} needs at least {centroids} training vectors, {have}; {advice}")
+            raise TooFewTrainingVectors(f"{part} needs at least {centroids} training vectors, {have}; {advice}")
         if short(factory, n_train // per_centroid):
             part, centroids = short(factory, n_train // per_centroid)[0]
             log.warning(
                 "%s trains %d centroids on %d vectors, under faiss's %d per centroid, so recall suffers%s",
                 part, centroids, n_train, per_centroid, f"; {fitting} fits" if fitting else "",
             )
-        sample = vectors
+        rows = np.arange(len(vectors))
         if len(vectors) > train_size:
-            rng = np.random.default_rng(seed)
-            sample = vectors[np.sort(rng.choice(len(vectors), train_size, replace=False))]
-        index.train(sample)
-    index.add(vectors)
-    for name, value in (search_params or {}).items():
-        faiss.ParameterSpace().set_index_parameter(index, name, value)
-    if use_gpu is None:
-        use_gpu = gpu_count() > 0
-    if use_gpu:
-        index = to_gpu(index)
+            rows = np.sort(np.random.default_rng(seed).choice(len(vectors), train_size, replace=False))
+        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
     return index
+
+
+def set_search_params(index: faiss.Index, params: Mapping[str, float]) -> None:
+    """Set faiss ParameterSpace knobs (nprobe, efSearch, ...) on a CPU or GPU index: faiss-gpu's
+    GpuParameterSpace reaches GPU indexes (and their shards), and falls back to the CPU rules."""
+    space = faiss.GpuParameterSpace() if hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, float(value))
 
 
 def to_gpu(index: faiss.Index) -> faiss.Index:
@@ -123,9 +144,7 @@ def save_index(index: faiss.Index, path: Path) -> None:
 
 def load_index(path: Path, use_gpu: bool | None = None) -> faiss.Index:
     index = faiss.read_index(str(path))
-    if use_gpu or (use_gpu is None and gpu_count() > 0):
-        index = to_gpu(index)
-    return index
+    return to_gpu(index) if wants_gpu(use_gpu) else index
 
 
 def sort_ties(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,20 +8,20 @@ row, so memory is bounded by the block sizes however many rows there are, and ev
 gets its exact score (any ranking depth); ties go to the lower image index. Approximate (any
 other FAISS factory string, on every GPU faiss sees): the index returns the top `k_rows` rows
 per query; an image's score is its best row among them, and images none of whose rows came
-back are missing from the row (padding).
+back are missing from the row (padding). The search stage passes the gallery's saved index,
+its knob tuned and its recall measured (`retrieval.approximate`); without one, one is built.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
 from retrieval.features import Features
-from retrieval.index import build_index, save_index, search, top_k_in_tie_order
+from retrieval.index import search, set_search_params, to_gpu, top_k_in_tie_order, trained_index, wants_gpu
 
 AGGREGATIONS = ("max",)
 ROWS_PER_IMAGE = 32
@@ -117,13 +117,25 @@ def build_row_index(
     search_params: Mapping[str, float] | None = None,
     use_gpu: bool | None = None,
     add_block: int = 100_000,
+    train_size: int = 100_000,
+    seed: int = 0,
 ) -> faiss.Index:
-    """A FAISS index over row vectors (float16 allowed), trained on (and first filled with)
-    one block, then filled block by block, so one float32 block exists at a time."""
-    index = build_index(np.asarray(vectors[:add_block], dtype=np.float32), factory=factory, use_gpu=use_gpu, search_params=search_params)
-    for start in range(add_block, len(vectors), add_block):
-        index.add(np.asarray(vectors[start : start + add_block], dtype=np.float32))
+    """A FAISS index over row vectors (float16 or memory-mapped allowed), trained on a seeded
+    sample of all rows, then filled block by block, so one float32 block exists at a time."""
+    index = trained_index(vectors, factory, train_size, seed)
+    if wants_gpu(use_gpu):
+        index = to_gpu(index)
+    for start in range(0, len(vectors), add_block):
+        index.add(np.ascontiguousarray(vectors[start : start + add_block], dtype=np.float32))
+    set_search_params(index, search_params or {})
     return index
+
+
+def rows_per_query(row_image: np.ndarray, k: int, k_regions: int | None) -> int:
+    """How many rows an approximate search fetches to rank `k` images: `k` when every image
+    has one row, else `k_regions` or ROWS_PER_IMAGE per ranked image."""
+    one_row_each = len(np.unique(row_image)) == len(row_image)
+    return int(k_regions or (k if one_row_each else ROWS_PER_IMAGE * k))
 
 
 def approximate_search(
@@ -164,16 +176,15 @@ def rank_images(
     use_gpu: bool | None = None,
     k_regions: int | None = None,
     block_size: int,
-    index_path: Path | None = None,
+    index: faiss.Index | None = None,
 ) -> ImageHits:
     """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`) or
-    through a FAISS index of `factory` (saved to `index_path` when given)."""
+    through a FAISS index of `factory`: `index` when given (a saved one, its search
+    parameters set), else one built here with `search_params`."""
     n_images = len(gallery.keys)
     if factory == "Flat":
         return exact_search(queries, gallery.vectors, gallery.row_image, n_images, k, device)
-    index = build_row_index(gallery.vectors, factory, search_params, use_gpu)
-    if index_path is not None:
-        save_index(index, index_path)
-    one_row_each = len(np.unique(gallery.row_image)) == len(gallery.row_image)
-    k_rows = k_regions or (k if one_row_each else ROWS_PER_IMAGE * k)
-    return approximate_search(index, queries, gallery.row_image, min(k, n_images), int(k_rows), block_size)
+    if index is None:
+        index = build_row_index(gallery.vectors, factory, search_params, use_gpu)
+    k = min(k, n_images)
+    return approximate_search(index, queries, gallery.row_image, k, rows_per_query(gallery.row_image, k, k_regions), block_size)

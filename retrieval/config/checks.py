@@ -24,7 +24,7 @@ def check(cfg: Mapping[str, Any]) -> None:
     tree = plain(cfg)
     check_node("", tree, config_schema())
     index = tree["index"]
-    check_index(index["factory"], index.get("search_params"))
+    check_index(index["factory"], index.get("search_params"), target_recall=index.get("target_recall"))
 
 
 def check_groups(cfg: Mapping[str, Any]) -> None:

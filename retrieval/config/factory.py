@@ -19,9 +19,15 @@ code of b bits needs a 2^b x d codebook (2 GB at 16 bits and the dimension above
 24), which the check itself would have to allocate."""
 
 
-def check_index(factory: str, search_params: Mapping[str, float] | None = None, dim: int = REPRESENTATIVE_DIM) -> None:
-    """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim` and
-    accepts every search parameter. Checked at REPRESENTATIVE_DIM before the model is known;
+def check_index(
+    factory: str,
+    search_params: Mapping[str, float] | None = None,
+    dim: int = REPRESENTATIVE_DIM,
+    target_recall: float | None = None,
+) -> None:
+    """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim`,
+    accepts every search parameter, and has a knob to tune when a `target_recall` is set
+    (exact `Flat` needs none). Checked at REPRESENTATIVE_DIM before the model is known;
     callers that know the real dimension can check again with it."""
     import faiss
 
@@ -46,6 +52,10 @@ def check_index(factory: str, search_params: Mapping[str, float] | None = None, 
             space.initialize(index)
             known = [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
             raise ConfigError(unknown(f"index.search_params.{name}", f"index.factory={factory}", known)) from None
+    if target_recall is not None and factory != "Flat":
+        from retrieval.approximate.knobs import knob_to_tune
+
+        knob_to_tune(index, factory, target_recall)
 
 
 def _faiss_reason(error: RuntimeError) -> str:

@@ -58,6 +58,10 @@ class Index:
     factory: str = opt()
     gpu: bool | None = opt(test=gpu_problem, optional=True)
     search_params: dict[str, float] | None = opt(optional=True)
+    train_size: int = opt(low=1, optional=True)
+    seed: int = opt(optional=True)
+    target_recall: float | None = opt(above=0, high=1, optional=True)
+    tune_queries: int = opt(low=1, optional=True)
 
 
 @dataclass

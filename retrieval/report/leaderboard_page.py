@@ -17,7 +17,7 @@ from retrieval.report.inputs import number
 STATIC = Path(__file__).parent / "static"
 NOT_METRICS = {
     "date", "dataset", "model", "query_mode", "index", "commit", "n_queries", "n_gallery",
-    "n_distractors", "images_per_s", "run_dir",
+    "n_distractors", "images_per_s", "run_dir", "search_recall",
 }
 
 

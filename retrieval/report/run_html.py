@@ -8,6 +8,7 @@ import json
 from html import escape
 from typing import Any
 
+from retrieval.approximate.recall import describe
 from retrieval.report.curves import ap_histogram, mean_pr_curve
 from retrieval.report.inputs import RunInputs
 from retrieval.report.svg import histogram_chart, pr_chart
@@ -104,6 +105,13 @@ def _charts(run: RunInputs, setups: dict[str, dict[str, Any]], default: str) -> 
     )
 
 
+def _search_notice(search: dict[str, Any] | None) -> str:
+    """A visible line when the ranking came from an approximate index, so its numbers are not
+    mistaken for exact ones: `approximate search: recall@100 0.962 against exact (...)`."""
+    line = describe(search)
+    return f'<p class="notice" id="approximate">{escape(line)}</p>' if line else ""
+
+
 def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, top_k: int) -> str:
     """The whole `report.html`; `setups` holds each setup's AP, npos and outcome letters."""
     metrics, dataset = run.metrics, run.dataset
@@ -136,6 +144,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
 <header class="page-head">
   <h1>{escape(name)} <span class="model">{escape(model)}</span></h1>
   <p class="subtitle">{subtitle}</p>
+  {_search_notice(metrics.get("search"))}
 </header>
 <main>
 <section class="card" id="summary">

@@ -15,9 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import faiss
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.approximate.measured import Options, Run, prepare
+from retrieval.approximate.saved import index_folder, saved_index
 from retrieval.datasets import load_dataset
 from retrieval.datasets.distractors import list_distractors, with_distractors
 from retrieval.errors import UserError
@@ -32,7 +35,7 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation
 from retrieval.device import resolve_device
-from retrieval.search import AGGREGATIONS, ImageHits, rank_images
+from retrieval.search import AGGREGATIONS, ImageHits, rank_images, rows_per_query
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +226,11 @@ def listing_digest(cfg: Mapping[str, Any], split: str) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
+def stored(cfg: Mapping[str, Any], folder: Path, split: str) -> dict[str, Any]:
+    """What a split's vectors are: its store's settings and its listing's digest."""
+    return {"store": artifacts.read_yaml(Path(folder) / "config.yaml"), "items": listing_digest(cfg, split)}
+
+
 def store_model(folder: Path) -> str:
     """The model name a store's vectors come from (its config.yaml)."""
     return str(artifacts.read_yaml(Path(folder) / "config.yaml")["model"]["name"])
@@ -253,8 +261,9 @@ def aggregation(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"aggregate": node["aggregate"], "k_regions": node["k_regions"]}
 
 
-def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_path: Path | None = None) -> ImageHits:
-    """Search `gallery` for the query vectors as the config's index, depth and device say."""
+def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index: faiss.Index | None = None) -> ImageHits:
+    """Search `gallery` for the query vectors as the config's index, depth and device say
+    (through `index`, from `approximate_index`, when given)."""
     index_cfg = plain(cfg["index"])
     return rank_images(
         queries,
@@ -266,8 +275,24 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index_p
         use_gpu=index_cfg["gpu"],
         k_regions=aggregation(cfg)["k_regions"],
         block_size=plain(cfg["search"])["block_size"],
-        index_path=index_path,
+        index=index,
     )
+
+
+def approximate_index(
+    cfg: Mapping[str, Any], queries: Features, gallery: Features, gallery_store: Path
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """The configured approximate index of the gallery (saved under `<cache>/indexes/`, built
+    on first use), ready to search for `queries`, and the report of its measured recall."""
+    index_cfg = plain(cfg["index"])
+    factory, options = index_cfg["factory"], Options.of(index_cfg)
+    cache = Path(cfg["paths"]["cache"]).expanduser()
+    folder = index_folder(cache, stored(cfg, gallery_store, "gallery"), factory, options.train_size, options.seed)
+    index = saved_index(folder, gallery.vectors, factory, options.train_size, options.seed, index_cfg["gpu"])
+    k = depth(cfg, len(gallery.keys))
+    run = Run(queries.per_image(), queries.valid, gallery, k, rows_per_query(gallery.row_image, k, aggregation(cfg)["k_regions"]))
+    device = resolve_device(plain(cfg["extract"])["device"])
+    return prepare(index, folder, factory, run, index_cfg["search_params"] or {}, options, index_cfg["gpu"], device)
 
 
 def rank_composed(cfg: Mapping[str, Any], images: np.ndarray, texts: np.ndarray, gallery: Features) -> ImageHits:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import artifacts
+from retrieval.approximate.recall import describe
 from retrieval.datasets.distractors import distractor_count, labelled
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
@@ -158,6 +159,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         },
         "skipped": skipped,
         "timings": search_meta,
+        "search": search_meta.get("search"),
         "ranking": str(ranking_path),
     }
     shutil.copyfile(ranking_path, out / "ranking.npz")
@@ -177,6 +179,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "n_gallery": len(dataset.gallery),
         "n_distractors": distractor_count(dataset),
         "images_per_s": speed or "",
+        **search_columns(search_meta.get("search")),
         "commit": git_commit(),
         "run_dir": str(out.resolve()),
         **_percent_row(result.summary),
@@ -189,6 +192,8 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
         label, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
+    if describe(metrics["search"]):
+        log.warning("%s", describe(metrics["search"]))
     if whole:
         log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(whole))
     if n_skipped:
@@ -196,6 +201,18 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
                     len(skipped["loading"]), len(skipped["queries"]), len(skipped["gallery"]), metrics_path)
     log.info("results: %s%s; leaderboard: %s", out, f", report: {report}" if report else "", leaderboard)
     return metrics_path
+
+
+def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The leaderboard's `search` (the factory and its knobs: `IVF1024,PQ32 nprobe=16`, or
+    `Flat`) and `search_recall` (recall@K against exact, in %; 100 for exact search), empty
+    for a ranking whose search is unknown (`eval.ranking` from elsewhere)."""
+    if not search:
+        return {"search": "", "search_recall": ""}
+    if search["exact"]:
+        return {"search": search["index"], "search_recall": 100.0}
+    knobs = "".join(f" {name}={value:g}" for name, value in search["params"].items())
+    return {"search": search["index"] + knobs, "search_recall": round(100 * search["recall_at_k"], 2)}
 
 
 def _search_meta(ranking_path: Path) -> dict[str, Any]:

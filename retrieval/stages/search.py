@@ -4,7 +4,8 @@
 
 Whole-image and region-level galleries go through the same search (`retrieval.search`):
 an image scores as its best row, exactly and blockwise by default or through any FAISS
-factory. Text queries are searched the same way (their `queries` store holds text vectors).
+factory, whose index is saved with the gallery (`<cache>/indexes/`) and reused, and whose
+recall@K against exact search is measured and written into meta.json and the provenance. Text queries are searched the same way (their `queries` store holds text vectors).
 Composed queries add `texts`, the store of their words, and are ranked exactly by the
 configured combination of the two similarities (`retrieval.composed`). The ranking is cached
 under a key of everything it depends on, the content of the listed files included (through
@@ -28,25 +29,22 @@ from retrieval.features import Features
 from retrieval.stages.common import (
     RANKING,
     aggregation,
+    approximate_index,
     check_same_model,
     depth,
     dataset_from_config,
     finish_ranking,
-    listing_digest,
     load_features,
     plain,
     query_of,
     rank,
     rank_composed,
     skipped_list,
+    stored,
     store_model,
 )
 
 log = logging.getLogger(__name__)
-
-
-def _stored(cfg: Mapping[str, Any], folder: Path, split: str) -> dict[str, Any]:
-    return {"store": artifacts.read_yaml(Path(folder) / "config.yaml"), "items": listing_digest(cfg, split)}
 
 
 def settings(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path | None = None) -> dict[str, Any]:
@@ -57,13 +55,13 @@ def settings(cfg: Mapping[str, Any], queries: Path, gallery: Path, texts: Path |
     query = query_of(cfg)
     words = {}
     if texts is not None:
-        words = {"texts": _stored(cfg, texts, "texts"), **combination_settings(query.combine, query.weight)}
+        words = {"texts": stored(cfg, texts, "texts"), **combination_settings(query.combine, query.weight)}
     if query.text:
         words["query_ids"] = hashlib.sha256("\n".join(dataset.query_keys).encode()).hexdigest()[:16]
     return {
         "stage": "search",
-        "queries": _stored(cfg, queries, "queries"),
-        "gallery": _stored(cfg, gallery, "gallery"),
+        "queries": stored(cfg, queries, "queries"),
+        "gallery": stored(cfg, gallery, "gallery"),
         **words,
         "index": plain(cfg["index"]),
         "k": depth(cfg, len(dataset.gallery)),
@@ -105,10 +103,15 @@ def _build(
     index_cfg = plain(cfg["index"])
     k = depth(cfg, len(gallery.keys))
     started = time.perf_counter()
-    if text_vectors is None:
-        hits = rank(cfg, queries.per_image(), gallery, index_path=None if index_cfg["factory"] == "Flat" else folder / "index.faiss")
-    else:
+    searched: dict[str, Any] = {"index": "Flat", "exact": True}
+    if text_vectors is not None:
         hits = rank_composed(cfg, queries.per_image(), text_vectors, gallery)
+    elif index_cfg["factory"] == "Flat":
+        hits = rank(cfg, queries.per_image(), gallery)
+    else:
+        index, searched = approximate_index(cfg, queries, gallery, gallery_store)
+        started = time.perf_counter()  # the search alone: building, tuning and measuring are not its speed
+        hits = rank(cfg, queries.per_image(), gallery, index)
     seconds = time.perf_counter() - started
     query = query_of(cfg)
     text_steps = [{"step": "extract", "split": "texts", "store": text_store.name, "model": store_model(text_store)}] if text_store else []
@@ -118,7 +121,9 @@ def _build(
         {"step": "extract", "split": "gallery", "store": gallery_store.name, "model": gallery_model,
          "representation": gallery_store_settings["representation"]},
         {"step": "search", "index": index_cfg["factory"], "k": k, **aggregation(cfg),
-         **(combination_settings(query.combine, query.weight) if text_store else {})},
+         **(combination_settings(query.combine, query.weight) if text_store else {}),
+         **({} if searched["exact"] else
+            {"search_params": searched["params"], "recall_at_k": searched["recall_at_k"], "recall_k": searched["k"]})},
     ]
     finish_ranking(hits, queries, gallery, k, provenance).save(folder / RANKING)
     top1 = hits.rows[:, 0][hits.rows[:, 0] >= 0] if hits.rows.size else np.zeros(0, np.int64)
@@ -129,7 +134,8 @@ def _build(
         n_rows=len(gallery.row_image),
         k=k,
         index=index_cfg["factory"],
-        index_bytes=(folder / "index.faiss").stat().st_size if (folder / "index.faiss").exists() else int(gallery.vectors.nbytes),
+        index_bytes=int(gallery.vectors.nbytes) if searched["exact"] else searched["index_bytes"],
+        search=searched,
         search_seconds=round(seconds, 3),
         queries_per_s=round(len(queries.keys) / max(seconds, 1e-9), 1),
         top1_sources=_top1_sources(top1, gallery) if gallery.localises else None,
