@@ -106,6 +106,13 @@ def _build_shard(folder: str, items: list[Item], embedding: Embedding, wait: boo
     )
 
 
+def _reason(error: BaseException) -> str:
+    """A task's failure in one line: its own exception's, not Ray's wrapping with the traceback."""
+    cause = getattr(error, "cause", None) or error
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0]}"
+
+
 @ENGINES.register("ray")
 def on_ray(
     store: Store,
@@ -154,7 +161,7 @@ def on_ray(
                 name, error = failed[0]
                 raise ShardsFailed(
                     f"{store.folder}: {len(failed)} shard(s) failed after {max_retries + 1} tries each (first: {name}: "
-                    f"{error}); the finished shards are kept: run again to build only the failed ones"
+                    f"{_reason(error)}); the finished shards are kept: run again to build only the failed ones"
                 ) from error
             return outcomes
 
