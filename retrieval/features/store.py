@@ -23,6 +23,10 @@ A shard's name hashes its item keys, so two processes that need the same items a
 shard and one waits for the other (a file lock per shard), while processes that need
 different shards build them in parallel. A shard that is missing or cannot be read is
 named in the log and its items are extracted again; nothing else is redone.
+
+Building is split so that an engine (`retrieval.features.engines`) can run the shards
+anywhere: `plan` names the shards to build, `build_shard` builds one under its lock (in any
+process that sees the folder), and `build_with` runs a plan through an engine's runner.
 """
 from __future__ import annotations
 

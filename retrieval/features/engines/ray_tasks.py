@@ -113,6 +113,27 @@ def _reason(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0]}"
 
 
+def _collect(ray: ModuleType, submitted: list, sizes: list[int], progress: Callable[[int], object]
+             ) -> tuple[list[int | None], list[tuple[int, BaseException]]]:
+    """Wait for every task, counting each shard's items in `progress` as it finishes: the
+    outcome of each task (in submission order), and (position, error) of the failed ones."""
+    position = {ref: n for n, ref in enumerate(submitted)}
+    outcomes: list[int | None] = [None] * len(submitted)
+    failed: list[tuple[int, BaseException]] = []
+    waiting = list(submitted)
+    while waiting:
+        [finished], waiting = ray.wait(waiting, num_returns=1)
+        n = position[finished]
+        try:
+            outcomes[n] = ray.get(finished)
+        except ray.exceptions.RayError as error:
+            failed.append((n, error))
+            continue
+        if outcomes[n] is not None:
+            progress(sizes[n])
+    return outcomes, failed
+
+
 @ENGINES.register("ray")
 def on_ray(
     store: Store,
@@ -141,24 +162,10 @@ def on_ray(
         shipped = ray.put(embedding)
 
         def run(chunks: list[list[str]], wait: bool) -> list[int | None]:
-            """Submit every chunk, count each shard as it finishes, then name the failed ones."""
-            position = {task.remote(str(store.folder), [items[key] for key in chunk], shipped, wait): n
-                        for n, chunk in enumerate(chunks)}
-            outcomes: list[int | None] = [None] * len(chunks)
-            failed: list[tuple[str, BaseException]] = []
-            waiting = list(position)
-            while waiting:
-                finished, waiting = ray.wait(waiting, num_returns=1)
-                chunk = chunks[position[finished[0]]]
-                try:
-                    outcomes[position[finished[0]]] = outcome = ray.get(finished[0])
-                except ray.exceptions.RayError as error:
-                    failed.append((shard_name(chunk), error))
-                    continue
-                if outcome is not None:
-                    progress(len(chunk))
+            submitted = [task.remote(str(store.folder), [items[key] for key in chunk], shipped, wait) for chunk in chunks]
+            outcomes, failed = _collect(ray, submitted, [len(chunk) for chunk in chunks], progress)
             if failed:
-                name, error = failed[0]
+                name, error = shard_name(chunks[failed[0][0]]), failed[0][1]
                 raise ShardsFailed(
                     f"{store.folder}: {len(failed)} shard(s) failed after {max_retries + 1} tries each (first: {name}: "
                     f"{_reason(error)}); the finished shards are kept: run again to build only the failed ones"
