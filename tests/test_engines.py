@@ -3,8 +3,10 @@ local engine builds; finished shards are skipped whoever built them; a failed sh
 alone, boundedly; bad addresses and a missing Ray package are one-line errors."""
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ComposeFn, copy_eth80
+from conftest import REPO, ComposeFn, copy_eth80
 from retrieval import config, pipeline
 from retrieval.errors import UserError
 from retrieval.features.engines.ray_tasks import INSTALL, ShardsFailed, check_answers, cluster
@@ -163,6 +165,17 @@ def test_an_address_that_does_not_answer_is_one_line_naming_the_fix() -> None:
         check_answers(address, timeout=1.0)
     with pytest.raises(UserError, match="is not host:port"):
         check_answers("head-node", timeout=1.0)
+
+
+def test_extract_py_with_an_address_that_does_not_answer_exits_2(folder_root: Path, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "extract.py", "dataset=folder", f"dataset.root={folder_root}", f"paths.cache={tmp_path / 'cache'}",
+               "model.input_size=64", "extract.engine=ray", f"extract.ray.address={address}", "extract.ray.connect_timeout=1"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"error: extract.ray.address={address} does not answer" in done.stderr and "Traceback" not in done.stderr
+    assert not list((tmp_path / "cache").glob(f"features/*/{SHARD_GLOB}"))
 
 
 def test_engine_ray_without_the_package_names_the_install(make_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch) -> None:
