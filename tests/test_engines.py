@@ -3,6 +3,7 @@ local engine builds; finished shards are skipped whoever built them; a failed sh
 alone, boundedly; bad addresses and a missing Ray package are one-line errors."""
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import socket
@@ -35,10 +36,13 @@ VIEWS = ("000-000", "045-180", "090-068")
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    """One local cluster of two CPUs for the module, started by the engine's own code."""
+    """One local cluster of two CPUs for the module, started by the engine's own code, which
+    leaves the process as it found it (Ray swaps `print` for its own while relaying logs)."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    own_print = builtins.print
     with cluster(num_cpus=2):
         yield
+    assert builtins.print is own_print
 
 
 def shard_arrays(folder: Path) -> dict[str, dict[str, bytes]]:

@@ -17,6 +17,7 @@ only the failed ones are built by the next run.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -69,14 +70,15 @@ def check_answers(address: str, timeout: float) -> None:
 @contextmanager
 def cluster(address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 10.0) -> Iterator[None]:
     """Ray connected for the block: to the cluster at `address`, or to a local one started
-    for the block (`num_cpus` CPUs; null = all) and stopped after it. A process already
-    connected (a notebook, a test) keeps its cluster."""
+    for the block (`num_cpus` CPUs; null = all) and stopped after it, leaving the process as
+    it was (its `print` too). A process already connected (a notebook, a test) keeps its cluster."""
     ray = import_ray()
     if ray.is_initialized():
         yield
         return
     if address:
         check_answers(address, connect_timeout)
+    own_print = builtins.print  # Ray swaps in its own when it relays the tasks' logs
     try:
         ray.init(
             address=address or None,
@@ -91,6 +93,7 @@ def cluster(address: str | None = None, num_cpus: int | None = None, connect_tim
         yield
     finally:
         ray.shutdown()
+        builtins.print = own_print
 
 
 def _build_shard(folder: str, items: list[Item], embedding: Embedding, wait: bool) -> int | None:
