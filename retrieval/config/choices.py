@@ -70,6 +70,24 @@ def sam_model_types() -> Iterable[str]:
     return sam_model_registry
 
 
+def engines() -> Iterable[str]:
+    from retrieval.features.engines import ENGINES
+
+    return ENGINES.available()
+
+
+def engine_problem(name: str) -> str | None:
+    """What the extraction engine `name` lacks on this machine (None: nothing)."""
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            from retrieval.features.engines.ray_tasks import INSTALL
+
+            return f"the ray package is not installed: {INSTALL}, or use local"
+    return None
+
+
 def device_problem(name: str) -> str | None:
     """Why torch cannot compute on device `name` here (None: it can)."""
     if name == "auto":

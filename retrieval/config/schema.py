@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.config.choices import aggregations, device_problem, gpu_problem, poolings
+from retrieval.config.choices import aggregations, device_problem, engine_problem, engines, gpu_problem, poolings
 from retrieval.config.plugins import dataset_schema, model_schema, proposals_schema, query_schema, rerank_schema
 from retrieval.config.rules import Schema, dataclass_schema, opt
 from retrieval.device import PRECISIONS
@@ -28,6 +28,16 @@ class Paths:
 
 
 @dataclass
+class RayEngine:
+    address: str | None = opt()
+    num_cpus: int | None = opt(low=1)
+    cpus_per_task: float = opt(above=0)
+    gpus_per_task: float | None = opt(low=0)
+    max_retries: int = opt(low=0)
+    connect_timeout: float = opt(above=0)
+
+
+@dataclass
 class Extract:
     device: str = opt(test=device_problem)
     precision: str = opt(choices=lambda: PRECISIONS)
@@ -36,6 +46,8 @@ class Extract:
     shard_size: int = opt(low=1)
     dtype: str = opt(choices=lambda: DTYPES)
     max_pixels: int = opt(low=1)
+    engine: str = opt(choices=engines, test=engine_problem)
+    ray: RayEngine = opt()
 
 
 @dataclass

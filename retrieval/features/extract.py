@@ -6,18 +6,23 @@ the device (pinned, non-blocking) and are normalised and embedded there, under a
 `inference_mode`. What happens per item is the representation's; the batching, shards,
 progress and skips are this module's, for every representation alike. A bad image or
 query is a counted, logged skip of that item, never a crash.
+
+Which process or machine embeds each shard is the engine's (`retrieval.features.engines`:
+this process, or Ray tasks); the shards, and their bytes, are the same whoever builds them.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from retrieval.features.engines import ENGINES
 from retrieval.features.keys import Item
 from retrieval.features.store import ShardRows, Store
 from retrieval.models.base import Embedder
@@ -32,27 +37,37 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-class _Run(NamedTuple):
-    """How one `fill_store` call embeds its shards."""
+@dataclass(frozen=True)
+class Embedding:
+    """How the shards of one `fill_store` call are embedded: all of it but the device (which
+    is where the shard is embedded) and the progress shown. Picklable, so that an engine can
+    ship it, model weights included, to another process or machine."""
 
-    device: torch.device
+    representation: Representation
+    model: Embedder
     precision: str
     batch_size: int
     workers: int
     storage: type
-    bar: tqdm
+    threads: int
+    """torch's intra-op threads: CPU vectors differ in the last bits with the thread count,
+    so an engine computing elsewhere uses the same count to store the same bytes."""
 
 
-def _embed_shard(items: Sequence[Item], representation: Representation, model: Embedder, run: _Run) -> ShardRows:
-    """Embed `items` (one shard) and return its rows, in item order."""
+@torch.inference_mode()
+def embed_shard(items: Sequence[Item], embedding: Embedding, device: torch.device, progress: Callable[[int], object]) -> ShardRows:
+    """Embed `items` (one shard) on `device` and return its rows, in item order;
+    `progress(n)` is told of each batch of n items done."""
     started = time.perf_counter()
-    workers = 0 if representation.main_process else run.workers
+    representation = embedding.representation
+    model = embedding.model.to(device).eval()
+    workers = 0 if representation.main_process else embedding.workers
     loader = torch.utils.data.DataLoader(
         representation.worker_dataset(items, model),
-        batch_size=representation.images_per_batch(run.batch_size),
+        batch_size=representation.images_per_batch(embedding.batch_size),
         collate_fn=_as_list,
         num_workers=min(workers, len(items)),
-        pin_memory=run.device.type == "cuda",
+        pin_memory=device.type == "cuda",
     )
     rows: list[Rows | None] = [None] * len(items)
     errors: dict[str, str] = {}
@@ -62,17 +77,17 @@ def _embed_shard(items: Sequence[Item], representation: Representation, model: E
             if prepared["error"]:
                 errors[items[prepared["position"]].key] = prepared["error"]
                 log.warning("skipped %s: %s", items[prepared["position"]].path, prepared["error"])
-        for prepared, made in zip(good, representation.embed(model, good, run.device, run.precision, run.batch_size)):
-            made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(run.storage)
+        for prepared, made in zip(good, representation.embed(model, good, device, embedding.precision, embedding.batch_size)):
+            made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(embedding.storage)
             rows[prepared["position"]] = made
-        run.bar.update(len(batch))
+        progress(len(batch))
     done = [made for made in rows if made is not None]
     localises = representation.localises
     return ShardRows(
         items=[item.key for item in items],
         valid=np.array([made is not None for made in rows]),
         counts=np.array([0 if made is None else len(made.vectors) for made in rows], dtype=np.int64),
-        vectors=np.concatenate([made.vectors for made in done]) if done else np.zeros((0, model.dim), run.storage),
+        vectors=np.concatenate([made.vectors for made in done]) if done else np.zeros((0, model.dim), embedding.storage),
         errors=errors,
         seconds=time.perf_counter() - started,
         boxes=np.concatenate([made.boxes for made in done] or [np.zeros((0, 4), np.float32)]) if localises else None,
@@ -95,22 +110,21 @@ def fill_store(
     shard_size: int,
     dtype: str,
     desc: str,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Extract the items `store` lacks; returns statistics of this call. The settings are the
-    `extract` config group's (defaults in conf/config.yaml)."""
+    """Extract the items `store` lacks, their shards built by `engine` (`ENGINES`, with its
+    options); returns statistics of this call. The settings are the `extract` config group's
+    (defaults in conf/config.yaml)."""
     if dtype not in STORAGE:
         raise ValueError(f"dtype must be one of {sorted(STORAGE)}, not {dtype!r}")
+    build = ENGINES.get(engine)
     by_key = {item.key: item for item in items}
-    storage = STORAGE[dtype]
+    embedding = Embedding(representation, model, precision, batch_size, workers, STORAGE[dtype], torch.get_num_threads())
     pending = store.missing(list(by_key))
     started = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
-        if pending:
-            model = model.to(device).eval()
-        run = _Run(device, precision, batch_size, workers, storage, bar)
-        embedded = store.build(
-            list(by_key), shard_size, lambda keys: _embed_shard([by_key[key] for key in keys], representation, model, run)
-        )
+    with tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
+        embedded = build(store, by_key, shard_size, embedding, device, bar.update, **(engine_options or {})) if pending else 0
     seconds = time.perf_counter() - started
     return {"embedded": embedded, "seconds": round(seconds, 3),
             "images_per_s": round(embedded / seconds, 2) if embedded and seconds > 0 else None}

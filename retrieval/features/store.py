@@ -23,6 +23,10 @@ A shard's name hashes its item keys, so two processes that need the same items a
 shard and one waits for the other (a file lock per shard), while processes that need
 different shards build them in parallel. A shard that is missing or cannot be read is
 named in the log and its items are extracted again; nothing else is redone.
+
+Building is split so that an engine (`retrieval.features.engines`) can run the shards
+anywhere: `plan` names the shards to build, `build_shard` builds one under its lock (in any
+process that sees the folder), and `build_with` runs a plan through an engine's runner.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import hashlib
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +90,10 @@ def write_shard(path: Path, rows: ShardRows) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
+
+ShardRunner = Callable[[list[list[str]], bool], Iterable[int | None]]
+"""An engine's way of building shards: (chunks of item keys, wait) -> per chunk, in order, what
+`Store.build_shard` returned for it (run wherever the engine runs it)."""
 
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 """What numpy raises on a truncated, corrupt or foreign .npz."""
@@ -152,29 +160,43 @@ class Store:
         finally:
             lock.release()
 
-    def build(self, keys: Sequence[str], shard_size: int, embed: Callable[[list[str]], ShardRows]) -> int:
-        """Make every key present: the missing ones, in listing order, in shards of
-        `shard_size` items, each embedded by `embed(keys) -> ShardRows`. Shards another process
-        is building are waited for after this process has built the free ones. Returns the
-        number of items this call embedded."""
+    def plan(self, keys: Sequence[str], shard_size: int) -> list[list[str]]:
+        """The shards to build: the missing keys, in listing order, `shard_size` at a time (so
+        every engine, and every process, names the same shards for the same items)."""
         pending = self.missing(keys)
         chunks = [pending[start : start + shard_size] for start in range(0, len(pending), shard_size)]
         if pending:
             log.info("%s: %d of %d items to extract, in %d shard(s)", self.folder.name, len(pending), len(set(keys)), len(chunks))
+        return chunks
+
+    def build_shard(self, chunk: list[str], embed: Callable[[list[str]], ShardRows], wait: bool) -> int | None:
+        """Build the shard of `chunk` under its lock, unless it exists. Returns the items
+        embedded (0: it was there), or None when not waiting and another process holds it."""
+        name = shard_name(chunk)
+        with self.claim(name, wait) as mine:
+            if not mine:
+                return None
+            if (self.folder / name).exists():
+                return 0
+            log.info("%s: building %s (%d items)", self.folder.name, name, len(chunk))
+            write_shard(self.folder / name, embed(chunk))
+            return len(chunk)
+
+    def build(self, keys: Sequence[str], shard_size: int, embed: Callable[[list[str]], ShardRows]) -> int:
+        """Make every key present, each missing shard embedded in this process by
+        `embed(keys) -> ShardRows`. Returns the number of items this call embedded."""
+        return self.build_with(keys, shard_size, lambda chunks, wait: (self.build_shard(chunk, embed, wait) for chunk in chunks))
+
+    def build_with(self, keys: Sequence[str], shard_size: int, run: ShardRunner) -> int:
+        """Make every key present: the shards of `plan`, built by `run` (an engine), the free
+        ones first; shards another process was building are waited for after those. Returns
+        the number of items this call embedded."""
+        chunks = self.plan(keys, shard_size)
         embedded = 0
-        deferred = []
         for wait in (False, True):
-            for chunk in chunks if not wait else deferred:
-                name = shard_name(chunk)
-                with self.claim(name, wait) as mine:
-                    if not mine:
-                        deferred.append(chunk)
-                        continue
-                    if (self.folder / name).exists():
-                        continue
-                    log.info("%s: building %s (%d items)", self.folder.name, name, len(chunk))
-                    write_shard(self.folder / name, embed(chunk))
-                    embedded += len(chunk)
+            outcomes = list(run(chunks, wait))
+            embedded += sum(outcome or 0 for outcome in outcomes)
+            chunks = [chunk for chunk, outcome in zip(chunks, outcomes) if outcome is None]
         still = self.missing(keys)
         if still:
             raise RuntimeError(f"{self.folder}: {len(still)} items still missing after extraction (first: {still[0]})")

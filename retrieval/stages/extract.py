@@ -5,7 +5,9 @@
 Only the items the store lacks are embedded: a rerun, a gallery with images added, the same
 images under a moved dataset root, or leave-one-out queries cut out as the gallery is (whole
 images) all reuse what exists; a query text is embedded once per text tower. Which items and
-which store: `retrieval.stages.common`.
+which store: `retrieval.stages.common`. Who builds the shards is `extract.engine` (with the
+options of `extract.<engine>`), which the store's key leaves out: the same shards, whoever
+built them.
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ def main(cfg: Mapping[str, Any], split: str) -> Path:
         shard_size=shard_size(cfg, split),
         dtype=run["dtype"],
         desc=split,
+        engine=run["engine"],
+        engine_options=run.get(run["engine"]),
     )
     log.info("%s: embedded %d items in %.1f s", split, stats["embedded"], stats["seconds"])
     return folder

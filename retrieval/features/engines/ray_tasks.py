@@ -1,0 +1,178 @@
+"""The `ray` engine: each missing shard of a store a Ray task, on a Ray cluster.
+
+    python extract.py extract.engine=ray                                   # a local cluster, for the run
+    python extract.py extract.engine=ray extract.ray.address=head:6379     # a running cluster
+
+A task receives its shard's items and the `Embedding` (model weights included, put in Ray's
+object store once, so every node computes with the driver's weights, whatever its own
+caches hold), embeds on the GPU Ray gave it (the CPU when none) and writes the shard
+itself, through the same `Store.build_shard` (lock, atomic write, skip when finished) as the
+local engine. The nodes see the driver's `retrieval` package (shipped as a Ray `py_modules`
+entry) and need its dependencies and the store's folder (a shared file system on a real
+cluster).
+
+A task that fails is run again alone, up to `max_retries` more times; a shard that fails
+every try stops the run once the other tasks are done, so every finished shard is kept and
+only the failed ones are built by the next run.
+"""
+from __future__ import annotations
+
+import builtins
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+import retrieval
+from retrieval.errors import UserError
+from retrieval.features.engines import ENGINES
+from retrieval.features.extract import Embedding, embed_shard
+from retrieval.features.keys import Item
+from retrieval.features.store import Store, shard_name
+
+log = logging.getLogger(__name__)
+INSTALL = "pip install -e '.[ray]'"
+
+
+class ShardsFailed(RuntimeError):
+    """Shards whose every try failed; the others are in the store."""
+
+
+def import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"extract.engine=ray needs the ray package: {INSTALL}") from None
+    return ray
+
+
+def check_answers(address: str, timeout: float) -> None:
+    """Raise UserError unless something listens at `address` (`host:port` or
+    `ray://host:port`): Ray itself would retry a silent address for minutes."""
+    if address == "auto":  # Ray reads the address of the cluster started on this machine
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"extract.ray.address={address} is not host:port; give the head node's address, e.g. 10.0.0.9:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UserError(
+            f"extract.ray.address={address} does not answer ({error}); start the cluster (ray start --head) "
+            "or drop extract.ray.address to run a local one"
+        ) from None
+
+
+@contextmanager
+def cluster(address: str | None = None, num_cpus: int | None = None, connect_timeout: float = 10.0) -> Iterator[None]:
+    """Ray connected for the block: to the cluster at `address`, or to a local one started
+    for the block (`num_cpus` CPUs; null = all) and stopped after it, leaving the process as
+    it was (its `print` too). A process already connected (a notebook, a test) keeps its cluster."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        check_answers(address, connect_timeout)
+    own_print = builtins.print  # Ray swaps in its own when it relays the tasks' logs
+    try:
+        ray.init(
+            address=address or None,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            runtime_env={"py_modules": [retrieval]},
+            logging_level=logging.WARNING,
+        )
+    except ConnectionError as error:
+        raise UserError(f"extract.ray.address={address} gave no Ray cluster ({error}); start one with ray start --head") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        builtins.print = own_print
+
+
+def _build_shard(folder: str, items: list[Item], embedding: Embedding, wait: bool) -> int | None:
+    """A task: what `Store.build_shard` returns for these items, embedded on this task's GPU
+    (the CPU when it has none) with the driver's thread count (see `Embedding.threads`)."""
+    import ray
+
+    torch.set_num_threads(embedding.threads)
+    device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+    by_key = {item.key: item for item in items}
+    return Store(Path(folder)).build_shard(
+        list(by_key), lambda keys: embed_shard([by_key[key] for key in keys], embedding, device, lambda done: None), wait
+    )
+
+
+def _reason(error: BaseException) -> str:
+    """A task's failure in one line: its own exception's, not Ray's wrapping with the traceback."""
+    cause = getattr(error, "cause", None) or error
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0]}"
+
+
+def _collect(ray: ModuleType, submitted: list, sizes: list[int], progress: Callable[[int], object]
+             ) -> tuple[list[int | None], list[tuple[int, BaseException]]]:
+    """Wait for every task, counting each shard's items in `progress` as it finishes: the
+    outcome of each task (in submission order), and (position, error) of the failed ones."""
+    position = {ref: n for n, ref in enumerate(submitted)}
+    outcomes: list[int | None] = [None] * len(submitted)
+    failed: list[tuple[int, BaseException]] = []
+    waiting = list(submitted)
+    while waiting:
+        [finished], waiting = ray.wait(waiting, num_returns=1)
+        n = position[finished]
+        try:
+            outcomes[n] = ray.get(finished)
+        except ray.exceptions.RayError as error:
+            failed.append((n, error))
+            continue
+        if outcomes[n] is not None:
+            progress(sizes[n])
+    return outcomes, failed
+
+
+@ENGINES.register("ray")
+def on_ray(
+    store: Store,
+    items: dict[str, Item],
+    shard_size: int,
+    embedding: Embedding,
+    device: torch.device,
+    progress: Callable[[int], object],
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_task: float = 1,
+    gpus_per_task: float | None = None,
+    max_retries: int = 2,
+    connect_timeout: float = 10.0,
+) -> int:
+    """Each shard a Ray task, on a local cluster started for the run or the one at `address`.
+    `device` is the driver's: a task computes on the GPU Ray gives it (`gpus_per_task`,
+    null = one when the cluster has GPUs)."""
+    ray = import_ray()
+    with cluster(address, num_cpus, connect_timeout):
+        gpus = gpus_per_task if gpus_per_task is not None else min(1, ray.cluster_resources().get("GPU", 0))
+        task = ray.remote(_build_shard).options(
+            num_cpus=cpus_per_task, num_gpus=gpus, max_retries=max_retries, retry_exceptions=True
+        )
+        shipped = ray.put(embedding)
+
+        def run(chunks: list[list[str]], wait: bool) -> list[int | None]:
+            submitted = [task.remote(str(store.folder), [items[key] for key in chunk], shipped, wait) for chunk in chunks]
+            outcomes, failed = _collect(ray, submitted, [len(chunk) for chunk in chunks], progress)
+            if failed:
+                name, error = shard_name(chunks[failed[0][0]]), failed[0][1]
+                raise ShardsFailed(
+                    f"{store.folder}: {len(failed)} shard(s) failed after {max_retries + 1} tries each (first: {name}: "
+                    f"{_reason(error)}); the finished shards are kept: run again to build only the failed ones"
+                ) from error
+            return outcomes
+
+        return store.build_with(list(items), shard_size, run)
