@@ -1,0 +1,232 @@
+"""Exact top-k images over a gallery read block by block, in memory bounded by a budget.
+
+The gallery's rows are cut into blocks at image boundaries (an image's rows never straddle
+two blocks, so a block knows each of its images' best row). For every block of queries, each
+row block gives its images' top k, plus every image tied with the k-th (`TIE_MARGIN` more,
+or, when a tie runs past those, the lowest ones of it), and these candidates are merged into
+a running top k ordered by score then lower image. An image's exact score is the same
+whichever block computes it, so the result is the one in-memory search, ties included, in
+O(query block x (k + row block)) memory, not O(queries x images).
+
+Row blocks go round-robin to the devices (every visible GPU; the CPU otherwise), whose
+candidates are merged on the first one: the CPU run is the same code with one device.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from retrieval.errors import UserError
+from retrieval.features.mapped import MappedRows
+from retrieval.sizes import format_size
+
+TIE_MARGIN = 16
+"""Candidates a block keeps beyond k, so that a tie at the k-th place is usually seen whole."""
+QUERY_BLOCK, ROW_BLOCK = 4096, 16384
+"""Block sizes without a budget, and the sizes a budget shrinks from (see bench/bench_scale.py)."""
+MIN_QUERY_BLOCK, MIN_ROW_BLOCK = 64, 1024
+"""Below these, per-block overheads dominate: a budget that cannot hold them is refused."""
+PADDING = torch.iinfo(torch.int64).max
+"""The image id of an empty place (sorts after every image)."""
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How many queries, and gallery rows (at least the widest image's), one block holds."""
+
+    queries: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """What sizes the blocks: the gallery's shape and storage, and where it is searched."""
+
+    n_rows: int
+    dim: int
+    itemsize: int
+    widest_image: int
+    one_row_each: bool
+    n_devices: int
+
+
+def block_bytes(plan: BlockPlan, gallery: Gallery, k: int) -> int:
+    """Memory a search with `plan` holds at once: per device a row block (stored and widened),
+    a query block and their similarities (with the per-image reduction's temporaries when
+    images have several rows); and the running top k with its merge temporaries."""
+    per_cell = 4 if gallery.one_row_each else 32
+    per_device = plan.rows * gallery.dim * (4 + gallery.itemsize) + plan.queries * gallery.dim * 4 + plan.queries * plan.rows * per_cell
+    merging = plan.queries * (2 * k + TIE_MARGIN) * 20 * 3
+    return gallery.n_devices * per_device + merging
+
+
+def plan_blocks(budget: int | None, n_queries: int, gallery: Gallery, k: int) -> BlockPlan:
+    """The largest blocks (up to QUERY_BLOCK x ROW_BLOCK) that fit `budget` bytes (None: no
+    bound), halving the larger side first; a budget that cannot hold the smallest is a UserError."""
+    floor_rows = max(gallery.widest_image, min(gallery.n_rows, MIN_ROW_BLOCK), 1)
+    floor = BlockPlan(max(1, min(n_queries, MIN_QUERY_BLOCK)), floor_rows)
+    plan = BlockPlan(max(1, min(n_queries, QUERY_BLOCK)), max(floor_rows, min(gallery.n_rows, ROW_BLOCK)))
+    if budget is None:
+        return plan
+    while block_bytes(plan, gallery, k) > budget:
+        if plan.rows > max(2 * plan.queries, floor.rows) or plan.queries == floor.queries:
+            if plan.rows == floor.rows:
+                need = math.ceil(block_bytes(floor, gallery, k) / (1 << 20)) << 20
+                raise UserError(
+                    f"search.memory_budget={format_size(budget)} is below the {format_size(need)} that one block of "
+                    f"{floor.queries} queries x {floor.rows} gallery rows of {gallery.dim} dims needs; "
+                    f"raise it to at least search.memory_budget={format_size(need)}")
+            plan = BlockPlan(plan.queries, max(floor.rows, plan.rows // 2))
+        else:
+            plan = BlockPlan(max(floor.queries, plan.queries // 2), plan.rows)
+    return plan
+
+
+def image_blocks(row_image: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """(lo, hi) row ranges of at most `rows` rows (more only for an image wider than that),
+    each ending where an image's rows do. Rows of an image must be contiguous."""
+    n = len(row_image)
+    starts = np.flatnonzero(np.r_[True, row_image[1:] != row_image[:-1]]) if n else np.zeros(0, np.int64)
+    if len(starts) != len(np.unique(row_image)):
+        raise ValueError("exact search needs each image's rows to be contiguous")
+    bounds = [0]
+    while bounds[-1] < n:
+        limit = bounds[-1] + rows
+        if limit >= n:
+            bounds.append(n)
+            continue
+        cut = int(starts[np.searchsorted(starts, limit, side="right") - 1])
+        if cut <= bounds[-1]:  # one image wider than `rows`: the block is that image
+            after = np.searchsorted(starts, bounds[-1], side="right")
+            cut = int(starts[after]) if after < len(starts) else n
+        bounds.append(cut)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def search_devices(device: torch.device) -> list[torch.device]:
+    """Where row blocks are searched: every visible GPU for `cuda` without an index."""
+    if device.type == "cuda" and device.index is None:
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [device]
+
+
+def best_per_image(
+    scores: torch.Tensor, owner: torch.Tensor, n_images: int, first_row: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(queries, rows) similarities of a block of rows whose images are `owner` -> per query and
+    image, the best row's score (-inf for an image without rows in the block) and, unless
+    `first_row` is None, that row's index (counted from `first_row`; the lower on a tie)."""
+    owner = owner.expand(len(scores), -1)
+    best = torch.full((len(scores), n_images), -torch.inf, device=scores.device).scatter_reduce_(1, owner, scores, "amax")
+    if first_row is None:
+        return best, None
+    ids = torch.arange(first_row, first_row + scores.shape[1], device=scores.device).expand(len(scores), -1)
+    first = torch.where(scores == best.gather(1, owner), ids, torch.iinfo(torch.int64).max)
+    rows = torch.full(best.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=scores.device)
+    return best, rows.scatter_reduce_(1, owner, first, "amin")
+
+
+def top_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, columns) of a set of columns per row holding its top k in (score, lower
+    column) order: the top k + TIE_MARGIN, or, where a tie runs past those, exactly the k
+    best with the tie's lowest columns (the rest -inf). Unordered within: the merge sorts."""
+    width = scores.shape[1]
+    kept = min(k, width)
+    probe = min(width, kept + TIE_MARGIN)
+    values, columns = torch.topk(scores, probe, dim=1)
+    if probe == width:
+        return values, columns
+    open_tie = (values[:, -1] == values[:, kept - 1]).nonzero().squeeze(1)
+    if len(open_tie):
+        tied_rows = scores[open_tie]
+        edge = values[open_tie, kept - 1 : kept]
+        above, tied = tied_rows > edge, tied_rows == edge
+        keep = above | (tied & (tied.cumsum(1) <= kept - above.sum(1, keepdim=True)))
+        chosen = keep.nonzero()[:, 1].view(len(open_tie), kept)
+        values[open_tie] = -torch.inf
+        values[open_tie, :kept] = tied_rows.gather(1, chosen)
+        columns[open_tie, :kept] = chosen
+    return values, columns
+
+
+Candidates = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""(scores, image ids, rows), each (queries, places); PADDING ids where scores are -inf."""
+
+
+def block_candidates(queries: torch.Tensor, chunk: torch.Tensor, owners: torch.Tensor, lo: int, k: int) -> Candidates:
+    """The candidates of one row block (rows lo.. of images `owners`) for a block of queries."""
+    scores = queries @ chunk.T
+    if len(owners) == 1 or bool((owners[1:] > owners[:-1]).all()):  # one row per image, in order
+        values, columns = top_columns(scores, k)
+        images, rows = owners[columns], columns + lo
+    else:
+        first = int(owners.min())
+        best, best_row = best_per_image(scores, (owners - first)[None], int(owners.max()) - first + 1, lo)
+        values, columns = top_columns(best, k)
+        images, rows = columns + first, best_row.gather(1, columns)
+    return values, torch.where(values == -torch.inf, PADDING, images), rows
+
+
+def merge(state: Candidates, found: Candidates, k: int) -> Candidates:
+    """The top k of both, by score then lower image id (a stable sort on ids, then on scores)."""
+    scores, images, rows = (torch.cat(pair, dim=1) for pair in zip(state, found))
+    by_image = torch.argsort(images, dim=1, stable=True)
+    scores, images, rows = (t.gather(1, by_image) for t in (scores, images, rows))
+    by_score = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+    return tuple(t.gather(1, by_score) for t in (scores, images, rows))
+
+
+def _rows(vectors: np.ndarray | MappedRows, lo: int, hi: int, buffer: np.ndarray) -> np.ndarray:
+    """Rows lo:hi as float32: float32 arrays as they are, anything else widened into `buffer`."""
+    if isinstance(vectors, MappedRows):
+        return vectors.read_into(lo, hi, buffer)
+    if vectors.dtype == np.float32:
+        return np.ascontiguousarray(vectors[lo:hi])
+    np.copyto(buffer[: hi - lo], vectors[lo:hi], casting="same_kind")
+    return buffer[: hi - lo]
+
+
+def _buffer(rows: int, dim: int, device: torch.device) -> np.ndarray:
+    """A float32 staging block for `device` (page-locked for a GPU, so the copy is one DMA)."""
+    return torch.empty((rows, dim), dtype=torch.float32, pin_memory=device.type == "cuda").numpy()
+
+
+def blockwise_top_k(
+    queries: np.ndarray,
+    vectors: np.ndarray | MappedRows,
+    row_image: np.ndarray,
+    k: int,
+    devices: Sequence[torch.device],
+    plan: BlockPlan,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, images, rows), each (queries, k), best first; -inf / -1 / -1 where a query has
+    fewer than k images with rows."""
+    row_image = np.asarray(row_image, dtype=np.int64)
+    blocks = image_blocks(row_image, plan.rows)
+    widest = max((hi - lo for lo, hi in blocks), default=0)
+    buffers = [_buffer(widest, vectors.shape[1], device) for device in devices]
+    owners = torch.from_numpy(row_image)
+    out: list[Candidates] = []
+    for start in range(0, len(queries), plan.queries):
+        block = torch.from_numpy(np.ascontiguousarray(queries[start : start + plan.queries], dtype=np.float32))
+        on_device = [block.to(device) for device in devices]
+        home = devices[0]
+        state = (torch.full((len(block), k), -torch.inf, device=home), torch.full((len(block), k), PADDING, device=home),
+                 torch.full((len(block), k), -1, dtype=torch.int64, device=home))
+        for group in range(0, len(blocks), len(devices)):
+            found = [
+                block_candidates(q, torch.from_numpy(_rows(vectors, lo, hi, buffer)).to(device), owners[lo:hi].to(device), lo, k)
+                for (lo, hi), device, q, buffer in zip(blocks[group : group + len(devices)], devices, on_device, buffers)
+            ]
+            for candidates in found:
+                state = merge(state, tuple(t.to(home) for t in candidates), k)
+        out.append(tuple(t.cpu() for t in state))
+    if not out:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros((0, k), np.int64)
+    scores, images, rows = (torch.cat(part).numpy() for part in zip(*out))
+    empty = images == PADDING
+    return scores, np.where(empty, -1, images), np.where(empty, -1, rows)
