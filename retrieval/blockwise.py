@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from retrieval.errors import UserError
-from retrieval.features.mapped import MappedRows
+from retrieval.features.mapped import MappedRows, widen_into
 from retrieval.sizes import format_size
 
 TIE_MARGIN = 16
@@ -157,9 +157,18 @@ Candidates = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """(scores, image ids, rows), each (queries, places); PADDING ids where scores are -inf."""
 
 
-def block_candidates(queries: torch.Tensor, chunk: torch.Tensor, owners: torch.Tensor, lo: int, k: int) -> Candidates:
-    """The candidates of one row block (rows lo.. of images `owners`) for a block of queries."""
-    scores = queries @ chunk.T
+def block_candidates(
+    queries: torch.Tensor, chunk: torch.Tensor, owners: torch.Tensor, lo: int, k: int, floor: torch.Tensor, scores: torch.Tensor
+) -> tuple[torch.Tensor, Candidates]:
+    """The queries (indices into `queries`) that one row block (rows lo.. of images `owners`)
+    has anything for, and their candidates; `scores` is room for the similarities. `floor` is
+    each query's k-th score so far: a block whose best row is below it cannot change that
+    query's top k, and is skipped for it before the costlier per-block top k (as faiss's heaps
+    skip what cannot enter them)."""
+    scores = torch.mm(queries, chunk.T, out=scores[: len(queries) * len(chunk)].view(len(queries), len(chunk)))
+    live = (scores.amax(1) >= floor).nonzero().squeeze(1)
+    if len(live) < len(scores):
+        scores = scores[live]
     if len(owners) == 1 or bool((owners[1:] > owners[:-1]).all()):  # one row per image, in order
         values, columns = top_columns(scores, k)
         images, rows = owners[columns], columns + lo
@@ -168,31 +177,54 @@ def block_candidates(queries: torch.Tensor, chunk: torch.Tensor, owners: torch.T
         best, best_row = best_per_image(scores, (owners - first)[None], int(owners.max()) - first + 1, lo)
         values, columns = top_columns(best, k)
         images, rows = columns + first, best_row.gather(1, columns)
-    return values, torch.where(values == -torch.inf, PADDING, images), rows
+    return live, (values, torch.where(values == -torch.inf, PADDING, images), rows)
+
+
+MAX_IMAGES = (1 << 32) - 1
+"""Image ids share an int64 sort key with the score's 32 bits."""
+
+
+def order_keys(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose descending order is (score descending, image ascending): the float's
+    bits made monotone as a signed integer (negatives flipped; -0.0 first made 0.0), above
+    the image id counted down from MAX_IMAGES (padding last)."""
+    bits = (scores + 0.0).view(torch.int32)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return (bits << 32) | (MAX_IMAGES - images.clamp(max=MAX_IMAGES))
 
 
 def merge(state: Candidates, found: Candidates, k: int) -> Candidates:
-    """The top k of both, by score then lower image id (a stable sort on ids, then on scores)."""
+    """The top k of both, best first, by score then lower image id (one top-k on order keys)."""
     scores, images, rows = (torch.cat(pair, dim=1) for pair in zip(state, found))
-    by_image = torch.argsort(images, dim=1, stable=True)
-    scores, images, rows = (t.gather(1, by_image) for t in (scores, images, rows))
-    by_score = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
-    return tuple(t.gather(1, by_score) for t in (scores, images, rows))
+    best = torch.topk(order_keys(scores, images), k, dim=1).indices
+    return scores.gather(1, best), images.gather(1, best), rows.gather(1, best)
 
 
-def _rows(vectors: np.ndarray | MappedRows, lo: int, hi: int, buffer: np.ndarray) -> np.ndarray:
-    """Rows lo:hi as float32: float32 arrays as they are, anything else widened into `buffer`."""
-    if isinstance(vectors, MappedRows):
-        return vectors.read_into(lo, hi, buffer)
-    if vectors.dtype == np.float32:
-        return np.ascontiguousarray(vectors[lo:hi])
-    np.copyto(buffer[: hi - lo], vectors[lo:hi], casting="same_kind")
-    return buffer[: hi - lo]
+@dataclass
+class _Slot:
+    """What one device reuses from block to block: host staging rows (float32, page-locked for
+    a GPU, so its copy is one DMA) and room for a block's similarities on the device."""
 
+    device: torch.device
+    rows: np.ndarray
+    scores: torch.Tensor
 
-def _buffer(rows: int, dim: int, device: torch.device) -> np.ndarray:
-    """A float32 staging block for `device` (page-locked for a GPU, so the copy is one DMA)."""
-    return torch.empty((rows, dim), dtype=torch.float32, pin_memory=device.type == "cuda").numpy()
+    @classmethod
+    def make(cls, device: torch.device, rows: int, dim: int, queries: int) -> "_Slot":
+        staging = torch.empty((rows, dim), dtype=torch.float32, pin_memory=device.type == "cuda").numpy()
+        return cls(device, staging, torch.empty(rows * queries, dtype=torch.float32, device=device))
+
+    def load(self, vectors: np.ndarray | MappedRows, lo: int, hi: int) -> torch.Tensor:
+        """Rows lo:hi as float32 on the device: a float32 array's rows as they are, anything
+        else widened into the staging rows."""
+        if isinstance(vectors, MappedRows):
+            rows = vectors.read_into(lo, hi, self.rows)
+        elif vectors.dtype == np.float32:
+            rows = np.ascontiguousarray(vectors[lo:hi])
+        else:
+            rows = self.rows[: hi - lo]
+            widen_into(rows, np.ascontiguousarray(vectors[lo:hi]))
+        return torch.from_numpy(rows).to(self.device)
 
 
 def blockwise_top_k(
@@ -206,27 +238,34 @@ def blockwise_top_k(
     """(scores, images, rows), each (queries, k), best first; -inf / -1 / -1 where a query has
     fewer than k images with rows."""
     row_image = np.asarray(row_image, dtype=np.int64)
+    if k == 0 or len(queries) == 0:
+        nothing = np.zeros((len(queries), k), np.int64)
+        return nothing.astype(np.float32), nothing, nothing.copy()
+    if len(row_image) and row_image.max() >= MAX_IMAGES:
+        raise ValueError(f"exact search ranks at most {MAX_IMAGES} images")
     blocks = image_blocks(row_image, plan.rows)
     widest = max((hi - lo for lo, hi in blocks), default=0)
-    buffers = [_buffer(widest, vectors.shape[1], device) for device in devices]
+    slots = [_Slot.make(device, widest, vectors.shape[1], min(plan.queries, len(queries))) for device in devices]
     owners = torch.from_numpy(row_image)
+    home = devices[0]
     out: list[Candidates] = []
     for start in range(0, len(queries), plan.queries):
         block = torch.from_numpy(np.ascontiguousarray(queries[start : start + plan.queries], dtype=np.float32))
         on_device = [block.to(device) for device in devices]
-        home = devices[0]
         state = (torch.full((len(block), k), -torch.inf, device=home), torch.full((len(block), k), PADDING, device=home),
                  torch.full((len(block), k), -1, dtype=torch.int64, device=home))
-        for group in range(0, len(blocks), len(devices)):
+        for group in range(0, len(blocks), len(slots)):
+            floor = state[0][:, k - 1]
             found = [
-                block_candidates(q, torch.from_numpy(_rows(vectors, lo, hi, buffer)).to(device), owners[lo:hi].to(device), lo, k)
-                for (lo, hi), device, q, buffer in zip(blocks[group : group + len(devices)], devices, on_device, buffers)
+                block_candidates(q, slot.load(vectors, lo, hi), owners[lo:hi].to(slot.device), lo, k, floor.to(slot.device), slot.scores)
+                for (lo, hi), slot, q in zip(blocks[group : group + len(slots)], slots, on_device)
             ]
-            for candidates in found:
-                state = merge(state, tuple(t.to(home) for t in candidates), k)
+            for live, candidates in found:
+                live = live.to(home)
+                merged = merge(tuple(t[live] for t in state), tuple(t.to(home) for t in candidates), k)
+                for kept, new in zip(state, merged):
+                    kept[live] = new
         out.append(tuple(t.cpu() for t in state))
-    if not out:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros((0, k), np.int64)
     scores, images, rows = (torch.cat(part).numpy() for part in zip(*out))
     empty = images == PADDING
     return scores, np.where(empty, -1, images), np.where(empty, -1, rows)

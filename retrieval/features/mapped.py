@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 """A zip local file header: signature, then (after 22 bytes) file-name and extra-field lengths."""
@@ -131,17 +132,25 @@ class MappedRows:
         return self.read_into(0, len(self), out)
 
 
+def widen_into(out: np.ndarray, rows: np.ndarray) -> None:
+    """`out[:] = rows`, cast by torch (vectorised, threaded half -> float), not numpy's scalar loop."""
+    torch.from_numpy(out).copy_(torch.from_numpy(rows))
+
+
 def _copy_rows(layout: MemberLayout, row: int, out: np.ndarray) -> None:
-    """`len(out)` rows of a member from row `row` into `out` (cast), through a read-only map
-    that is closed before returning, so no page of it stays resident in this process."""
+    """`len(out)` rows of a member from row `row` into `out` (cast), through a map that is
+    closed before returning, so no page of it stays resident in this process. The map is
+    private (copy-on-write, never written: no page is copied) so the arrays over it are
+    writable, as torch wants. (Not MAP_POPULATE: on a writable private map it copies every page.)"""
     row_bytes = int(np.prod(layout.shape[1:], dtype=np.int64)) * layout.dtype.itemsize
     start = layout.offset + row * row_bytes
     aligned = start - start % mmap.ALLOCATIONGRANULARITY
     with open(layout.path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), start - aligned + len(out) * row_bytes, offset=aligned, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(handle.fileno(), start - aligned + len(out) * row_bytes, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=aligned)
     try:
         rows = np.frombuffer(mapped, layout.dtype, len(out) * row_bytes // layout.dtype.itemsize, start - aligned)
-        np.copyto(out, rows.reshape(out.shape), casting="same_kind")
+        widen_into(out, rows.reshape(out.shape))
         del rows  # the map cannot close while an array still views it
     finally:
         mapped.close()
