@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ class BlockPlan:
 
 
 @dataclass(frozen=True)
-class Gallery:
+class GalleryShape:
     """What sizes the blocks: the gallery's shape and storage, and where it is searched."""
 
     n_rows: int
@@ -54,17 +55,18 @@ class Gallery:
     n_devices: int
 
 
-def block_bytes(plan: BlockPlan, gallery: Gallery, k: int) -> int:
+def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:
     """Memory a search with `plan` holds at once: per device a row block (stored and widened),
-    a query block and their similarities (with the per-image reduction's temporaries when
-    images have several rows); and the running top k with its merge temporaries."""
-    per_cell = 4 if gallery.one_row_each else 32
+    a query block and their similarities (4 bytes, and up to half that again for the rows of
+    the queries still live; the per-image reduction's temporaries when images have several
+    rows); and the running top k with its merge temporaries."""
+    per_cell = 6 if gallery.one_row_each else 34
     per_device = plan.rows * gallery.dim * (4 + gallery.itemsize) + plan.queries * gallery.dim * 4 + plan.queries * plan.rows * per_cell
     merging = plan.queries * (2 * k + TIE_MARGIN) * 20 * 3
     return gallery.n_devices * per_device + merging
 
 
-def plan_blocks(budget: int | None, n_queries: int, gallery: Gallery, k: int) -> BlockPlan:
+def plan_blocks(budget: int | None, n_queries: int, gallery: GalleryShape, k: int) -> BlockPlan:
     """The largest blocks (up to QUERY_BLOCK x ROW_BLOCK) that fit `budget` bytes (None: no
     bound), halving the larger side first; a budget that cannot hold the smallest is a UserError."""
     floor_rows = max(gallery.widest_image, min(gallery.n_rows, MIN_ROW_BLOCK), 1)
@@ -167,8 +169,10 @@ def block_candidates(
     skip what cannot enter them)."""
     scores = torch.mm(queries, chunk.T, out=scores[: len(queries) * len(chunk)].view(len(queries), len(chunk)))
     live = (scores.amax(1) >= floor).nonzero().squeeze(1)
-    if len(live) < len(scores):
+    if len(live) <= len(scores) // 2:  # copying the live rows out pays, and holds at most half the block
         scores = scores[live]
+    else:
+        live = torch.arange(len(scores), device=scores.device)
     if len(owners) == 1 or bool((owners[1:] > owners[:-1]).all()):  # one row per image, in order
         values, columns = top_columns(scores, k)
         images, rows = owners[columns], columns + lo
@@ -227,6 +231,36 @@ class _Slot:
         return torch.from_numpy(rows).to(self.device)
 
 
+def _top_k_of(
+    queries: torch.Tensor,
+    vectors: np.ndarray | MappedRows,
+    owners: torch.Tensor,
+    blocks: list[tuple[int, int]],
+    slots: list[_Slot],
+    k: int,
+    pool: ThreadPoolExecutor,
+) -> Candidates:
+    """One block of queries against every row block, `len(slots)` row blocks at a time (one a
+    device), their candidates merged on the first device; returned on the CPU."""
+    home = slots[0].device
+    on_device = [queries.to(slot.device) for slot in slots]
+    state = (torch.full((len(queries), k), -torch.inf, device=home), torch.full((len(queries), k), PADDING, device=home),
+             torch.full((len(queries), k), -1, dtype=torch.int64, device=home))
+    for group in range(0, len(blocks), len(slots)):
+        floor = state[0][:, k - 1]
+
+        def search(job: tuple[tuple[int, int], _Slot, torch.Tensor]) -> tuple[torch.Tensor, Candidates]:
+            (lo, hi), slot, q = job
+            return block_candidates(q, slot.load(vectors, lo, hi), owners[lo:hi].to(slot.device), lo, k, floor.to(slot.device), slot.scores)
+
+        for live, candidates in pool.map(search, zip(blocks[group : group + len(slots)], slots, on_device)):
+            live = live.to(home)
+            merged = merge(tuple(t[live] for t in state), tuple(t.to(home) for t in candidates), k)
+            for kept, new in zip(state, merged):
+                kept[live] = new
+    return tuple(t.cpu() for t in state)
+
+
 def blockwise_top_k(
     queries: np.ndarray,
     vectors: np.ndarray | MappedRows,
@@ -247,25 +281,12 @@ def blockwise_top_k(
     widest = max((hi - lo for lo, hi in blocks), default=0)
     slots = [_Slot.make(device, widest, vectors.shape[1], min(plan.queries, len(queries))) for device in devices]
     owners = torch.from_numpy(row_image)
-    home = devices[0]
-    out: list[Candidates] = []
-    for start in range(0, len(queries), plan.queries):
-        block = torch.from_numpy(np.ascontiguousarray(queries[start : start + plan.queries], dtype=np.float32))
-        on_device = [block.to(device) for device in devices]
-        state = (torch.full((len(block), k), -torch.inf, device=home), torch.full((len(block), k), PADDING, device=home),
-                 torch.full((len(block), k), -1, dtype=torch.int64, device=home))
-        for group in range(0, len(blocks), len(slots)):
-            floor = state[0][:, k - 1]
-            found = [
-                block_candidates(q, slot.load(vectors, lo, hi), owners[lo:hi].to(slot.device), lo, k, floor.to(slot.device), slot.scores)
-                for (lo, hi), slot, q in zip(blocks[group : group + len(slots)], slots, on_device)
-            ]
-            for live, candidates in found:
-                live = live.to(home)
-                merged = merge(tuple(t[live] for t in state), tuple(t.to(home) for t in candidates), k)
-                for kept, new in zip(state, merged):
-                    kept[live] = new
-        out.append(tuple(t.cpu() for t in state))
+    with ThreadPoolExecutor(len(slots)) as pool:  # a thread per device: each GPU computes while the others do
+        out = [
+            _top_k_of(torch.from_numpy(np.ascontiguousarray(queries[start : start + plan.queries], dtype=np.float32)),
+                      vectors, owners, blocks, slots, k, pool)
+            for start in range(0, len(queries), plan.queries)
+        ]
     scores, images, rows = (torch.cat(part).numpy() for part in zip(*out))
     empty = images == PADDING
     return scores, np.where(empty, -1, images), np.where(empty, -1, rows)

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 import torch
 
-from retrieval.blockwise import BlockPlan, Gallery, blockwise_top_k, plan_blocks, search_devices
+from retrieval.blockwise import BlockPlan, GalleryShape, blockwise_top_k, plan_blocks, search_devices
 from retrieval.features import Features
 from retrieval.features.mapped import MappedRows
 from retrieval.index import build_index, save_index, search
@@ -59,7 +59,7 @@ def exact_search(
     if plan is None:
         row_image = np.asarray(row_image)
         widest = int(np.bincount(row_image).max()) if len(row_image) else 0
-        gallery = Gallery(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
+        gallery = GalleryShape(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
         plan = plan_blocks(memory_budget, len(queries), gallery, k)
     return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan))
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import ComposeFn
 from retrieval import pipeline
-from retrieval.blockwise import BlockPlan, Gallery, block_bytes, blockwise_top_k, plan_blocks
+from retrieval.blockwise import BlockPlan, GalleryShape, block_bytes, blockwise_top_k, plan_blocks
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows
 from retrieval.features.store import MissingVectors, ShardRows, Store, shard_name, write_shard
@@ -90,7 +90,7 @@ def test_two_devices_merge_as_one() -> None:
 
 
 def test_a_budget_sizes_blocks_within_it_and_a_small_one_names_the_minimum() -> None:
-    gallery = Gallery(n_rows=1_000_000, dim=512, itemsize=2, widest_image=1, one_row_each=True, n_devices=1)
+    gallery = GalleryShape(n_rows=1_000_000, dim=512, itemsize=2, widest_image=1, one_row_each=True, n_devices=1)
     for budget in ("8MB", "64MB", "256MB", "4GB"):
         plan = plan_blocks(parse_size(budget), 10_000, gallery, 10)
         assert block_bytes(plan, gallery, 10) <= parse_size(budget), budget
@@ -101,7 +101,7 @@ def test_a_budget_sizes_blocks_within_it_and_a_small_one_names_the_minimum() -> 
     minimum = str(caught.value).rsplit("=", 1)[1]
     assert str(caught.value).startswith("search.memory_budget=1MB is below the ")
     plan_blocks(parse_size(minimum), 10_000, gallery, 10)  # the figure it names is enough
-    regions = Gallery(n_rows=10_000, dim=512, itemsize=2, widest_image=5000, one_row_each=False, n_devices=1)
+    regions = GalleryShape(n_rows=10_000, dim=512, itemsize=2, widest_image=5000, one_row_each=False, n_devices=1)
     with pytest.raises(UserError, match="5000 gallery rows"):  # an image's rows never straddle blocks
         plan_blocks(parse_size("16MB"), 100, regions, 10)
 
