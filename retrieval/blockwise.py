@@ -31,6 +31,9 @@ QUERY_BLOCK, ROW_BLOCK = 4096, 16384
 """Block sizes without a budget, and the sizes a budget shrinks from (see bench/bench_scale.py)."""
 MIN_QUERY_BLOCK, MIN_ROW_BLOCK = 64, 1024
 """Below these, per-block overheads dominate: a budget that cannot hold them is refused."""
+SLACK = 16 << 20
+"""What a search holds besides its blocks: BLAS packing buffers, the allocator's slack, the
+shard pages being read (bench/bench_scale.py measured about 12MB at 4096 x 8192 blocks)."""
 PADDING = torch.iinfo(torch.int64).max
 """The image id of an empty place (sorts after every image)."""
 
@@ -59,11 +62,11 @@ def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:
     """Memory a search with `plan` holds at once: per device a row block (stored and widened),
     a query block and their similarities (4 bytes, and up to half that again for the rows of
     the queries still live; the per-image reduction's temporaries when images have several
-    rows); and the running top k with its merge temporaries."""
+    rows); the running top k with its merge temporaries; and SLACK."""
     per_cell = 6 if gallery.one_row_each else 34
     per_device = plan.rows * gallery.dim * (4 + gallery.itemsize) + plan.queries * gallery.dim * 4 + plan.queries * plan.rows * per_cell
     merging = plan.queries * (2 * k + TIE_MARGIN) * 20 * 3
-    return gallery.n_devices * per_device + merging
+    return gallery.n_devices * per_device + merging + SLACK
 
 
 def plan_blocks(budget: int | None, n_queries: int, gallery: GalleryShape, k: int) -> BlockPlan:

@@ -4,6 +4,7 @@ included: vectors of small integers (times 1/4, exact in float16) make every sco
 ties are real and the reference can be plain numpy."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_two_devices_merge_as_one() -> None:
 
 def test_a_budget_sizes_blocks_within_it_and_a_small_one_names_the_minimum() -> None:
     gallery = GalleryShape(n_rows=1_000_000, dim=512, itemsize=2, widest_image=1, one_row_each=True, n_devices=1)
-    for budget in ("8MB", "64MB", "256MB", "4GB"):
+    for budget in ("24MB", "64MB", "256MB", "4GB"):
         plan = plan_blocks(parse_size(budget), 10_000, gallery, 10)
         assert block_bytes(plan, gallery, 10) <= parse_size(budget), budget
     assert plan_blocks(None, 10_000, gallery, 10) == plan_blocks(parse_size("4GB"), 10_000, gallery, 10)
@@ -103,7 +104,8 @@ def test_a_budget_sizes_blocks_within_it_and_a_small_one_names_the_minimum() -> 
     plan_blocks(parse_size(minimum), 10_000, gallery, 10)  # the figure it names is enough
     regions = GalleryShape(n_rows=10_000, dim=512, itemsize=2, widest_image=5000, one_row_each=False, n_devices=1)
     with pytest.raises(UserError, match="5000 gallery rows"):  # an image's rows never straddle blocks
-        plan_blocks(parse_size("16MB"), 100, regions, 10)
+        plan_blocks(parse_size("40MB"), 100, regions, 10)
+    plan_blocks(parse_size("40MB"), 100, dataclasses.replace(regions, widest_image=1), 10)
 
 
 def test_sizes_read_and_print_in_binary_units() -> None:
@@ -165,7 +167,8 @@ def test_search_under_a_budget_never_loads_the_whole_gallery(tmp_path: Path, mon
     read = []
     original = MappedRows.read_into
     monkeypatch.setattr(MappedRows, "read_into", lambda self, lo, hi, out: read.append(hi - lo) or original(self, lo, hi, out))
-    hits = exact_search(queries, mapped.vectors, mapped.row_image, 3000, 10, memory_budget=parse_size("400KB"))
+    shape = GalleryShape(3000, 32, 2, 1, True, 1)
+    hits = exact_search(queries, mapped.vectors, mapped.row_image, 3000, 10, memory_budget=block_bytes(BlockPlan(23, 1024), shape, 10))
     assert len(read) > 1 and max(read) < 3000  # several blocks, none the gallery
     assert np.array_equal(hits.images, brute_force(queries, vectors, row_image, 3000, 10)[1])
 
@@ -210,7 +213,7 @@ def test_a_shard_cut_short_before_the_search_indexes_it_asks_for_extraction(tmp_
 def test_search_and_rerank_under_a_budget_rank_as_without(make_cfg: ComposeFn, tmp_path: Path) -> None:
     """The ranking (search, then DBA's search over re-written vectors, then alpha-QE) under a
     budget, with the gallery mapped, is the one without: built from scratch each time."""
-    budget_cfg = make_cfg("rerank=[dba,alpha_qe]", "search.memory_budget=1MB")
+    budget_cfg = make_cfg("rerank=[dba,alpha_qe]", "search.memory_budget=20MB")
     plain_cfg = make_cfg("rerank=[dba,alpha_qe]")
     on_disk = Ranking.load(pipeline.ranking(budget_cfg))
     shutil.rmtree(tmp_path / "cache" / "rankings")
