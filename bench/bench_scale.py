@@ -82,11 +82,16 @@ def gallery_rows(folder: Path, n: int) -> MappedRows:
     return Store(folder).gather(item_keys(n), item_keys(n), mapped=True).vectors
 
 
-def rerank(queries: np.ndarray, shortlist: np.ndarray, rows: MappedRows) -> np.ndarray:
-    """Each query's shortlist (gallery ids, -1 padding) ordered by exact inner product."""
-    vectors = rows[np.clip(shortlist, 0, None)].astype(np.float32)
-    scores = np.where(shortlist >= 0, np.einsum("qd,qkd->qk", queries, vectors), -np.inf)
-    return np.take_along_axis(shortlist, np.argsort(-scores, axis=1, kind="stable"), 1)
+def rerank(queries: np.ndarray, shortlist: np.ndarray, rows: MappedRows, block: int = 256) -> np.ndarray:
+    """Each query's shortlist (gallery ids, -1 padding) ordered by exact inner product, `block`
+    queries at a time (their shortlisted rows in memory, nothing more)."""
+    out = np.empty_like(shortlist)
+    for start in range(0, len(queries), block):
+        ids = shortlist[start : start + block]
+        vectors = rows[np.clip(ids, 0, None)].astype(np.float32)
+        scores = np.where(ids >= 0, np.einsum("qd,qkd->qk", queries[start : start + block], vectors), -np.inf)
+        out[start : start + block] = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), 1)
+    return out
 
 
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
@@ -131,7 +136,7 @@ def main() -> None:
     parser.add_argument("--shard-items", type=int, default=1024, help="vectors per shard (extract.shard_size)")
     parser.add_argument("--factory", default="IVF1024,PQ64")
     parser.add_argument("--nprobe", type=int, default=32)
-    parser.add_argument("--rerank", type=int, default=100, help="IVF-PQ shortlist re-scored exactly from the shards")
+    parser.add_argument("--rerank", type=int, default=400, help="IVF-PQ shortlist re-scored exactly from the shards")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where the gallery is written (default: a temp folder)")
     args = parser.parse_args()
