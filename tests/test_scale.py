@@ -21,6 +21,7 @@ from retrieval.features.store import MissingVectors, ShardRows, Store, shard_nam
 from retrieval.search import exact_search
 from retrieval.sizes import format_size, parse_size
 from retrieval.ranking import Ranking
+from retrieval.rerank.expansion import alpha_query_expansion
 from retrieval.stages.common import load_features, store_folder
 
 
@@ -220,3 +221,15 @@ def test_search_and_rerank_under_a_budget_rank_as_without(make_cfg: ComposeFn, t
     in_memory = Ranking.load(pipeline.ranking(plain_cfg))
     assert np.array_equal(on_disk.indices, in_memory.indices) and np.array_equal(on_disk.scores, in_memory.scores)
     assert isinstance(load_features(budget_cfg, store_folder(budget_cfg, "gallery"), "gallery").vectors, MappedRows)
+
+
+def test_query_expansion_reads_a_mapped_gallery_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((300, 16)).astype(np.float16)
+    keys = write_store(tmp_path, vectors, np.ones(300, np.int64), shard_items=64)
+    mapped = Store(tmp_path).gather(keys, keys, mapped=True).vectors
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    neighbours = rng.integers(-1, 300, (20, 7))
+    expected = alpha_query_expansion(queries, vectors, neighbours, 5, 3.0)
+    monkeypatch.setattr(MappedRows, "__array__", lambda *args, **kwargs: pytest.fail("the gallery was materialised"))
+    np.testing.assert_allclose(alpha_query_expansion(queries, mapped, neighbours, 5, 3.0), expected, rtol=1e-6)
