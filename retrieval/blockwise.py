@@ -71,14 +71,15 @@ def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:
 
 def plan_blocks(budget: int | None, n_queries: int, gallery: GalleryShape, k: int) -> BlockPlan:
     """The largest blocks (up to QUERY_BLOCK x ROW_BLOCK) that fit `budget` bytes (None: no
-    bound), halving the larger side first; a budget that cannot hold the smallest is a UserError."""
+    bound), halving the rows down to the queries first (every query block is one pass over the
+    gallery), then each in turn; a budget that cannot hold the smallest is a UserError."""
     floor_rows = max(gallery.widest_image, min(gallery.n_rows, MIN_ROW_BLOCK), 1)
     floor = BlockPlan(max(1, min(n_queries, MIN_QUERY_BLOCK)), floor_rows)
     plan = BlockPlan(max(1, min(n_queries, QUERY_BLOCK)), max(floor_rows, min(gallery.n_rows, ROW_BLOCK)))
     if budget is None:
         return plan
     while block_bytes(plan, gallery, k) > budget:
-        if plan.rows > max(2 * plan.queries, floor.rows) or plan.queries == floor.queries:
+        if plan.rows > max(plan.queries, floor.rows) or plan.queries == floor.queries:
             if plan.rows == floor.rows:
                 need = math.ceil(block_bytes(floor, gallery, k) / (1 << 20)) << 20
                 raise UserError(

@@ -9,17 +9,20 @@ the gallery (the page cache may still hold the file; it is the kernel's, and rec
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+T = TypeVar("T")
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 """A zip local file header: signature, then (after 22 bytes) file-name and extra-field lengths."""
 
@@ -104,7 +107,7 @@ class MappedRows:
                 break
             piece = self.pieces[at]
             a, b = max(lo, start), min(hi, int(self.starts[at + 1]))
-            _copy_rows(piece.layout, piece.lo + a - start, out[a - lo : b - lo])
+            _with_rows(piece.layout, piece.lo + a - start, b - a, functools.partial(widen_into, out[a - lo : b - lo]))
         return out[: hi - lo]
 
     def __getitem__(self, index: Any) -> np.ndarray:
@@ -120,10 +123,10 @@ class MappedRows:
         flat = np.where(flat < 0, flat + len(self), flat)
         piece_of = np.searchsorted(self.starts, flat, side="right") - 1
         out = np.empty((len(flat), self.shape[1]), self.dtype)
-        for at in np.unique(piece_of).tolist():  # one read per shard: its span of the wanted rows
+        for at in np.unique(piece_of).tolist():  # one map per shard, only the wanted rows read
             mine = np.flatnonzero(piece_of == at)
-            lo, hi = int(flat[mine].min()), int(flat[mine].max()) + 1
-            out[mine] = self[lo:hi][flat[mine] - lo]
+            piece, start = self.pieces[at], int(self.starts[at])
+            out[mine] = _with_rows(piece.layout, piece.lo, piece.hi - piece.lo, lambda rows: rows[flat[mine] - start])
         return out.reshape(*(wanted.shape if wanted.dtype != bool else (len(flat),)), self.shape[1])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -137,21 +140,23 @@ def widen_into(out: np.ndarray, rows: np.ndarray) -> None:
     torch.from_numpy(out).copy_(torch.from_numpy(rows))
 
 
-def _copy_rows(layout: MemberLayout, row: int, out: np.ndarray) -> None:
-    """`len(out)` rows of a member from row `row` into `out` (cast), through a map that is
-    closed before returning, so no page of it stays resident in this process. The map is
-    private (copy-on-write, never written: no page is copied) so the arrays over it are
-    writable, as torch wants. (Not MAP_POPULATE: on a writable private map it copies every page.)"""
+def _with_rows(layout: MemberLayout, row: int, count: int, use: Callable[[np.ndarray], T]) -> T:
+    """`use(rows)` of `count` rows of a member from row `row`, viewed through a map that is
+    closed before returning (so `use` must copy what it keeps), so no page of it stays
+    resident in this process. The map is private (copy-on-write, never written: no page is
+    copied) so the arrays over it are writable, as torch wants. (Not MAP_POPULATE: on a
+    writable private map it copies every page.)"""
     row_bytes = int(np.prod(layout.shape[1:], dtype=np.int64)) * layout.dtype.itemsize
     start = layout.offset + row * row_bytes
     aligned = start - start % mmap.ALLOCATIONGRANULARITY
     with open(layout.path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), start - aligned + len(out) * row_bytes, flags=mmap.MAP_PRIVATE,
+        mapped = mmap.mmap(handle.fileno(), start - aligned + count * row_bytes, flags=mmap.MAP_PRIVATE,
                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=aligned)
     try:
-        rows = np.frombuffer(mapped, layout.dtype, len(out) * row_bytes // layout.dtype.itemsize, start - aligned)
-        widen_into(out, rows.reshape(out.shape))
+        rows = np.frombuffer(mapped, layout.dtype, count * row_bytes // layout.dtype.itemsize, start - aligned)
+        result = use(rows.reshape(count, *layout.shape[1:]))
         del rows  # the map cannot close while an array still views it
+        return result
     finally:
         mapped.close()
 
