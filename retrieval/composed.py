@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from retrieval.registry import Registry
-from retrieval.search import ImageHits, best_per_image
+from retrieval.blockwise import best_per_image
+from retrieval.search import ImageHits
 
 Combine = Callable[[torch.Tensor | None, torch.Tensor | None, float], torch.Tensor]
 """(image similarities, text similarities, lambda) -> scores; each (queries, images), and None

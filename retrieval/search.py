@@ -3,9 +3,10 @@ an image scores as its best row (max), so whole-image retrieval (one row per ima
 region-level retrieval (many) are the same search.
 
 Exact (index `Flat`, the default): queries x rows similarities are computed block by block
-on the device (a GPU when torch sees one) and reduced to a running per-image maximum and its
-row, so memory is bounded by the block sizes however many rows there are, and every image
-gets its exact score (any ranking depth); ties go to the lower image index. Approximate (any
+on the device (every GPU torch sees, else the CPU), each block's best images merged into a
+running top k (`retrieval.blockwise`), so memory is bounded by the block sizes (or by
+`search.memory_budget`) however many rows there are, over vectors in memory or left in
+their shards (`retrieval.features.mapped`); ties go to the lower image index. Approximate (any
 other FAISS factory string, on every GPU faiss sees): the index returns the top `k_rows` rows
 per query; an image's score is its best row among them, and images none of whose rows came
 back are missing from the row (padding). The search stage passes the gallery's saved index,
@@ -20,8 +21,10 @@ import faiss
 import numpy as np
 import torch
 
+from retrieval.blockwise import BlockPlan, GalleryShape, blockwise_top_k, plan_blocks, search_devices
 from retrieval.features import Features
-from retrieval.index import search, set_search_params, to_gpu, top_k_in_tie_order, trained_index, wants_gpu
+from retrieval.features.mapped import MappedRows
+from retrieval.index import search, set_search_params, to_gpu, trained_index, wants_gpu
 
 AGGREGATIONS = ("max",)
 ROWS_PER_IMAGE = 32
@@ -38,77 +41,27 @@ class ImageHits:
     """-1 where `images` is padding."""
 
 
-def _top_images(best: torch.Tensor, best_row: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top `k` images of each row of (b, n_images) scores; ties by lower image index; images
-    without a row (score -inf) are padding."""
-
-    def top_rows(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, images = torch.topk(best[torch.from_numpy(rows).to(best.device)], depth, dim=1)
-        scores, images = scores.cpu().numpy(), images.cpu().numpy()
-        return scores, np.where(np.isfinite(scores), images, -1)
-
-    n_images = best.shape[1]
-    scores, images = top_k_in_tie_order(top_rows, np.arange(len(best)), k, min(n_images, k + 16), n_images)
-    rows = np.take_along_axis(best_row.cpu().numpy(), np.clip(images, 0, None), 1)
-    return scores, images, np.where(images >= 0, rows, -1)
-
-
-def best_per_image(
-    scores: torch.Tensor, owner: torch.Tensor, n_images: int, first_row: int | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(queries, rows) similarities of a block of rows whose images are `owner` -> per query and
-    image, the best row's score (-inf for an image without rows in the block) and, unless
-    `first_row` is None, that row's index (counted from `first_row`; the lower on a tie)."""
-    owner = owner.expand(len(scores), -1)
-    best = torch.full((len(scores), n_images), -torch.inf, device=scores.device).scatter_reduce_(1, owner, scores, "amax")
-    if first_row is None:
-        return best, None
-    ids = torch.arange(first_row, first_row + scores.shape[1], device=scores.device).expand(len(scores), -1)
-    first = torch.where(scores == best.gather(1, owner), ids, torch.iinfo(torch.int64).max)
-    rows = torch.full(best.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=scores.device)
-    return best, rows.scatter_reduce_(1, owner, first, "amin")
-
-
 def exact_search(
     queries: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | MappedRows,
     row_image: np.ndarray,
     n_images: int,
     k: int,
     device: torch.device = torch.device("cpu"),
-    max_cells: int = 1 << 24,
+    memory_budget: int | None = None,
+    plan: BlockPlan | None = None,
 ) -> ImageHits:
-    """Exact max-aggregated image ranking; `vectors` may be float16 (widened per block).
-
-    Blocks are sized so that the per-image state of a query block, and the similarities of
-    one query block x row block, each hold at most `max_cells` values. With one row per image
-    the per-image maximum is the row's own score, and is written, not reduced."""
+    """Exact max-aggregated image ranking over `vectors` (float16 allowed, or memory-mapped
+    shards), in blocks of queries x rows that `memory_budget` bytes hold (`plan` sets them
+    instead); on `cuda`, row blocks are spread over every visible GPU."""
     k = min(k, n_images)
-    query_block = max(1, min(len(queries), max_cells // max(n_images, 1)))
-    row_block = max(1, max_cells // query_block)
-    one_row_each = len(np.unique(row_image)) == len(row_image)
-    owners = torch.from_numpy(np.asarray(row_image, dtype=np.int64)).to(device)
-    out = [], [], []
-    for start in range(0, len(queries), query_block):
-        q = torch.from_numpy(np.ascontiguousarray(queries[start : start + query_block], dtype=np.float32)).to(device)
-        best = torch.full((len(q), n_images), -torch.inf, device=device)
-        best_row = torch.full((len(q), n_images), -1, dtype=torch.int64, device=device)
-        for r0 in range(0, len(vectors), row_block):
-            chunk = torch.from_numpy(np.ascontiguousarray(vectors[r0 : r0 + row_block])).to(device).float()
-            scores = q @ chunk.T
-            ids = torch.arange(r0, r0 + len(chunk), device=device)
-            owner = owners[r0 : r0 + len(chunk)]
-            if one_row_each:
-                best[:, owner] = scores
-                best_row[:, owner] = ids
-                continue
-            chunk_best, chunk_row = best_per_image(scores, owner, n_images, r0)
-            better = chunk_best > best  # strict: an earlier (lower-index) row keeps a tie
-            best = torch.where(better, chunk_best, best)
-            best_row = torch.where(better, chunk_row, best_row)
-        for part, values in zip(out, _top_images(best, best_row, k)):
-            part.append(values)
-    return ImageHits(*(np.concatenate(part) for part in out))
+    devices = search_devices(device)
+    if plan is None:
+        row_image = np.asarray(row_image)
+        widest = int(np.bincount(row_image).max()) if len(row_image) else 0
+        gallery = GalleryShape(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
+        plan = plan_blocks(memory_budget, len(queries), gallery, k)
+    return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan))
 
 
 def build_row_index(
@@ -177,13 +130,15 @@ def rank_images(
     k_regions: int | None = None,
     block_size: int,
     index: faiss.Index | None = None,
+    memory_budget: int | None = None,
 ) -> ImageHits:
-    """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`) or
-    through a FAISS index of `factory`: `index` when given (a saved one, its search
-    parameters set), else one built here with `search_params`."""
+    """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`, in
+    blocks that `memory_budget` bytes hold) or through a FAISS index of `factory`: `index`
+    when given (a saved one, its search parameters set), else one built here with
+    `search_params`."""
     n_images = len(gallery.keys)
     if factory == "Flat":
-        return exact_search(queries, gallery.vectors, gallery.row_image, n_images, k, device)
+        return exact_search(queries, gallery.vectors, gallery.row_image, n_images, k, device, memory_budget)
     if index is None:
         index = build_row_index(gallery.vectors, factory, search_params, use_gpu)
     k = min(k, n_images)

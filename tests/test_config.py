@@ -85,6 +85,8 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["dataset=folder", "dataset.root=/photos", "+dataset.rooot=/x"],
          "dataset.rooot is not an option of dataset format folder: did you mean root?"),
         (["dataset.k=0"], "dataset.k=0 is not valid: use an integer >= 1 or null"),
+        (["search.memory_budget=lots"],
+         "search.memory_budget=lots is not valid: 'lots' is not a size: write a number and a unit, such as 512MB or 4GB"),
         (["dataset=vpr", "dataset.positives=gps"], "dataset.positives=gps is not valid: choose utm, vpr_bench or camera"),
         (["dataset=roxford5k", "dataset.crop_queries=maybe"], "dataset.crop_queries=maybe is not valid: use true or false"),
         (["regions=grid", "regions.input_sizes=[640,10]"], "regions.input_sizes=[640, 10] is not valid: use a list of integers >= 32"),
@@ -219,7 +221,7 @@ def test_tilde_is_expanded_in_every_path_option(tmp_path: Path, monkeypatch: pyt
     assert resolved["dataset"]["pixel_labels"] == f"{home}/labels"
     assert resolved["model"]["checkpoint"] == f"{home}/weights.pth"
     assert resolved["eval"]["ranking"] == f"{home}/ranking.npz"
-    assert resolved["search"] == {"block_size": 4096, "queries": f"{home}/query-store", "gallery": f"{home}/gallery-store"}
+    assert resolved["search"] == {"block_size": 4096, "memory_budget": None, "queries": f"{home}/query-store", "gallery": f"{home}/gallery-store"}
     assert config.resolve(OmegaConf.to_container(cfg, resolve=True)) == resolved
     demo = config.resolve(composed("paths.cache='~/cache'"))
     assert demo["dataset"]["cache"] == f"{home}/cache/datasets"

@@ -30,6 +30,7 @@ from retrieval.regions.grid import grid
 from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
 from retrieval.regions.segments import segments
+from retrieval.blockwise import BlockPlan
 from retrieval.search import ImageHits, exact_search, group_by_image
 from retrieval.stages import extract, search
 from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
@@ -195,7 +196,7 @@ def test_exact_search_is_the_max_over_each_images_regions():
     vectors = rng.integers(-2, 3, (len(owners), 8)).astype(np.float16)
     vectors[1::4] = vectors[::4][: len(vectors[1::4])]  # exact ties between neighbouring regions
     queries = rng.integers(-2, 3, (5, 8)).astype(np.float32)
-    hits = exact_search(queries, vectors, owners, n_images=9, k=9, max_cells=18)
+    hits = exact_search(queries, vectors, owners, n_images=9, k=9, plan=BlockPlan(2, 9))
     scores = queries @ vectors.astype(np.float32).T
     for q in range(len(queries)):
         best = {}
@@ -219,14 +220,14 @@ def test_one_row_per_image_is_the_same_search_as_many():
     vectors = rng.integers(-2, 3, (12, 6)).astype(np.float32)
     vectors[7] = vectors[3]  # a tie between images: the lower one first
     queries = np.concatenate([rng.integers(-2, 3, (3, 6)), vectors[[3]]]).astype(np.float32)
-    whole = exact_search(queries, vectors, np.arange(12), n_images=12, k=5, max_cells=20)
-    many = exact_search(queries, np.concatenate([vectors, vectors]), np.r_[np.arange(12), np.arange(12)],
-                        n_images=12, k=5, max_cells=20)
+    whole = exact_search(queries, vectors, np.arange(12), n_images=12, k=5, plan=BlockPlan(2, 10))
+    many = exact_search(queries, np.repeat(vectors, 2, axis=0), np.repeat(np.arange(12), 2),
+                        n_images=12, k=5, plan=BlockPlan(2, 10))
     scores = queries @ vectors.T
     expected = np.array([sorted(range(12), key=lambda g: (-row[g], g))[:5] for row in scores])
     assert expected[3, :2].tolist() == [3, 7]
-    for hits in (whole, many):
-        assert hits.images.tolist() == expected.tolist() and hits.rows.tolist() == expected.tolist()
+    for hits, first_row in ((whole, expected), (many, 2 * expected)):
+        assert hits.images.tolist() == expected.tolist() and hits.rows.tolist() == first_row.tolist()
         np.testing.assert_array_equal(hits.scores, np.take_along_axis(scores, expected, 1))
 
 

@@ -9,13 +9,18 @@ code path.
     keys.py     what identifies an item (an image, or a query's cut-out of one)
     store.py    per-item shards on disk: built independently, found by item key, merged
     extract.py  the one batched, resumable extraction loop that fills a store
+    mapped.py   a store's vectors read in place, block by block (galleries larger than memory)
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retrieval.features.mapped import MappedRows
 
 
 @dataclass
@@ -24,8 +29,9 @@ class Features:
 
     keys: list[str]
     """Per image: the record key (path relative to the dataset root)."""
-    vectors: np.ndarray
-    """(n_rows, D) L2-normalised, float32 or float16."""
+    vectors: np.ndarray | MappedRows
+    """(n_rows, D) L2-normalised, float32 or float16; `MappedRows` (sliced like an array, read
+    from the shards on demand) when the gallery is left on disk (`search.memory_budget`)."""
     row_image: np.ndarray
     """(n_rows,) int64: index into `keys` of each row's image."""
     valid: np.ndarray

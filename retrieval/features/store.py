@@ -44,7 +44,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from retrieval.artifacts import atomic_path
+from retrieval.errors import UserError
 from retrieval.features import Features
+from retrieval.features.mapped import MappedRows, Piece, locate_member
 
 log = logging.getLogger(__name__)
 SHARD_GLOB = "shard-*.npz"
@@ -97,6 +99,10 @@ ShardRunner = Callable[[list[list[str]], bool], Iterable[int | None]]
 
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 """What numpy raises on a truncated, corrupt or foreign .npz."""
+
+
+class MissingVectors(UserError, RuntimeError):
+    """Items of a listing that no readable shard holds: extraction has to run (again)."""
 
 
 class Store:
@@ -202,12 +208,13 @@ class Store:
             raise RuntimeError(f"{self.folder}: {len(still)} items still missing after extraction (first: {still[0]})")
         return embedded
 
-    def gather(self, keys: Sequence[str], image_keys: list[str]) -> Features:
-        """The rows of `keys` (one item per image of the listing, in order) as Features."""
+    def gather(self, keys: Sequence[str], image_keys: list[str], mapped: bool = False) -> Features:
+        """The rows of `keys` (one item per image of the listing, in order) as Features; with
+        `mapped`, their vectors stay in the shards (`MappedRows`), everything else is loaded."""
         self._refresh()
         missing = [key for key in keys if key not in self._where]
         if missing:
-            raise RuntimeError(f"{self.folder} holds no vectors for {len(missing)} items (first: {missing[0]}); run python extract.py")
+            raise MissingVectors(f"{self.folder} holds no vectors for {len(missing)} items (first: {missing[0]}); run python extract.py")
         by_shard: dict[str, list[int]] = {}
         for image, key in enumerate(keys):
             by_shard.setdefault(self._where[key][0], []).append(image)
@@ -217,10 +224,11 @@ class Store:
         names: list[str] = []
         for name, images in by_shard.items():
             try:
-                data = _read(self.folder / name)
+                data = _read(self.folder / name, mapped)
             except UNREADABLE as error:
                 self._discard(self.folder / name, error)
-                raise RuntimeError(f"shard {self.folder / name} became unreadable; run again to rebuild it") from error
+                raise MissingVectors(f"shard {self.folder / name} cannot be read ({error}); it was set aside: "
+                                     "run python extract.py again to re-extract its items") from error
             seconds += data["seconds"]
             embedded += len(data["items"])
             names = names or data.get("source_names") or []
@@ -230,14 +238,15 @@ class Store:
                 if not data["valid"][position]:
                     errors[image] = data["errors"].get(keys[image], "skipped")
                 lo, hi = starts[position], starts[position + 1]
-                parts[image] = {name: data[name][lo:hi] for name in ("vectors", "boxes", "sources", "masks") if data.get(name) is not None}
+                parts[image] = {name: data[name][lo:hi] for name in ("boxes", "sources", "masks") if data.get(name) is not None}
+                vectors = data["vectors"]
+                parts[image]["vectors"] = Piece(vectors, int(lo), int(hi)) if mapped else vectors[lo:hi]
         order = [parts[i] for i in range(len(keys))]
-        counts = np.array([len(p["vectors"]) for p in order], dtype=np.int64)
+        counts = np.array([p["vectors"].hi - p["vectors"].lo if mapped else len(p["vectors"]) for p in order], dtype=np.int64)
         localises = any("boxes" in p for p in order)
-        dim = next((p["vectors"].shape[1] for p in order if p["vectors"].ndim == 2), 0)
         return Features(
             keys=list(image_keys),
-            vectors=np.concatenate([p["vectors"].reshape(-1, dim) for p in order]) if order else np.zeros((0, dim), np.float32),
+            vectors=_joined([p["vectors"] for p in order], mapped),
             row_image=np.repeat(np.arange(len(keys), dtype=np.int64), counts),
             valid=np.array([i not in errors for i in range(len(keys))], dtype=bool),
             errors=errors,
@@ -249,10 +258,23 @@ class Store:
         )
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """A shard's arrays, JSON fields decoded."""
+def _joined(parts: list[Any], mapped: bool) -> np.ndarray | MappedRows:
+    """Per image, its vectors (or, `mapped`, its `Piece` of a shard) -> all rows in order."""
+    shapes = [piece.layout.shape if mapped else piece.shape for piece in parts]
+    dim = next((shape[1] for shape in shapes if len(shape) == 2), 0)
+    if mapped:
+        dtype = next((piece.layout.dtype for piece in parts if piece.hi > piece.lo), np.dtype(np.float32))
+        return MappedRows(parts, dim, dtype)
+    return np.concatenate([part.reshape(-1, dim) for part in parts]) if parts else np.zeros((0, dim), np.float32)
+
+
+def _read(path: Path, mapped: bool = False) -> dict[str, Any]:
+    """A shard's arrays, JSON fields decoded; with `mapped`, `vectors` is where they lie
+    (`MemberLayout`), not the array."""
     with np.load(path, allow_pickle=False) as data:
-        out = {name: data[name] for name in data.files}
+        out = {name: data[name] for name in data.files if not (mapped and name == "vectors")}
+    if mapped:
+        out["vectors"] = locate_member(path, "vectors")
     out["items"] = out["items"].tolist()
     out["errors"] = json.loads(str(out["errors"]))
     out["seconds"] = float(out["seconds"])

@@ -38,8 +38,7 @@ def alpha_query_expansion(
     `neighbours` and `k` as in `average_query_expansion`, which is the alpha = 0 case (0^0 = 1:
     every neighbour, whatever its score, has weight 1). The query has weight 1."""
     _check(k, alpha, minimum_k=0)
-    queries = _widen(queries)
-    gallery = _widen(gallery)
+    queries = _widen(queries)  # the gallery is read row by row: it may be memory-mapped shards
     neighbours = np.asarray(neighbours, dtype=np.int64)
     if neighbours.ndim != 2 or len(neighbours) != len(queries):
         raise ValueError(f"neighbours must be (len(queries)={len(queries)}, m), got {neighbours.shape}")
@@ -84,7 +83,7 @@ def _weighted_sum(centres: np.ndarray, gallery: np.ndarray, ids: np.ndarray, alp
     total = np.zeros_like(centres)
     for column in ids.T:
         rows = np.flatnonzero(column >= 0)
-        neighbours = gallery[column[rows]]
+        neighbours = _widen(gallery[column[rows]])
         scores = np.einsum("nd,nd->n", centres[rows], neighbours)
         total[rows] += (np.maximum(scores, 0) ** np.float32(alpha))[:, None] * neighbours
     return total

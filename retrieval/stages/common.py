@@ -36,6 +36,7 @@ from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation
 from retrieval.device import resolve_device
 from retrieval.search import AGGREGATIONS, ImageHits, rank_images, rows_per_query
+from retrieval.sizes import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +213,20 @@ def items_of(cfg: Mapping[str, Any], dataset: Dataset, split: str) -> list[Item]
     return _ITEMS[cached][1]
 
 
+def memory_budget(cfg: Mapping[str, Any]) -> int | None:
+    """`search.memory_budget` in bytes (None: unbounded)."""
+    budget = plain(cfg.get("search") or {}).get("memory_budget")
+    return None if budget is None else parse_size(budget)
+
+
 def load_features(cfg: Mapping[str, Any], folder: Path, split: str) -> Features:
-    """The split's rows from the store at `folder`, in record order."""
+    """The split's rows from the store at `folder`, in record order; under a memory budget the
+    gallery's vectors stay in their shards (memory-mapped), never all in memory at once."""
     dataset = dataset_from_config(cfg)
     records = dataset.gallery if split == "gallery" else dataset.queries
     keys = [item.key for item in items_of(cfg, dataset, split)]
-    return Store(folder).gather(keys, [record.key for record in records])
+    mapped = split == "gallery" and memory_budget(cfg) is not None
+    return Store(folder).gather(keys, [record.key for record in records], mapped=mapped)
 
 
 def listing_digest(cfg: Mapping[str, Any], split: str) -> str:
@@ -276,6 +285,7 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index: 
         k_regions=aggregation(cfg)["k_regions"],
         block_size=plain(cfg["search"])["block_size"],
         index=index,
+        memory_budget=memory_budget(cfg),
     )
 
 

@@ -1,0 +1,36 @@
+"""Byte sizes as people write them (`search.memory_budget=4GB`) and as messages show them.
+
+Units are binary (1KB = 1024 bytes, as the KiB spelling also says), because the figures a
+budget is checked against (array sizes, resident memory) are counted in pages and powers of two.
+"""
+from __future__ import annotations
+
+import re
+
+UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'4GB', '512MiB', '1.5g', '1000' -> bytes; ValueError naming the accepted forms."""
+    match = _SIZE.fullmatch(str(text))
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: write a number and a unit, such as 512MB or 4GB")
+    return int(float(match[1]) * UNITS[match[2].upper()])
+
+
+def format_size(n_bytes: float) -> str:
+    """The largest unit that keeps the number at least 1, with three significant digits."""
+    for unit in "TGMK":
+        if n_bytes >= UNITS[unit]:
+            return f"{n_bytes / UNITS[unit]:.3g}{unit}B"
+    return f"{int(n_bytes)}B"
+
+
+def size_problem(text: str) -> str | None:
+    """Config test: what to write instead, or None when `text` is a size."""
+    try:
+        parse_size(text)
+    except ValueError as error:
+        return str(error)
+    return None
