@@ -12,7 +12,7 @@ MIN_MATCHES = {"homography": 4, "affine": 3, "fundamental": 8}
 """Model -> the smallest number of correspondences its minimal solver (plus a check) needs."""
 MODELS = tuple(MIN_MATCHES)
 
-COLLINEAR = 1e-3
+COLLINEAR = 0.02
 """Smallest/largest singular value of the centred inlier positions below which they lie on a
 line: a homography or affine map is then unconstrained across the line, whatever its score."""
 
