@@ -86,11 +86,12 @@ def test_bad_inputs_are_counted_and_keep_their_order(tmp_path: Path) -> None:
     line = save(tmp_path / "line.png", line)
     out = verify(tmp_path, [(OBJECT, None, None), (flat, None, None), (line, None, None)], [flat, tiny, scene, line],
                  [[0, 1, 2, -1], [2, 0, -1, -1], [3, -1, -1, -1]], top_n=10)
-    assert out.counts["no_keypoints"] == 1 + 2  # the flat gallery image; the flat query against two images
-    assert out.counts["too_small"] == 1
-    assert out.counts["degenerate"] == 1  # the line against itself
-    assert out.counts["top_n_beyond_ranking"] == 3
-    assert out.counts["verified"] == 1 and out.counts["pairs"] == 6
+    counts = out.report["counts"]
+    assert counts["no_keypoints"] == 1 + 2  # the flat gallery image; the flat query against two images
+    assert counts["too_small"] == 1
+    assert counts["degenerate"] == 1  # the line against itself
+    assert counts["top_n_beyond_ranking"] == 3
+    assert counts["verified"] == 1 and counts["pairs"] == 6
     assert out.ranking.indices.tolist() == [[2, 0, 1, -1], [2, 0, -1, -1], [3, -1, -1, -1]]
     np.testing.assert_array_equal(out.ranking.scores[1:], np.array([[1.0, 0.99, -np.inf, -np.inf],
                                                                     [1.0, -np.inf, -np.inf, -np.inf]], np.float32))
@@ -107,12 +108,12 @@ def test_collinear_points_are_a_degenerate_fit() -> None:
 def test_features_are_cached_across_depth_and_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scene = warped_scene(tmp_path)
     first = verify(tmp_path, [(OBJECT, None, None)], [scene], [[0]], top_n=5, model="homography")
-    assert first.counts["frames_extracted"] == 2 and first.counts["verified"] == 1
+    assert first.report["counts"]["frames_extracted"] == 2 and first.report["counts"]["verified"] == 1
     from retrieval.local_features.sift import Sift
 
     monkeypatch.setattr(Sift, "extract", lambda *_: pytest.fail("re-extracted a cached frame"))
     again = verify(tmp_path, [(OBJECT, None, None)], [scene], [[0]], top_n=1, model="affine", threshold=4.0)
-    assert again.counts["frames_extracted"] == 0 and again.counts["verified"] == 1
+    assert again.report["counts"]["frames_extracted"] == 0 and again.report["counts"]["verified"] == 1
 
 
 def test_mutual_ratio_matches_as_defined() -> None:

@@ -94,9 +94,9 @@ class StepOutput:
     ranking: Ranking
     gallery_vectors: np.ndarray | None = None
     """New vectors of the gallery's rows, for the steps after this one (None: unchanged)."""
-    counts: dict[str, int] = field(default_factory=dict)
-    """What the step did and skipped (e.g. pairs verified, images without keypoints): logged
-    and kept in the artifact's meta."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """What the step did and skipped (e.g. counts of pairs verified, of images without
+    keypoints; where side artifacts are): logged and kept in the artifact's meta."""
 
 
 class Step:

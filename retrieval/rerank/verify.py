@@ -119,7 +119,7 @@ class GeometricVerification(Step):
             counts["verified"] += len(verified)
             out.promote(q, verified)
         counts["frames_extracted"] = cache.extracted
-        return StepOutput(out.ranking(), counts=dict(counts))
+        return StepOutput(out.ranking(), report={"counts": dict(counts), "local_features": str(cache.folder)})
 
     def _verify(self, extractor: Extractor, query: LocalFeatures, gallery: LocalFeatures | str, outline: _Outline
                 ) -> _Verdict | str:

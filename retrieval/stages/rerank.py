@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Mapping
@@ -113,13 +114,14 @@ def _mask_box(mask: Any) -> tuple[int, int, int, int] | None:
 def _run(name: str, step: Step, ranking: Ranking, inputs: RerankInputs, folder: Path, search: Path) -> None:
     log.info("rerank %s %s", name, step.settings())
     inputs.allowed = step.needs
+    start = time.perf_counter()
     output = step(ranking, inputs)
+    seconds = time.perf_counter() - start
     output.ranking.provenance = [*ranking.provenance, {"step": "rerank", "name": name, **step.settings()}]
     output.ranking.save(folder / RANKING)
     if output.gallery_vectors is not None:
         with artifacts.atomic_path(folder / GALLERY_VECTORS) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, output.gallery_vectors)
-    if output.counts:
-        log.info("rerank %s: %s", name, ", ".join(f"{key} {value}" for key, value in output.counts.items()))
-    artifacts.write_meta(folder, step=name, options=step.settings(), search=str(search), counts=output.counts)
+    log.info("rerank %s: %.1f s%s", name, seconds, "".join(f", {key} {value}" for key, value in output.report.items()))
+    artifacts.write_meta(folder, step=name, options=step.settings(), search=str(search), seconds=seconds, **output.report)
