@@ -52,7 +52,7 @@ def verify(root: Path, queries: list[tuple[Path, tuple | None, object]], gallery
     rows = np.array(indices, dtype=np.int64)
     ranking = Ranking(rows, np.where(rows >= 0, 1.0 - 0.01 * np.arange(rows.shape[1]), -np.inf).astype(np.float32),
                       np.array([path.name for path, _, _ in queries]), np.array([path.name for path in gallery]))
-    step = create_step("verify", **{"resize": 480, "min_inliers": 8, **options})
+    step = create_step("verify", **{"resize": 480, "query_resize": 480, "min_inliers": 8, **options})
     inputs = RerankInputs(loaders={"dataset": lambda: dataset, "query_cutouts": lambda: cutouts,
                                    "cache": lambda: root / "cache"}, search=None, allowed=step.needs)
     return step(ranking, inputs)
@@ -146,7 +146,7 @@ def demo_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -
 
 
 def test_verify_then_query_expansion_on_the_demo_set(demo_cfg: ComposeFn) -> None:
-    verify_options = ("rerank.verify.top_n=4", "rerank.verify.resize=320")
+    verify_options = ("rerank.verify.top_n=4", "rerank.verify.resize=320", "rerank.verify.query_resize=320")
     cfg = demo_cfg("rerank=[verify,aqe]", *verify_options, "rerank.aqe.k=2")
     final = Ranking.load(pipeline.ranking(cfg))
     assert [step["name"] for step in final.provenance if step["step"] == "rerank"] == ["verify", "aqe"]

@@ -14,6 +14,7 @@ neighbours with the ratio test for SIFT) is a property of the descriptor, not of
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,20 @@ class LocalFeatures:
     def __len__(self) -> int:
         return len(self.keypoints)
 
-    def image_points(self, indices: np.ndarray) -> np.ndarray:
-        """(M, 2) float64 image-pixel positions of the keypoints at `indices`."""
-        points = self.keypoints[indices].astype(np.float64)
+    def image_points(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """(M, 2) float64 image-pixel positions of the keypoints at `indices` (default: all)."""
+        points = (self.keypoints if indices is None else self.keypoints[indices]).astype(np.float64)
         mapped = np.c_[points, np.ones(len(points))] @ self.to_image.T
         return mapped[:, :2] / mapped[:, 2:]
+
+    def subset(self, keep: np.ndarray) -> "LocalFeatures":
+        """The features where the bool array `keep` is set."""
+        return dataclasses.replace(self, keypoints=self.keypoints[keep], descriptors=self.descriptors[keep])
+
+    def within(self, box: tuple[float, float, float, float]) -> "LocalFeatures":
+        """The features whose keypoint lies in the (x1, y1, x2, y2) box of image pixels."""
+        points = self.image_points()
+        return self.subset((points[:, 0] >= box[0]) & (points[:, 0] < box[2]) & (points[:, 1] >= box[1]) & (points[:, 1] < box[3]))
 
 
 class Extractor:

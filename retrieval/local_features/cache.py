@@ -5,7 +5,6 @@ keeps every frame it finished. A frame that cannot be extracted (unreadable, too
 stored as its reason, so it is not retried until its file changes (its key changes then)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections import defaultdict
@@ -80,12 +79,12 @@ class FeatureCache:
 
 def _on_mask(features: LocalFeatures, mask: np.ndarray) -> LocalFeatures:
     """The features whose keypoint lies on `mask` (source-image pixels)."""
-    points = np.round(features.image_points(np.arange(len(features)))).astype(np.int64)
+    points = np.round(features.image_points()).astype(np.int64)
     height, width = mask.shape
     inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
     keep = np.zeros(len(points), dtype=bool)
     keep[inside] = mask[points[inside, 1], points[inside, 0]]
-    return dataclasses.replace(features, keypoints=features.keypoints[keep], descriptors=features.descriptors[keep])
+    return features.subset(keep)
 
 
 def _pair(values: np.ndarray) -> tuple[int, int]:

@@ -40,10 +40,6 @@ class Frame:
     """Only keypoints on this mask of the source image are kept (a query's mask cut-out)."""
 
 
-def crop_key(key: str, crop: tuple[int, int, int, int] | None) -> str:
-    return key if crop is None else f"{key}@{','.join(str(v) for v in crop)}"
-
-
 def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray | None]:
     """(frame pixels HxWx3 uint8, 3x3 frame -> source pixel map, source (width, height), the

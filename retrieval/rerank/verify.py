@@ -9,10 +9,13 @@ inliers, ties by their previous order. Every other entry keeps its previous scor
 after them (scores are then comparable within each part, the order across: search scores are
 similarities of at most 1, far below any inlier count that passes the gate).
 
-Gallery view: `image` matches the whole gallery image resized to `resize`; `region` matches a
-crop around the entry's box (the best region of a region-level run) grown by `context` x its
-size on each side and enlarged to `resize`, so a small object keeps its keypoints; entries
-without a box (a whole-image run) use the whole image either way.
+Local features: each gallery image's are extracted once, from the whole image resized to
+`resize` on its longer side (enlarged when smaller: a small object keeps its keypoints), and
+each query's from its cut-out resized to `query_resize`; both are cached per image and setting,
+so another top_n, model, threshold or view re-extracts nothing. Gallery view: `image` matches
+all of the image's keypoints; `region` only those inside the entry's box (the best region of a
+region-level run) grown by `context` x its size on each side, so a cluttered background cannot
+out-match a small object; entries without a box (a whole-image run) use the image either way.
 
 `fundamental` verifies (inliers of the epipolar geometry of a 3-D object seen from another
 view) but maps no point to a point: the entry's previous box and mask are kept.
@@ -30,7 +33,7 @@ import numpy as np
 from retrieval.features.keys import gallery_items
 from retrieval.local_features import Extractor, LocalFeatures, create_extractor
 from retrieval.local_features.cache import FeatureCache
-from retrieval.local_features.frames import Frame, crop_key
+from retrieval.local_features.frames import Frame
 from retrieval.local_features.geometry import (
     MIN_MATCHES, MODELS, FitFailure, clipped_box, fit, polygon_mask, project_corners, project_mask,
 )
@@ -52,7 +55,8 @@ class GeometricVerification(Step):
         top_n: int = 100,
         features: str = "sift",
         max_keypoints: int = 2048,
-        resize: int = 640,
+        resize: int = 1024,
+        query_resize: int = 512,
         model: str = "homography",
         threshold: float = 8.0,
         min_inliers: int = 12,
@@ -68,10 +72,12 @@ class GeometricVerification(Step):
         if min_inliers < MIN_MATCHES[model]:
             raise ValueError(f"rerank.verify.min_inliers must be >= {MIN_MATCHES[model]} for model={model}, not {min_inliers}")
         for name, value, low in (("top_n", top_n, 1), ("max_keypoints", max_keypoints, 1), ("resize", resize, 32),
-                                 ("threshold", threshold, 1e-6), ("context", context, 0), ("batch_size", batch_size, 1)):
+                                 ("query_resize", query_resize, 32), ("threshold", threshold, 1e-6), ("context", context, 0),
+                                 ("batch_size", batch_size, 1)):
             if not value >= low:
                 raise ValueError(f"rerank.verify.{name} must be >= {low}, not {value!r}")
-        self.top_n, self.features, self.max_keypoints, self.resize = int(top_n), features, int(max_keypoints), int(resize)
+        self.top_n, self.features, self.max_keypoints = int(top_n), features, int(max_keypoints)
+        self.resize, self.query_resize = int(resize), int(query_resize)
         self.model, self.threshold, self.min_inliers = model, float(threshold), int(min_inliers)
         self.match_threshold = None if match_threshold is None else float(match_threshold)
         self.gallery_view, self.context = gallery_view, float(context)
@@ -84,42 +90,41 @@ class GeometricVerification(Step):
     def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:
         dataset, cutouts = inputs.dataset, inputs.query_cutouts
         extractor = create_extractor(self.features, max_keypoints=self.max_keypoints, match_threshold=self.match_threshold)
-        cache = FeatureCache(inputs.cache, extractor, self.resize, self.batch_size)
-        gallery_keys = [item.key for item in gallery_items(dataset.gallery, dataset.root)]
+        query_cache = FeatureCache(inputs.cache, extractor, self.query_resize, self.batch_size)
+        gallery_cache = FeatureCache(inputs.cache, extractor, self.resize, self.batch_size)
         depth = min(self.top_n, ranking.k)
-
-        def gallery_frame(q: int, position: int) -> Frame:
-            image = int(ranking.indices[q, position])
-            box = ranking.boxes[q, position] if ranking.boxes is not None and self.gallery_view == "region" else None
-            crop = _grown(box, self.context)
-            return Frame(crop_key(gallery_keys[image], crop), dataset.gallery[image].path, crop)
-
-        queries = [Frame(c.key, c.path, _grown(c.box, 0.0), c.mask) for c in cutouts]
-        frames = {(q, p): gallery_frame(q, p) for q in range(len(cutouts)) for p in range(depth) if ranking.indices[q, p] >= 0}
-        cache.ensure([*queries, *frames.values()])
-        load = lru_cache(maxsize=4 * depth + 16)(cache.load)  # one query's gallery frames, and those shared across queries
+        listed = [[p for p in range(depth) if ranking.indices[q, p] >= 0] for q in range(len(cutouts))]
+        shown = np.unique([ranking.indices[q, p] for q, row in enumerate(listed) for p in row]).astype(np.int64)
+        items = gallery_items([dataset.gallery[g] for g in shown], dataset.root)
+        gallery_keys = dict(zip(shown.tolist(), (item.key for item in items)))
+        query_cache.ensure(Frame(c.key, c.path, _grown(c.box, 0.0), c.mask) for c in cutouts)
+        gallery_cache.ensure(Frame(key, dataset.gallery[g].path) for g, key in gallery_keys.items())
+        load_gallery = lru_cache(maxsize=2 * depth + 16)(gallery_cache.load)  # a query's images; shared ones stay
 
         counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
         out = _Reordered(ranking)
         for q, cutout in enumerate(cutouts):
-            listed = [p for p in range(depth) if (q, p) in frames]
-            counts["pairs"] += len(listed)
-            query = load(queries[q].key)
+            counts["pairs"] += len(listed[q])
+            query = query_cache.load(cutout.key)
             if isinstance(query, str):
                 counts[f"query_{query}"] += 1
                 continue
             outline = _Outline.of(cutout, query.image_size)
             verified = {}
-            for p in listed:
-                verdict = self._verify(extractor, query, load(frames[q, p].key), outline)
+            for p in listed[q]:
+                gallery = load_gallery(gallery_keys[int(ranking.indices[q, p])])
+                if not isinstance(gallery, str) and self.gallery_view == "region" and ranking.boxes is not None:
+                    region = _grown(ranking.boxes[q, p], self.context)
+                    gallery = gallery if region is None else gallery.within(region)
+                verdict = self._verify(extractor, query, gallery, outline)
                 if isinstance(verdict, str):
                     counts[verdict] += 1
                 elif verdict.inliers >= self.min_inliers:
                     verified[p] = verdict
             counts["verified"] += len(verified)
             out.promote(q, verified)
-        counts["frames_extracted"] = cache.extracted
-        return StepOutput(out.ranking(), report={"counts": dict(counts), "local_features": str(cache.folder)})
+        counts["frames_extracted"] = query_cache.extracted + gallery_cache.extracted
+        return StepOutput(out.ranking(), report={"counts": dict(counts), "local_features": str(gallery_cache.folder)})
 
     def _verify(self, extractor: Extractor, query: LocalFeatures, gallery: LocalFeatures | str, outline: _Outline
                 ) -> _Verdict | str:
