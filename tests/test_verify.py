@@ -43,15 +43,15 @@ def warped_scene(folder: Path) -> Path:
 
 
 def verify(root: Path, queries: list[tuple[Path, tuple | None, object]], gallery: list[Path], indices: list[list[int]],
-           **options: object) -> StepOutput:
+           boxes: np.ndarray | None = None, **options: object) -> StepOutput:
     """The verify step on these images: `queries` are (image, box, mask) cut-outs, `indices`
-    each query's ranking (previous scores decreasing)."""
+    each query's ranking (previous scores decreasing), `boxes` its regions (or None)."""
     dataset = Dataset("synthetic", root, [Record(path, path.name) for path, _, _ in queries],
                       [Record(path, path.name) for path in gallery], truth={})
     cutouts = [QueryCutout(f"{file_key(path, root)}#cut", path, box, mask) for path, box, mask in queries]
     rows = np.array(indices, dtype=np.int64)
     ranking = Ranking(rows, np.where(rows >= 0, 1.0 - 0.01 * np.arange(rows.shape[1]), -np.inf).astype(np.float32),
-                      np.array([path.name for path, _, _ in queries]), np.array([path.name for path in gallery]))
+                      np.array([path.name for path, _, _ in queries]), np.array([path.name for path in gallery]), boxes)
     step = create_step("verify", **{"resize": 480, "query_resize": 480, "min_inliers": 8, **options})
     inputs = RerankInputs(loaders={"dataset": lambda: dataset, "query_cutouts": lambda: cutouts,
                                    "cache": lambda: root / "cache"}, search=None, allowed=step.needs)
@@ -75,6 +75,18 @@ def test_a_known_homography_is_recovered_and_the_outline_projected(tmp_path: Pat
     true_mask = cv2.warpPerspective(mask.astype(np.uint8), TRUE_H, SCENE_SIZE, flags=cv2.INTER_NEAREST).astype(bool)
     assert mask_iou(decode(ranking.mask(0, 0)), true_mask) > 0.8
     assert np.isnan(ranking.boxes[0, 1]).all() and ranking.mask(0, 1) is None  # the flat image: no outline
+
+
+def test_region_view_matches_only_inside_the_entry_s_region(tmp_path: Path) -> None:
+    scene = warped_scene(tmp_path)
+    elsewhere = np.array([[[0, 300, 100, 400]]], dtype=np.float32)  # a corner of the scene without the car
+    around = np.array([[[150, 110, 260, 190]]], dtype=np.float32)  # a region holding most of the car
+    missed = verify(tmp_path, [(OBJECT, None, None)], [scene], [[0]], elsewhere)
+    found = verify(tmp_path, [(OBJECT, None, None)], [scene], [[0]], around, context=0.5)
+    whole = verify(tmp_path, [(OBJECT, None, None)], [scene], [[0]], elsewhere, gallery_view="image")
+    assert missed.report["counts"]["verified"] == 0
+    np.testing.assert_array_equal(missed.ranking.boxes, elsewhere)  # unverified: keeps its region
+    assert found.report["counts"]["verified"] == 1 and whole.report["counts"]["verified"] == 1
 
 
 def test_bad_inputs_are_counted_and_keep_their_order(tmp_path: Path) -> None:
