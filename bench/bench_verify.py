@@ -9,7 +9,7 @@ Runs each base configuration (whole image; on the scenes also `grid` ROI and, wi
 `grid_crop`) through the pipeline, then the same with `rerank=[verify]` plus the --verify
 overrides, and prints mAP, hit@1, box and mask mAP@50 and mIoU, the seconds per query the
 verification added (the step's own wall time, from its artifact's meta: the run that built it),
-and the size of the local-feature cache it read. Every artifact is cached under --cache, so a
+and the size of the cached local features of the images it verified. Every artifact is cached under --cache, so a
 second verify setting that shares the local features re-extracts nothing.
 """
 from __future__ import annotations
@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 from bench.bench_regions import ETH80, config as scenes_config  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
 from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
-from retrieval.local_features.cache import cache_bytes  # noqa: E402
 from retrieval.ranking import Ranking  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
 
@@ -63,7 +62,7 @@ def configure(args: argparse.Namespace, overrides: list[str]):
     if args.set == "demo":
         return plain_config(args.cache, args.out, ["dataset=demo", *overrides])
     return plain_config(args.cache, args.out, ["dataset=folder", f"dataset.root={ETH80}", "query=full",
-                                               f"dataset.queries={eth80_queries(args.out)}", *overrides])
+                                               f"dataset.queries={eth80_queries(args.out.resolve())}", *overrides])
 
 
 def measure(name: str, cfg: Any, out: Path) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def measure(name: str, cfg: Any, out: Path) -> dict[str, Any]:
     if meta.get("step") == "verify":
         queries = len(Ranking.load(ranking).query_ids)
         row.update(seconds=meta["seconds"], seconds_per_query=meta["seconds"] / queries, counts=meta["counts"],
-                   cache_mb=cache_bytes(Path(meta["local_features"])) / 2**20)
+                   cache_mb=meta["local_feature_bytes"] / 2**20)
     return row
 
 

@@ -90,7 +90,3 @@ def _on_mask(features: LocalFeatures, mask: np.ndarray) -> LocalFeatures:
 def _pair(values: np.ndarray) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
-
-def cache_bytes(folder: Path) -> int:
-    """Size on disk of the cached features of one setting."""
-    return sum(path.stat().st_size for path in Path(folder).rglob("*.npz"))

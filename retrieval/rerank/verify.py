@@ -124,7 +124,10 @@ class GeometricVerification(Step):
             counts["verified"] += len(verified)
             out.promote(q, verified)
         counts["frames_extracted"] = query_cache.extracted + gallery_cache.extracted
-        return StepOutput(out.ranking(), report={"counts": dict(counts), "local_features": str(gallery_cache.folder)})
+        used = [query_cache.path(c.key) for c in cutouts] + [gallery_cache.path(key) for key in gallery_keys.values()]
+        return StepOutput(out.ranking(), report={
+            "counts": dict(counts), "local_features": sorted({str(query_cache.folder), str(gallery_cache.folder)}),
+            "local_feature_bytes": sum(path.stat().st_size for path in used)})
 
     def _verify(self, extractor: Extractor, query: LocalFeatures, gallery: LocalFeatures | str, outline: _Outline
                 ) -> _Verdict | str:
