@@ -4,6 +4,7 @@
     python bench/bench_verify.py --set demo                   # the built-in demo set
     python bench/bench_verify.py --set eth80                  # ETH-80, one query per instance, leave-one-out
     python bench/bench_verify.py --set scenes --verify rerank.verify.gallery_view=image rerank.verify.resize=1280
+    python bench/bench_verify.py --set scenes --probe 20 --verify rerank.verify.features=xfeat   # best case
 
 Runs each base configuration (whole image; on the scenes also `grid` ROI and, with --crop,
 `grid_crop`) through the pipeline, then the same with `rerank=[verify]` plus the --verify
@@ -11,6 +12,10 @@ overrides, and prints mAP, hit@1, box and mask mAP@50 and mIoU, the seconds per 
 verification added (the step's own wall time, from its artifact's meta: the run that built it),
 and the size of the cached local features of the images it verified. Every artifact is cached under --cache, so a
 second verify setting that shares the local features re-extracts nothing.
+
+--probe N measures the best case instead: N queries, each matched against a crop around the
+true box of its object in its first positive image (the box grown by its size on each side,
+enlarged to `resize`): how many matches and inliers the features find when the region is right.
 """
 from __future__ import annotations
 
@@ -30,8 +35,16 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 from bench.bench_regions import ETH80, config as scenes_config  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
 from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
+from retrieval.features.keys import gallery_items  # noqa: E402
+from retrieval.local_features import create_extractor  # noqa: E402
+from retrieval.local_features.cache import FeatureCache  # noqa: E402
+from retrieval.local_features.frames import Frame  # noqa: E402
+from retrieval.local_features.geometry import FitFailure, fit  # noqa: E402
 from retrieval.ranking import Ranking  # noqa: E402
+from retrieval.rerank.verify import grown_box  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
+from retrieval.stages.common import dataset_from_config  # noqa: E402
+from retrieval.stages.rerank import query_cutouts  # noqa: E402
 
 BASES = {
     "scenes": {"whole image": ["regions=none"], "grid, ROI": ["regions=grid", "regions.pooling=roi"]},
@@ -77,6 +90,34 @@ def measure(name: str, cfg: Any, out: Path) -> dict[str, Any]:
     return row
 
 
+def probe(args: argparse.Namespace) -> None:
+    """Matches and inliers of queries against the true region of their object (see --probe)."""
+    cfg = configure(args, ["rerank=[verify]", *args.verify])
+    options = dict(cfg.rerank.verify)
+    dataset, cutouts = dataset_from_config(cfg), query_cutouts(cfg)
+    extractor = create_extractor(options["features"], max_keypoints=options["max_keypoints"])
+    queries = FeatureCache(args.cache, extractor, options["query_resize"])
+    crops = FeatureCache(args.cache, extractor, options["resize"])
+    step = max(len(cutouts) // args.probe, 1)
+    for q in range(0, step * args.probe, step):
+        cutout, query_id = cutouts[q], dataset.queries[q].instances[0].id
+        image = int(dataset.truth["all"][q].positives[0])
+        record = dataset.gallery[image]
+        box = next(instance.box for instance in record.instances if instance.id == query_id)
+        crop = grown_box(box, 1.0)
+        key = f"{gallery_items([record], dataset.root)[0].key}@{crop}"
+        queries.ensure([Frame(cutout.key, cutout.path, grown_box(cutout.box, 0.0), cutout.mask)])
+        crops.ensure([Frame(key, record.path, crop)])
+        query, region = queries.load(cutout.key), crops.load(key)
+        pairs = extractor.match(query, region)
+        try:
+            found = fit(options["model"], query.image_points(pairs[:, 0]), region.keypoints[pairs[:, 1]], options["threshold"])
+            inliers: int | str = found.inliers
+        except FitFailure as failure:
+            inliers = failure.reason
+        print(f"{dataset.queries[q].key}: {len(query)} / {len(region)} keypoints, {len(pairs)} matches, inliers {inliers}")
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -91,8 +132,12 @@ def main() -> None:
     parser.add_argument("--crop", action="store_true", help="also grid_crop (slow to extract on a CPU)")
     parser.add_argument("--only", nargs="*", default=None, help="base runs to measure, by name")
     parser.add_argument("--verify", nargs="*", default=[], help="overrides of rerank.verify for the verified runs")
+    parser.add_argument("--probe", type=int, default=0, help="instead: N queries against their object's true region")
     args = parser.parse_args()
     args.root = args.root or args.cache / "bench" / f"eth80-{args.scenes}"
+    if args.probe:
+        probe(args)
+        return
     bases = {**BASES[args.set], **(CROP if args.crop and args.set == "scenes" else {})}
     rows = {}
     for name, overrides in bases.items():

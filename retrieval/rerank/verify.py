@@ -97,7 +97,7 @@ class GeometricVerification(Step):
         shown = np.unique([ranking.indices[q, p] for q, row in enumerate(listed) for p in row]).astype(np.int64)
         items = gallery_items([dataset.gallery[g] for g in shown], dataset.root)
         gallery_keys = dict(zip(shown.tolist(), (item.key for item in items)))
-        query_cache.ensure(Frame(c.key, c.path, _grown(c.box, 0.0), c.mask) for c in cutouts)
+        query_cache.ensure(Frame(c.key, c.path, grown_box(c.box, 0.0), c.mask) for c in cutouts)
         gallery_cache.ensure(Frame(key, dataset.gallery[g].path) for g, key in gallery_keys.items())
         load_gallery = lru_cache(maxsize=2 * depth + 16)(gallery_cache.load)  # a query's images; shared ones stay
 
@@ -114,7 +114,7 @@ class GeometricVerification(Step):
             for p in listed[q]:
                 gallery = load_gallery(gallery_keys[int(ranking.indices[q, p])])
                 if not isinstance(gallery, str) and self.gallery_view == "region" and ranking.boxes is not None:
-                    region = _grown(ranking.boxes[q, p], self.context)
+                    region = grown_box(ranking.boxes[q, p], self.context)
                     gallery = gallery if region is None else gallery.within(region)
                 verdict = self._verify(extractor, query, gallery, outline)
                 if isinstance(verdict, str):
@@ -154,7 +154,7 @@ class GeometricVerification(Step):
         return _Verdict(found.inliers, box, encode(mask) if mask.any() else None)
 
 
-def _grown(box: np.ndarray | tuple | None, context: float) -> tuple[int, int, int, int] | None:
+def grown_box(box: np.ndarray | tuple | None, context: float) -> tuple[int, int, int, int] | None:
     """The box grown by `context` x its size on each side, in whole pixels (None: no box)."""
     if box is None or not np.isfinite(np.asarray(box, dtype=np.float64)).all():
         return None
