@@ -14,6 +14,7 @@ from conftest import ETH80, REPO, ComposeFn
 from retrieval import artifacts, pipeline
 from retrieval.models import Embedder, create_model
 from retrieval.stages import extract as extract_stage
+from retrieval.errors import UserError
 from retrieval.features.keys import file_key
 from retrieval.images import load_rgb
 from retrieval.local_features.geometry import FitFailure, fit
@@ -172,3 +173,8 @@ def test_verify_then_query_expansion_on_the_demo_set(demo_cfg: ComposeFn) -> Non
     expanded = expand_by_hand(queries, gallery, verified.indices, 2, 0.0)
     order, _ = rank_by_hand(expanded, gallery)
     np.testing.assert_array_equal(final.indices[:, :5], order[:, :5])
+
+
+def test_options_that_do_not_go_together_are_a_user_error() -> None:
+    with pytest.raises(UserError, match="min_inliers must be >= 8 for model=fundamental"):
+        create_step("verify", model="fundamental", min_inliers=5)

@@ -63,6 +63,7 @@ REFINEMENTS: dict[str, Rule] = {
     "rerank.verify.top_n": Rule(low=1),
     "rerank.verify.max_keypoints": Rule(low=1),
     "rerank.verify.resize": Rule(low=32),
+    "rerank.verify.query_resize": Rule(low=32),
     "rerank.verify.threshold": Rule(above=0),
     "rerank.verify.min_inliers": Rule(low=3),
     "rerank.verify.match_threshold": Rule(above=0),

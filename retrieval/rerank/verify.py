@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from retrieval.errors import UserError
 from retrieval.features.keys import gallery_items
 from retrieval.local_features import Extractor, LocalFeatures, create_extractor
 from retrieval.local_features.cache import FeatureCache
@@ -42,6 +43,10 @@ from retrieval.ranking import Ranking
 from retrieval.rerank import QueryCutout, RerankInputs, Step, StepOutput, register
 
 GALLERY_VIEWS = ("image", "region")
+
+
+class VerifyOptionError(UserError, ValueError):
+    """Options of rerank.verify that do not go together (or that no config check caught)."""
 
 
 @register("verify")
@@ -66,16 +71,16 @@ class GeometricVerification(Step):
         batch_size: int = 8,
     ):
         if model not in MODELS:
-            raise ValueError(f"rerank.verify.model must be one of {', '.join(MODELS)}, not {model!r}")
+            raise VerifyOptionError(f"rerank.verify.model must be one of {', '.join(MODELS)}, not {model!r}")
         if gallery_view not in GALLERY_VIEWS:
-            raise ValueError(f"rerank.verify.gallery_view must be one of {', '.join(GALLERY_VIEWS)}, not {gallery_view!r}")
+            raise VerifyOptionError(f"rerank.verify.gallery_view must be one of {', '.join(GALLERY_VIEWS)}, not {gallery_view!r}")
         if min_inliers < MIN_MATCHES[model]:
-            raise ValueError(f"rerank.verify.min_inliers must be >= {MIN_MATCHES[model]} for model={model}, not {min_inliers}")
+            raise VerifyOptionError(f"rerank.verify.min_inliers must be >= {MIN_MATCHES[model]} for model={model}, not {min_inliers}")
         for name, value, low in (("top_n", top_n, 1), ("max_keypoints", max_keypoints, 1), ("resize", resize, 32),
                                  ("query_resize", query_resize, 32), ("threshold", threshold, 1e-6), ("context", context, 0),
                                  ("batch_size", batch_size, 1)):
             if not value >= low:
-                raise ValueError(f"rerank.verify.{name} must be >= {low}, not {value!r}")
+                raise VerifyOptionError(f"rerank.verify.{name} must be >= {low}, not {value!r}")
         self.top_n, self.features, self.max_keypoints = int(top_n), features, int(max_keypoints)
         self.resize, self.query_resize = int(resize), int(query_resize)
         self.model, self.threshold, self.min_inliers = model, float(threshold), int(min_inliers)
