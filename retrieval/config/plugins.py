@@ -57,6 +57,18 @@ REFINEMENTS: dict[str, Rule] = {
     "regions.proposals.*.max_regions": Rule(low=1),
     "rerank.*.k": Rule(low=1),
     "rerank.*.alpha": Rule(low=0),
+    "rerank.verify.features": Rule(choices=lambda: _verify_choices("features")),
+    "rerank.verify.model": Rule(choices=lambda: _verify_choices("model")),
+    "rerank.verify.gallery_view": Rule(choices=lambda: _verify_choices("gallery_view")),
+    "rerank.verify.top_n": Rule(low=1),
+    "rerank.verify.max_keypoints": Rule(low=1),
+    "rerank.verify.resize": Rule(low=32),
+    "rerank.verify.query_resize": Rule(low=32),
+    "rerank.verify.threshold": Rule(above=0),
+    "rerank.verify.min_inliers": Rule(low=3),
+    "rerank.verify.match_threshold": Rule(above=0),
+    "rerank.verify.context": Rule(low=0),
+    "rerank.verify.batch_size": Rule(low=1),
     "dataset.protocol_options.*": Rule(low=1),
 }
 """Rules of the options read from registered entries' signatures, by dotted key (`*` = any
@@ -141,6 +153,16 @@ def proposals_schema(key: str, node: Mapping[str, Any]) -> Schema:
     from retrieval.regions.proposals import PROPOSERS
 
     return _entries_schema(key, PROPOSERS, skip=("image",))
+
+
+def _verify_choices(option: str) -> tuple[str, ...]:
+    """The values of a verify option that names a choice (imported when checked: cv2 and the
+    extractors load only for a config that verifies)."""
+    from retrieval.local_features import EXTRACTORS
+    from retrieval.local_features.geometry import MODELS
+    from retrieval.rerank.verify import GALLERY_VIEWS
+
+    return {"features": tuple(EXTRACTORS.available()), "model": MODELS, "gallery_view": GALLERY_VIEWS}[option]
 
 
 def rerank_schema(key: str, node: Mapping[str, Any]) -> Schema:

@@ -10,23 +10,40 @@ does) hands them on to the steps after it.
     neighbours.py   exact blockwise top-k among vectors
     expansion.py    the math of query expansion and database-side augmentation
     steps.py        the registered steps: aqe, alpha_qe, dba
+    verify.py       geometric verification (local features, robust fit, projected boxes and masks)
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from retrieval.features import Features
 from retrieval.ranking import Ranking
-from retrieval.records import Dataset
+from retrieval.records import Box, Dataset, MaskRef
 from retrieval.registry import Registry
 
-NEEDS = ("query_vectors", "gallery", "dataset")
+NEEDS = ("query_vectors", "gallery", "dataset", "query_cutouts", "cache")
 """What a step may ask for: the query vectors (n_query, D); the gallery's rows (vectors,
-their images, boxes and masks); the dataset (image paths, query boxes and masks)."""
+their images, boxes and masks); the dataset (image paths, query boxes and masks); each
+query's cut-out as its query mode defines it (`QueryCutout`); the run's cache folder (for
+artifacts a step keeps across runs, e.g. local features)."""
+
+
+@dataclass(frozen=True)
+class QueryCutout:
+    """What of a query image the query mode describes the object by, in image pixels."""
+
+    key: str
+    """The query's item key (its image's key, plus the cut-out's digest when it cuts)."""
+    path: Path
+    box: Box | None
+    """None: the whole image."""
+    mask: MaskRef | None = field(default=None, compare=False, hash=False)
+    """Set when the mode cuts out by the mask (query=mask)."""
 
 
 @dataclass
@@ -63,12 +80,23 @@ class RerankInputs:
     def dataset(self) -> Dataset:
         return self.get("dataset")
 
+    @property
+    def query_cutouts(self) -> list[QueryCutout]:
+        return self.get("query_cutouts")
+
+    @property
+    def cache(self) -> Path:
+        return self.get("cache")
+
 
 @dataclass
 class StepOutput:
     ranking: Ranking
     gallery_vectors: np.ndarray | None = None
     """New vectors of the gallery's rows, for the steps after this one (None: unchanged)."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """What the step did and skipped (e.g. counts of pairs verified, of images without
+    keypoints; where side artifacts are): logged and kept in the artifact's meta."""
 
 
 class Step:
@@ -85,7 +113,7 @@ class Step:
         raise NotImplementedError
 
 
-STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps",))
+STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify"))
 register = STEPS.register
 available = STEPS.available
 

@@ -1,0 +1,84 @@
+"""Which pixels an extractor sees: a whole image or a crop of it (a query's cut-out, the region
+around a gallery hit), resized so its longer side is `resize` pixels. Upscaling is allowed on
+purpose: a small object cropped and enlarged keeps enough keypoints to be matched."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from retrieval.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from retrieval.records import MaskRef
+
+log = logging.getLogger(__name__)
+
+MIN_SOURCE_SIDE = 16
+"""Shortest side, in source pixels, of a region worth extracting from: below it an object has
+no local structure left to match, however much it is enlarged."""
+
+
+class FrameError(Exception):
+    """A frame that cannot be extracted from: `reason` is "unreadable" or "too_small"."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One extraction input; `key` identifies its features in the cache."""
+
+    key: str
+    path: Path
+    crop: tuple[int, int, int, int] | None = None
+    """(x1, y1, x2, y2) pixels of the source image, or None for all of it (clipped to it)."""
+    mask: MaskRef | None = field(default=None, compare=False, hash=False)
+    """Only keypoints on this mask of the source image are kept (a query's mask cut-out)."""
+
+
+def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+            ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray | None]:
+    """(frame pixels HxWx3 uint8, 3x3 frame -> source pixel map, source (width, height), the
+    source-image mask or None).
+    FrameError when the image cannot be read or the region is too small."""
+    try:
+        image = load_rgb(frame.path, max_pixels)
+    except ImageError as error:
+        raise FrameError("unreadable", str(error)) from error
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = frame.crop or (0, 0, width, height)
+    x1, y1, x2, y2 = max(int(x1), 0), max(int(y1), 0), min(int(x2), width), min(int(y2), height)
+    if min(x2 - x1, y2 - y1) < MIN_SOURCE_SIDE:
+        raise FrameError("too_small", f"{frame.path}: region {x2 - x1}x{y2 - y1} px, under {MIN_SOURCE_SIDE} px")
+    scale = resize / max(x2 - x1, y2 - y1)
+    size = (max(round((x2 - x1) * scale), 1), max(round((y2 - y1) * scale), 1))
+    if min(size) < min_side:
+        raise FrameError("too_small", f"{frame.path}: frame {size[0]}x{size[1]} px, under the extractor's {min_side} px")
+    pixels = cv2.resize(image[y1:y2, x1:x2], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return pixels, frame_to_image(size, (x1, y1, x2, y2)), (width, height), _mask(frame, (height, width))
+
+
+def _mask(frame: Frame, size_hw: tuple[int, int]) -> np.ndarray | None:
+    """The frame's mask in source pixels; None (keep every keypoint, as the box cut-out would)
+    when it has none or it cannot be decoded for this image."""
+    from retrieval.masks import decode
+
+    if frame.mask is None:
+        return None
+    try:
+        return decode(frame.mask, size_hw)
+    except (OSError, ValueError) as error:
+        log.warning("%s: unusable mask (%s); keypoints of the whole cut-out are kept", frame.path, error)
+        return None
+
+
+def frame_to_image(size: tuple[int, int], crop: tuple[int, int, int, int]) -> np.ndarray:
+    """The 3x3 map from frame pixels to source pixels of a crop resized to `size` (w, h), in
+    OpenCV's pixel-centre convention (source = (frame + 0.5) / scale - 0.5 + offset)."""
+    x1, y1, x2, y2 = crop
+    sx, sy = size[0] / (x2 - x1), size[1] / (y2 - y1)
+    return np.array([[1 / sx, 0, x1 + 0.5 / sx - 0.5], [0, 1 / sy, y1 + 0.5 / sy - 0.5], [0, 0, 1]], dtype=np.float64)

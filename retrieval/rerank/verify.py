@@ -1,0 +1,234 @@
+"""Geometric verification (Philbin et al., CVPR 2007; as in DELG and hloc): the top results of
+each query are re-scored by how many local-feature matches between the query's cut-out and
+the gallery image one robust geometric model explains, and the model maps the query's box and
+mask into the gallery image, so the ranking shows the object's projected outline.
+
+Score: a verified entry (at least `min_inliers` inliers, and an outline that projects to a
+convex region inside the image) scores its inlier count; verified entries come first, by
+inliers, ties by their previous order. Every other entry keeps its previous score and order
+after them (scores are then comparable within each part, the order across: search scores are
+similarities of at most 1, far below any inlier count that passes the gate).
+
+Local features: each gallery image's are extracted once, from the whole image resized to
+`resize` on its longer side (enlarged when smaller: a small object keeps its keypoints), and
+each query's from its cut-out resized to `query_resize`; both are cached per image and setting,
+so another top_n, model, threshold or view re-extracts nothing. Gallery view: `image` matches
+all of the image's keypoints; `region` only those inside the entry's box (the best region of a
+region-level run) grown by `context` x its size on each side, so a cluttered background cannot
+out-match a small object; entries without a box (a whole-image run) use the image either way.
+
+`fundamental` verifies (inliers of the epipolar geometry of a 3-D object seen from another
+view) but maps no point to a point: the entry's previous box and mask are kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from retrieval.errors import UserError
+from retrieval.features.keys import gallery_items
+from retrieval.local_features import Extractor, LocalFeatures, create_extractor
+from retrieval.local_features.cache import FeatureCache
+from retrieval.local_features.frames import Frame
+from retrieval.local_features.geometry import (
+    MIN_MATCHES, MODELS, FitFailure, clipped_box, fit, polygon_mask, project_corners, project_mask,
+)
+from retrieval.masks import decode, encode
+from retrieval.ranking import Ranking
+from retrieval.rerank import QueryCutout, RerankInputs, Step, StepOutput, register
+
+GALLERY_VIEWS = ("image", "region")
+
+
+class VerifyOptionError(UserError, ValueError):
+    """Options of rerank.verify that do not go together (or that no config check caught)."""
+
+
+@register("verify")
+class GeometricVerification(Step):
+    """Geometric verification: the top_n results re-scored by the inliers of a robust fit of local-feature matches."""
+
+    needs = ("dataset", "query_cutouts", "cache")
+
+    def __init__(
+        self,
+        top_n: int = 100,
+        features: str = "sift",
+        max_keypoints: int = 2048,
+        resize: int = 1024,
+        query_resize: int = 512,
+        model: str = "homography",
+        threshold: float = 8.0,
+        min_inliers: int = 12,
+        match_threshold: float | None = None,
+        gallery_view: str = "region",
+        context: float = 1.0,
+        batch_size: int = 8,
+    ):
+        if model not in MODELS:
+            raise VerifyOptionError(f"rerank.verify.model must be one of {', '.join(MODELS)}, not {model!r}")
+        if gallery_view not in GALLERY_VIEWS:
+            raise VerifyOptionError(f"rerank.verify.gallery_view must be one of {', '.join(GALLERY_VIEWS)}, not {gallery_view!r}")
+        if min_inliers < MIN_MATCHES[model]:
+            raise VerifyOptionError(f"rerank.verify.min_inliers must be >= {MIN_MATCHES[model]} for model={model}, not {min_inliers}")
+        for name, value, low in (("top_n", top_n, 1), ("max_keypoints", max_keypoints, 1), ("resize", resize, 32),
+                                 ("query_resize", query_resize, 32), ("threshold", threshold, 1e-6), ("context", context, 0),
+                                 ("batch_size", batch_size, 1)):
+            if not value >= low:
+                raise VerifyOptionError(f"rerank.verify.{name} must be >= {low}, not {value!r}")
+        self.top_n, self.features, self.max_keypoints = int(top_n), features, int(max_keypoints)
+        self.resize, self.query_resize = int(resize), int(query_resize)
+        self.model, self.threshold, self.min_inliers = model, float(threshold), int(min_inliers)
+        self.match_threshold = None if match_threshold is None else float(match_threshold)
+        self.gallery_view, self.context = gallery_view, float(context)
+        self.batch_size = int(batch_size)
+
+    def settings(self) -> dict:
+        """The options that decide the output; batch_size only decides how fast it comes."""
+        return {key: value for key, value in vars(self).items() if key != "batch_size"}
+
+    def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:
+        dataset, cutouts = inputs.dataset, inputs.query_cutouts
+        extractor = create_extractor(self.features, max_keypoints=self.max_keypoints, match_threshold=self.match_threshold)
+        query_cache = FeatureCache(inputs.cache, extractor, self.query_resize, self.batch_size)
+        gallery_cache = FeatureCache(inputs.cache, extractor, self.resize, self.batch_size)
+        depth = min(self.top_n, ranking.k)
+        listed = [[p for p in range(depth) if ranking.indices[q, p] >= 0] for q in range(len(cutouts))]
+        shown = np.unique([ranking.indices[q, p] for q, row in enumerate(listed) for p in row]).astype(np.int64)
+        items = gallery_items([dataset.gallery[g] for g in shown], dataset.root)
+        gallery_keys = dict(zip(shown.tolist(), (item.key for item in items)))
+        query_cache.ensure(Frame(c.key, c.path, grown_box(c.box, 0.0), c.mask) for c in cutouts)
+        gallery_cache.ensure(Frame(key, dataset.gallery[g].path) for g, key in gallery_keys.items())
+        load_gallery = lru_cache(maxsize=2 * depth + 16)(gallery_cache.load)  # a query's images; shared ones stay
+
+        counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
+        out = _Reordered(ranking)
+        for q, cutout in enumerate(cutouts):
+            counts["pairs"] += len(listed[q])
+            query = query_cache.load(cutout.key)
+            if isinstance(query, str):
+                counts[f"query_{query}"] += 1
+                continue
+            outline = _Outline.of(cutout, query.image_size)
+            verified = {}
+            for p in listed[q]:
+                gallery = load_gallery(gallery_keys[int(ranking.indices[q, p])])
+                if not isinstance(gallery, str) and self.gallery_view == "region" and ranking.boxes is not None:
+                    region = grown_box(ranking.boxes[q, p], self.context)
+                    gallery = gallery if region is None else gallery.within(region)
+                verdict = self._verify(extractor, query, gallery, outline)
+                if isinstance(verdict, str):
+                    counts[verdict] += 1
+                elif verdict.inliers >= self.min_inliers:
+                    verified[p] = verdict
+            counts["verified"] += len(verified)
+            out.promote(q, verified)
+        counts["frames_extracted"] = query_cache.extracted + gallery_cache.extracted
+        used = [query_cache.path(c.key) for c in cutouts] + [gallery_cache.path(key) for key in gallery_keys.values()]
+        return StepOutput(out.ranking(), report={
+            "counts": dict(counts), "local_features": sorted({str(query_cache.folder), str(gallery_cache.folder)}),
+            "local_feature_bytes": sum(path.stat().st_size for path in used)})
+
+    def _verify(self, extractor: Extractor, query: LocalFeatures, gallery: LocalFeatures | str, outline: _Outline
+                ) -> _Verdict | str:
+        """The fit's inliers and the outline it projects, or why there is none."""
+        if isinstance(gallery, str):
+            return gallery
+        if min(len(query), len(gallery)) < MIN_MATCHES[self.model]:
+            return "no_keypoints"
+        pairs = extractor.match(query, gallery)
+        try:
+            # the query in image pixels (the outline's), the gallery in frame pixels (the threshold's)
+            found = fit(self.model, query.image_points(pairs[:, 0]), gallery.keypoints[pairs[:, 1]], self.threshold)
+        except FitFailure as failure:
+            return failure.reason
+        if not found.projects:
+            return _Verdict(found.inliers)
+        to_gallery = gallery.to_image @ found.matrix
+        corners = project_corners(to_gallery, outline.box)
+        box = None if corners is None else clipped_box(corners, gallery.image_size)
+        if box is None:
+            return "degenerate"
+        size = gallery.image_size
+        mask = project_mask(to_gallery, outline.mask, size) if outline.mask is not None else polygon_mask(corners, size)
+        return _Verdict(found.inliers, box, encode(mask) if mask.any() else None)
+
+
+def grown_box(box: np.ndarray | tuple | None, context: float) -> tuple[int, int, int, int] | None:
+    """The box grown by `context` x its size on each side, in whole pixels (None: no box)."""
+    if box is None or not np.isfinite(np.asarray(box, dtype=np.float64)).all():
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box)
+    dx, dy = context * (x2 - x1), context * (y2 - y1)
+    return math.floor(x1 - dx), math.floor(y1 - dy), math.ceil(x2 + dx), math.ceil(y2 + dy)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    inliers: int
+    box: np.ndarray | None = None
+    """Projected outline's box; None: the model projects nothing (the entry keeps its own)."""
+    mask: dict | None = None
+
+
+@dataclass(frozen=True)
+class _Outline:
+    """What of the query image is projected: its cut-out's box (the whole image when it has
+    none) and, for a mask cut-out, the mask."""
+
+    box: tuple[float, float, float, float]
+    mask: np.ndarray | None
+
+    @classmethod
+    def of(cls, cutout: QueryCutout, size: tuple[int, int]) -> _Outline:
+        width, height = size
+        box = tuple(float(v) for v in cutout.box) if cutout.box is not None else (0.0, 0.0, float(width), float(height))
+        try:
+            mask = None if cutout.mask is None else decode(cutout.mask, (height, width))
+        except (OSError, ValueError):  # its features kept every keypoint then; the box's outline stands in
+            mask = None
+        return cls(box, mask)
+
+
+class _Reordered:
+    """The ranking being rewritten, row by row: verified entries first, with their box and mask."""
+
+    def __init__(self, ranking: Ranking):
+        self.source = ranking
+        self.indices, self.scores = ranking.indices.copy(), ranking.scores.copy()
+        self.boxes = (np.full((*ranking.indices.shape, 4), np.nan, dtype=np.float32) if ranking.boxes is None
+                      else ranking.boxes.copy())
+        self.mask_ids = (np.full(ranking.indices.shape, -1, dtype=np.int64) if ranking.mask_ids is None
+                         else ranking.mask_ids.copy())
+        self.masks = list(ranking.mask_table)
+
+    def promote(self, q: int, verified: dict[int, _Verdict]) -> None:
+        """Move row q's verified positions to the front, by inliers then previous position."""
+        first = sorted(verified, key=lambda p: (-verified[p].inliers, p))
+        order = np.array([*first, *(p for p in range(self.indices.shape[1]) if p not in verified)], dtype=np.int64)
+        for array in (self.indices, self.scores, self.boxes, self.mask_ids):
+            array[q] = array[q][order]
+        for position, p in enumerate(first):
+            verdict = verified[p]
+            self.scores[q, position] = verdict.inliers
+            if verdict.box is not None:
+                self.boxes[q, position] = verdict.box
+                self.mask_ids[q, position] = -1
+                if verdict.mask is not None:
+                    self.masks.append(verdict.mask)
+                    self.mask_ids[q, position] = len(self.masks) - 1
+
+    def ranking(self) -> Ranking:
+        """The rewritten ranking; its mask table holds only the masks it refers to."""
+        used = np.unique(self.mask_ids[self.mask_ids >= 0])
+        renumber = np.full(len(self.masks) + 1, -1, dtype=np.int64)  # id -1 reads the spare last slot: -1
+        renumber[used] = np.arange(len(used))
+        return dataclasses.replace(
+            self.source, indices=self.indices, scores=self.scores, boxes=self.boxes,
+            mask_ids=renumber[self.mask_ids], mask_table=[self.masks[i] for i in used.tolist()],
+        )
