@@ -82,18 +82,6 @@ def gallery_rows(folder: Path, n: int) -> MappedRows:
     return Store(folder).gather(item_keys(n), item_keys(n), mapped=True).vectors
 
 
-def rerank(queries: np.ndarray, shortlist: np.ndarray, rows: MappedRows, block: int = 256) -> np.ndarray:
-    """Each query's shortlist (gallery ids, -1 padding) ordered by exact inner product, `block`
-    queries at a time (their shortlisted rows in memory, nothing more)."""
-    out = np.empty_like(shortlist)
-    for start in range(0, len(queries), block):
-        ids = shortlist[start : start + block]
-        vectors = rows[np.clip(ids, 0, None)].astype(np.float32)
-        scores = np.where(ids >= 0, np.einsum("qd,qkd->qk", queries[start : start + block], vectors), -np.inf)
-        out[start : start + block] = np.take_along_axis(ids, np.argsort(-scores, axis=1, kind="stable"), 1)
-    return out
-
-
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean share of each query's exact top 10 among its first 10 found."""
     return float(np.mean([len(np.intersect1d(mine[:10], true)) / len(true) for mine, true in zip(found, truth)]))
@@ -144,6 +132,7 @@ def main() -> None:
     import faiss
 
     from retrieval.index import build_index
+    from retrieval.search import rescore
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
@@ -190,7 +179,7 @@ def main() -> None:
               f"built in {build_seconds:.0f}s (trained on {min(args.n, 100_000)}, {args.n} added), index {format_size(index_bytes)}")
         started = time.perf_counter()
         _, shortlist = index.search(queries, args.rerank)
-        reranked = rerank(queries, shortlist, gallery_rows(folder, args.n))
+        _, reranked = rescore(queries, shortlist, gallery_rows(folder, args.n))
         rerank_seconds = time.perf_counter() - started
         recall = recall_at_10(reranked, truth)
         print(f"{args.factory} nprobe={args.nprobe}, its top {args.rerank} re-scored exactly from the memory-mapped shards: "

@@ -24,7 +24,7 @@ import torch
 from retrieval.blockwise import BlockPlan, GalleryShape, blockwise_top_k, plan_blocks, search_devices
 from retrieval.features import Features
 from retrieval.features.mapped import MappedRows
-from retrieval.index import search, set_search_params, to_gpu, trained_index, wants_gpu
+from retrieval.index import search, set_search_params, sort_ties, to_gpu, trained_index, wants_gpu
 
 AGGREGATIONS = ("max",)
 ROWS_PER_IMAGE = 32
@@ -84,11 +84,12 @@ def build_row_index(
     return index
 
 
-def rows_per_query(row_image: np.ndarray, k: int, k_regions: int | None) -> int:
+def rows_per_query(row_image: np.ndarray, k: int, k_regions: int | None, rescore_rows: int | None = None) -> int:
     """How many rows an approximate search fetches to rank `k` images: `k` when every image
-    has one row, else `k_regions` or ROWS_PER_IMAGE per ranked image."""
+    has one row, else `k_regions` or ROWS_PER_IMAGE per ranked image; at least `rescore_rows`
+    when those are re-scored exactly (`index.rescore`)."""
     one_row_each = len(np.unique(row_image)) == len(row_image)
-    return int(k_regions or (k if one_row_each else ROWS_PER_IMAGE * k))
+    return max(int(k_regions or (k if one_row_each else ROWS_PER_IMAGE * k)), int(rescore_rows or 0))
 
 
 def approximate_search(
@@ -98,10 +99,33 @@ def approximate_search(
     k: int,
     k_rows: int,
     block_size: int = 4096,
+    rescore_from: np.ndarray | MappedRows | None = None,
 ) -> ImageHits:
-    """Top `k_rows` rows per query from `index`, grouped into at most `k` images."""
-    scores, ids = search(index, np.asarray(queries, dtype=np.float32), min(k_rows, index.ntotal), block_size)
+    """Top `k_rows` rows per query from `index`, grouped into at most `k` images; with
+    `rescore_from` (the gallery's row vectors), those rows are first ordered by their exact
+    similarity (`rescore`)."""
+    queries = np.asarray(queries, dtype=np.float32)
+    scores, ids = search(index, queries, min(k_rows, index.ntotal), block_size)
+    if rescore_from is not None:
+        scores, ids = rescore(queries, ids, rescore_from)
     return group_by_image(scores, ids, row_image, k)
+
+
+def rescore(
+    queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray | MappedRows, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's shortlist of rows (`ids`, -1 padding) re-scored by its exact inner product
+    with the row vectors and re-ordered (score, then lower row; padding last), `block` queries
+    at a time: only the shortlisted rows are read, so compressed codes (PQ) can sit in memory
+    and the full vectors on disk. A PQ index cannot order the members of a tight cluster; the
+    exact re-scoring of a few hundred candidates can (`bench/bench_scale.py`)."""
+    scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+    for start in range(0, len(ids), block):
+        shortlist = ids[start : start + block]
+        rows = np.asarray(vectors[np.clip(shortlist, 0, None).ravel()], dtype=np.float32).reshape(*shortlist.shape, -1)
+        exact = np.einsum("qd,qkd->qk", queries[start : start + block], rows)
+        scores[start : start + block] = np.where(shortlist >= 0, exact, -np.inf)
+    return sort_ties(scores, ids)
 
 
 def group_by_image(scores: np.ndarray, ids: np.ndarray, row_image: np.ndarray, k: int) -> ImageHits:
@@ -131,6 +155,7 @@ def rank_images(
     block_size: int,
     index: faiss.Index | None = None,
     memory_budget: int | None = None,
+    rescore_rows: int | None = None,
 ) -> ImageHits:
     """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`, in
     blocks that `memory_budget` bytes hold) or through a FAISS index of `factory`: `index`
@@ -142,4 +167,5 @@ def rank_images(
     if index is None:
         index = build_row_index(gallery.vectors, factory, search_params, use_gpu)
     k = min(k, n_images)
-    return approximate_search(index, queries, gallery.row_image, k, rows_per_query(gallery.row_image, k, k_regions), block_size)
+    k_rows = rows_per_query(gallery.row_image, k, k_regions, rescore_rows)
+    return approximate_search(index, queries, gallery.row_image, k, k_rows, block_size, gallery.vectors if rescore_rows else None)

@@ -23,7 +23,7 @@ from retrieval.approximate.saved import INDEX, read_mapped, saved_index
 from retrieval.config import ConfigError
 from retrieval.features import Features
 from retrieval.ranking import Ranking
-from retrieval.search import approximate_search, build_row_index
+from retrieval.search import approximate_search, build_row_index, rescore
 from retrieval.stages.common import load_features, store_folder
 
 from conftest import ComposeFn
@@ -225,3 +225,38 @@ def test_exact_runs_say_so(make_cfg: ComposeFn, tmp_path: Path) -> None:
     with open(tmp_path / "leaderboard.csv", newline="") as handle:
         (row,) = csv.DictReader(handle)
     assert (row["search"], row["search_recall"]) == ("Flat", "100.0")
+
+
+def test_rescore_orders_each_shortlist_by_its_exact_score() -> None:
+    """The library's re-scoring against a float64 numpy sort of the same shortlist, with
+    padding and a tied pair (two identical rows: the lower id first)."""
+    rng = np.random.default_rng(3)
+    gallery = clustered(300, rng.standard_normal((6, 16)), seed=4)
+    gallery[7] = gallery[8]
+    queries = clustered(5, rng.standard_normal((6, 16)), seed=5)
+    queries[0] = gallery[8]
+    shortlist = np.stack([rng.permutation(300)[:40] for _ in queries])
+    shortlist[0, :2] = [8, 7]
+    shortlist[1, -3:] = -1
+    scores, ids = rescore(queries, shortlist, gallery.astype(np.float16), block=2)
+    widened = gallery.astype(np.float16).astype(np.float64)
+    for q, row in enumerate(shortlist):
+        real = row[row >= 0]
+        exact = widened[real] @ queries[q].astype(np.float64)
+        expected = real[np.lexsort((real, -exact))]
+        assert ids[q, : len(real)].tolist() == expected.tolist()
+        assert np.all(ids[q, len(real):] == -1) and np.all(np.isneginf(scores[q, len(real):]))
+        np.testing.assert_allclose(scores[q, : len(real)], np.sort(exact)[::-1], rtol=1e-5, atol=1e-6)
+    assert ids[0, :2].tolist() == [7, 8]
+
+
+def test_a_coarse_pq_index_with_its_whole_shortlist_rescored_ranks_as_exact_search() -> None:
+    rng = np.random.default_rng(6)
+    gallery = clustered(512, rng.standard_normal((8, 32)), seed=7, spread=0.05)
+    queries = clustered(20, rng.standard_normal((8, 32)), seed=8, spread=0.05)
+    index = build_row_index(gallery, "PQ4x4")
+    truth = np.argsort(-(queries.astype(np.float64) @ gallery.astype(np.float64).T), axis=1, kind="stable")[:, :10]
+    raw = approximate_search(index, queries, np.arange(512), 10, 10)
+    rescored = approximate_search(index, queries, np.arange(512), 10, 512, rescore_from=gallery)
+    assert rescored.images.tolist() == truth.tolist()
+    assert raw.images.tolist() != truth.tolist()  # the coarse codes alone do not order the clusters

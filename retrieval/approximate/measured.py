@@ -53,6 +53,8 @@ class Run:
     k: int
     k_rows: int
     """Rows fetched per query to rank `k` images (`retrieval.search.rows_per_query`)."""
+    rescore: bool = False
+    """Whether the fetched rows are re-scored exactly from the gallery's vectors (`index.rescore`)."""
 
 
 def prepare(
@@ -82,7 +84,8 @@ def prepare(
         return exact_search(run.queries[samples[sample]], gallery.vectors, gallery.row_image, n_images, depth, device).images
 
     def recall(sample: str) -> float:
-        found = approximate_search(index, run.queries[samples[sample]], gallery.row_image, min(run.k, n_images), run.k_rows)
+        found = approximate_search(index, run.queries[samples[sample]], gallery.row_image, min(run.k, n_images), run.k_rows,
+                                   rescore_from=gallery.vectors if run.rescore else None)
         return recall_at_k(found.images, exact(sample), depth)
 
     params = dict(search_params)
@@ -92,7 +95,8 @@ def prepare(
             return recall("tune")
 
         others = {name: value for name, value in params.items() if name != knob.name}
-        sample = {"k": depth, "k_rows": run.k_rows, "params": others, "queries": _digest(run.queries[tune_rows])}
+        sample = {"k": depth, "k_rows": run.k_rows, "rescore": run.rescore, "params": others,
+                  "queries": _digest(run.queries[tune_rows])}
         params = {**others, knob.name: tuned(folder, knob, options.target_recall, sample, recall_with)["value"]}
     set_search_params(index, params)
     return index, {
@@ -103,6 +107,7 @@ def prepare(
         "recall_queries": len(report_rows),
         "held_out": bool(not np.isin(report_rows, tune_rows).any()),
         "params": params,
+        "rescore": run.k_rows if run.rescore else None,
         "target_recall": options.target_recall,
         "index_folder": str(folder),
         "index_bytes": (folder / INDEX).stat().st_size,

@@ -49,5 +49,6 @@ def describe(search: Mapping[str, Any] | None) -> str:
     if not search or search.get("exact", True):
         return ""
     knobs = "".join(f", {name} {value:g}" for name, value in (search.get("params") or {}).items())
+    knobs += f", top {search['rescore']} re-scored exactly" if search.get("rescore") else ""
     return (f"approximate search: recall@{search['k']} {search['recall_at_k']:.3f} against exact "
             f"({search['index']}{knobs}) on {search['recall_queries']} {'held-out ' if search.get('held_out') else ''}queries")

@@ -76,6 +76,7 @@ class Index:
     seed: int = opt(optional=True)
     target_recall: float | None = opt(above=0, high=1, optional=True)
     tune_queries: int = opt(low=1, optional=True)
+    rescore: int | None = opt(low=1, optional=True)
 
 
 @dataclass

@@ -286,6 +286,7 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index: 
         block_size=plain(cfg["search"])["block_size"],
         index=index,
         memory_budget=memory_budget(cfg),
+        rescore_rows=index_cfg.get("rescore"),
     )
 
 
@@ -300,7 +301,9 @@ def approximate_index(
     folder = index_folder(cache, stored(cfg, gallery_store, "gallery"), factory, options.train_size, options.seed)
     index = saved_index(folder, gallery.vectors, factory, options.train_size, options.seed, index_cfg["gpu"])
     k = depth(cfg, len(gallery.keys))
-    run = Run(queries.per_image(), queries.valid, gallery, k, rows_per_query(gallery.row_image, k, aggregation(cfg)["k_regions"]))
+    rescore = index_cfg.get("rescore")
+    k_rows = rows_per_query(gallery.row_image, k, aggregation(cfg)["k_regions"], rescore)
+    run = Run(queries.per_image(), queries.valid, gallery, k, k_rows, rescore=bool(rescore))
     device = resolve_device(plain(cfg["extract"])["device"])
     return prepare(index, folder, factory, run, index_cfg["search_params"] or {}, options, index_cfg["gpu"], device)
 

@@ -212,6 +212,7 @@ def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
     if search["exact"]:
         return {"search": search["index"], "search_recall": 100.0}
     knobs = "".join(f" {name}={value:g}" for name, value in search["params"].items())
+    knobs += f" rescore={search['rescore']}" if search.get("rescore") else ""
     return {"search": search["index"] + knobs, "search_recall": round(100 * search["recall_at_k"], 2)}
 
 
