@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--shard-items", type=int, default=1024, help="vectors per shard (extract.shard_size)")
     parser.add_argument("--factory", default="IVF1024,PQ64")
     parser.add_argument("--nprobe", type=int, default=32)
-    parser.add_argument("--rerank", type=int, default=400, help="IVF-PQ shortlist re-scored exactly from the shards")
+    parser.add_argument("--rescore", type=int, default=400, help="IVF-PQ shortlist re-scored exactly from the shards (index.rescore)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="where the gallery is written (default: a temp folder)")
     args = parser.parse_args()
@@ -178,12 +178,12 @@ def main() -> None:
         print(f"{args.factory} nprobe={args.nprobe}: recall@10 {raw_recall:.4f}, {args.queries / ivf_seconds:.0f} queries/s, "
               f"built in {build_seconds:.0f}s (trained on {min(args.n, 100_000)}, {args.n} added), index {format_size(index_bytes)}")
         started = time.perf_counter()
-        _, shortlist = index.search(queries, args.rerank)
-        _, reranked = rescore(queries, shortlist, gallery_rows(folder, args.n))
-        rerank_seconds = time.perf_counter() - started
-        recall = recall_at_10(reranked, truth)
-        print(f"{args.factory} nprobe={args.nprobe}, its top {args.rerank} re-scored exactly from the memory-mapped shards: "
-              f"recall@10 {recall:.4f}, {args.queries / rerank_seconds:.0f} queries/s")
+        _, shortlist = index.search(queries, args.rescore)
+        _, rescored = rescore(queries, shortlist, gallery_rows(folder, args.n))
+        rescore_seconds = time.perf_counter() - started
+        recall = recall_at_10(rescored, truth)
+        print(f"{args.factory} nprobe={args.nprobe}, its top {args.rescore} re-scored exactly from the memory-mapped shards: "
+              f"recall@10 {recall:.4f}, {args.queries / rescore_seconds:.0f} queries/s")
 
         print(f"per vector: exact {1e9 * exact['seconds'] / (args.queries * args.n):.3f} ns per query, "
               f"{2 * args.dim} B on disk; {args.factory}: {index_bytes / args.n:.1f} B of index, "
