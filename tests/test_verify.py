@@ -178,3 +178,10 @@ def test_verify_then_query_expansion_on_the_demo_set(demo_cfg: ComposeFn) -> Non
 def test_options_that_do_not_go_together_are_a_user_error() -> None:
     with pytest.raises(UserError, match="min_inliers must be >= 8 for model=fundamental"):
         create_step("verify", model="fundamental", min_inliers=5)
+
+
+def test_those_options_are_refused_before_any_work(make_cfg: ComposeFn, tmp_path: Path) -> None:
+    cfg = make_cfg("rerank=[verify]", "rerank.verify.model=fundamental", "rerank.verify.min_inliers=5")
+    with pytest.raises(UserError, match="min_inliers must be >= 8 for model=fundamental"):
+        pipeline.ranking(cfg)
+    assert not (tmp_path / "cache").exists()

@@ -30,11 +30,19 @@ def check(cfg: Mapping[str, Any]) -> None:
 def check_groups(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError unless the groups of a valid config work together: queries with words
     need a model with a text tower; composed queries are ranked exactly from two vectors each,
-    so no approximate index and no re-rank step (which expands one)."""
+    so no approximate index and no re-rank step (which expands one). Each re-rank step is
+    built from its options, so options that only fail together (`rerank.verify.model=fundamental`
+    with `min_inliers` under 8) are refused before any work, not when the step runs."""
     from retrieval.models import has_text_tower
     from retrieval.queries.spec import query_spec
+    from retrieval.rerank import create_step
 
     tree = plain(cfg)
+    for name, options in (tree.get("rerank") or {}).items():
+        try:
+            create_step(name, **dict(options or {}))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     query = query_spec(tree["query"])
     if not query.text:
         return
