@@ -30,7 +30,8 @@ def check(cfg: Mapping[str, Any]) -> None:
 def check_groups(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError unless the groups of a valid config work together: queries with words
     need a model with a text tower; composed queries are ranked exactly from two vectors each,
-    so no approximate index and no re-rank step (which expands one). Each re-rank step is
+    so no approximate index and no re-rank step (which expands one). A Ray cluster's address
+    must answer before any listing or model load. Each re-rank step is
     built from its options, so options that only fail together (`rerank.verify.model=fundamental`
     with `min_inliers` under 8) are refused before any work, not when the step runs."""
     from retrieval.models import has_text_tower
@@ -38,6 +39,11 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
     from retrieval.rerank import create_step
 
     tree = plain(cfg)
+    extract = tree["extract"]
+    if extract.get("engine") == "ray" and (extract.get("ray") or {}).get("address"):
+        from retrieval.features.engines.ray_tasks import check_answers
+
+        check_answers(extract["ray"]["address"], extract["ray"].get("connect_timeout") or 10.0)
     for name, options in (tree.get("rerank") or {}).items():
         try:
             create_step(name, **dict(options or {}))
