@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from retrieval.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from retrieval.masks import decode
 from retrieval.records import MaskRef
 
 log = logging.getLogger(__name__)
@@ -59,20 +60,19 @@ def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_
     if min(size) < min_side:
         raise FrameError("too_small", f"{frame.path}: frame {size[0]}x{size[1]} px, under the extractor's {min_side} px")
     pixels = cv2.resize(image[y1:y2, x1:x2], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return pixels, frame_to_image(size, (x1, y1, x2, y2)), (width, height), _mask(frame, (height, width))
+    return pixels, frame_to_image(size, (x1, y1, x2, y2)), (width, height), source_mask(frame.mask, (height, width), frame.path)
 
 
-def _mask(frame: Frame, size_hw: tuple[int, int]) -> np.ndarray | None:
-    """The frame's mask in source pixels; None (keep every keypoint, as the box cut-out would)
-    when it has none or it cannot be decoded for this image."""
-    from retrieval.masks import decode
-
-    if frame.mask is None:
+def source_mask(ref: MaskRef | None, size_hw: tuple[int, int], path: Path) -> np.ndarray | None:
+    """The query mask in source pixels, or None when there is none or it cannot be decoded for
+    this image: then the box cut-out stands in, both for which keypoints are kept and for the
+    outline projected into the gallery (one policy, so the two always agree)."""
+    if ref is None:
         return None
     try:
-        return decode(frame.mask, size_hw)
+        return decode(ref, size_hw)
     except (OSError, ValueError) as error:
-        log.warning("%s: unusable mask (%s); keypoints of the whole cut-out are kept", frame.path, error)
+        log.warning("%s: unusable mask (%s); the box cut-out stands in for it", path, error)
         return None
 
 

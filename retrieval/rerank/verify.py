@@ -34,11 +34,11 @@ from retrieval.errors import UserError
 from retrieval.features.keys import gallery_items
 from retrieval.local_features import Extractor, LocalFeatures, create_extractor
 from retrieval.local_features.cache import FeatureCache
-from retrieval.local_features.frames import Frame
+from retrieval.local_features.frames import Frame, source_mask
 from retrieval.local_features.geometry import (
     MIN_MATCHES, MODELS, FitFailure, clipped_box, fit, polygon_mask, project_corners, project_mask,
 )
-from retrieval.masks import decode, encode
+from retrieval.masks import encode
 from retrieval.ranking import Ranking
 from retrieval.rerank import QueryCutout, RerankInputs, Step, StepOutput, register
 
@@ -188,11 +188,7 @@ class _Outline:
     def of(cls, cutout: QueryCutout, size: tuple[int, int]) -> _Outline:
         width, height = size
         box = tuple(float(v) for v in cutout.box) if cutout.box is not None else (0.0, 0.0, float(width), float(height))
-        try:
-            mask = None if cutout.mask is None else decode(cutout.mask, (height, width))
-        except (OSError, ValueError):  # its features kept every keypoint then; the box's outline stands in
-            mask = None
-        return cls(box, mask)
+        return cls(box, source_mask(cutout.mask, (height, width), cutout.path))
 
 
 class _Reordered:
