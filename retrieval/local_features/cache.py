@@ -16,7 +16,7 @@ import numpy as np
 from retrieval import artifacts
 from retrieval.images import DEFAULT_MAX_PIXELS
 from retrieval.local_features import Extractor, LocalFeatures
-from retrieval.local_features.frames import Frame, FrameError, prepare
+from retrieval.local_features.frames import Frame, FrameError, Prepared, prepare
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +43,22 @@ class FeatureCache:
         log.info("local features: %d frames extracted, %d cached in %s", len(missing), len(unique) - len(missing), self.folder)
 
     def _extract(self, frames: list[Frame]) -> None:
-        by_shape: defaultdict[tuple[int, ...], list[tuple]] = defaultdict(list)
+        by_shape: defaultdict[tuple[int, ...], list[tuple[Frame, Prepared]]] = defaultdict(list)
         for frame in frames:
             try:
-                pixels, to_image, image_size, mask = prepare(frame, self.resize, self.extractor.min_side, self.max_pixels)
+                prepared = prepare(frame, self.resize, self.extractor.min_side, self.max_pixels)
             except FrameError as error:
                 log.warning("local features: %s (%s)", error, error.reason)
                 self._write(frame.key, reason=np.array(error.reason))
                 continue
-            by_shape[pixels.shape].append((frame, pixels, to_image, image_size, mask))
+            by_shape[prepared.pixels.shape].append((frame, prepared))
         for group in by_shape.values():  # one batch per frame size: a batch is one tensor
-            outputs = self.extractor.extract([pixels for _, pixels, _, _, _ in group])
-            for (frame, pixels, to_image, image_size, mask), (keypoints, descriptors) in zip(group, outputs):
-                features = LocalFeatures(keypoints, descriptors, (pixels.shape[1], pixels.shape[0]), to_image, image_size)
-                if mask is not None:
-                    features = _on_mask(features, mask)
+            outputs = self.extractor.extract([prepared.pixels for _, prepared in group])
+            for (frame, prepared), (keypoints, descriptors) in zip(group, outputs):
+                features = prepared.features(keypoints, descriptors)
                 self._write(frame.key, keypoints=features.keypoints.astype(np.float32),
-                            descriptors=features.descriptors.astype(np.float16),
-                            frame_size=np.array(features.frame_size), to_image=to_image, image_size=np.array(image_size))
+                            descriptors=features.descriptors.astype(np.float16), frame_size=np.array(features.frame_size),
+                            to_image=features.to_image, image_size=np.array(features.image_size))
                 self.extracted += 1
 
     def _write(self, key: str, **arrays: np.ndarray) -> None:
@@ -75,16 +73,6 @@ class FeatureCache:
                 return str(data["reason"])
             return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
                                  _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
-
-
-def _on_mask(features: LocalFeatures, mask: np.ndarray) -> LocalFeatures:
-    """The features whose keypoint lies on `mask` (source-image pixels)."""
-    points = np.round(features.image_points()).astype(np.int64)
-    height, width = mask.shape
-    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    keep = np.zeros(len(points), dtype=bool)
-    keep[inside] = mask[points[inside, 1], points[inside, 0]]
-    return features.subset(keep)
 
 
 def _pair(values: np.ndarray) -> tuple[int, int]:

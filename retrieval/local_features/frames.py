@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from retrieval.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from retrieval.local_features import LocalFeatures
 from retrieval.masks import decode
 from retrieval.records import MaskRef
 
@@ -41,11 +43,28 @@ class Frame:
     """Only keypoints on this mask of the source image are kept (a query's mask cut-out)."""
 
 
-def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
-            ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray | None]:
-    """(frame pixels HxWx3 uint8, 3x3 frame -> source pixel map, source (width, height), the
-    source-image mask or None).
-    FrameError when the image cannot be read or the region is too small."""
+class Prepared(NamedTuple):
+    """A frame ready for its extractor, and what turns its keypoints into `LocalFeatures`."""
+
+    pixels: np.ndarray
+    """HxWx3 uint8, what the extractor sees."""
+    to_image: np.ndarray
+    """3x3 frame -> source pixel map."""
+    image_size: tuple[int, int]
+    """Source (width, height)."""
+    mask: np.ndarray | None
+    """Source-image mask: only keypoints on it are kept (None: all)."""
+
+    def features(self, keypoints: np.ndarray, descriptors: np.ndarray) -> LocalFeatures:
+        """The extractor's output for this frame, as `LocalFeatures`, off-mask keypoints dropped."""
+        height, width = self.pixels.shape[:2]
+        features = LocalFeatures(keypoints, descriptors, (width, height), self.to_image, self.image_size)
+        return features if self.mask is None else _on_mask(features, self.mask)
+
+
+def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """The frame's pixels and their map to the source image; FrameError when the image cannot
+    be read or the region is too small."""
     try:
         image = load_rgb(frame.path, max_pixels)
     except ImageError as error:
@@ -60,7 +79,8 @@ def prepare(frame: Frame, resize: int, min_side: int, max_pixels: int = DEFAULT_
     if min(size) < min_side:
         raise FrameError("too_small", f"{frame.path}: frame {size[0]}x{size[1]} px, under the extractor's {min_side} px")
     pixels = cv2.resize(image[y1:y2, x1:x2], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return pixels, frame_to_image(size, (x1, y1, x2, y2)), (width, height), source_mask(frame.mask, (height, width), frame.path)
+    return Prepared(pixels, frame_to_image(size, (x1, y1, x2, y2)), (width, height),
+                    source_mask(frame.mask, (height, width), frame.path))
 
 
 def source_mask(ref: MaskRef | None, size_hw: tuple[int, int], path: Path) -> np.ndarray | None:
@@ -74,6 +94,16 @@ def source_mask(ref: MaskRef | None, size_hw: tuple[int, int], path: Path) -> np
     except (OSError, ValueError) as error:
         log.warning("%s: unusable mask (%s); the box cut-out stands in for it", path, error)
         return None
+
+
+def _on_mask(features: LocalFeatures, mask: np.ndarray) -> LocalFeatures:
+    """The features whose keypoint lies on `mask` (source-image pixels)."""
+    points = np.round(features.image_points()).astype(np.int64)
+    height, width = mask.shape
+    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    keep = np.zeros(len(points), dtype=bool)
+    keep[inside] = mask[points[inside, 1], points[inside, 0]]
+    return features.subset(keep)
 
 
 def frame_to_image(size: tuple[int, int], crop: tuple[int, int, int, int]) -> np.ndarray:
