@@ -38,10 +38,10 @@ from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, ski
 from retrieval.features.keys import gallery_items  # noqa: E402
 from retrieval.local_features import create_extractor  # noqa: E402
 from retrieval.local_features.cache import FeatureCache  # noqa: E402
-from retrieval.local_features.frames import Frame  # noqa: E402
+from retrieval.local_features.frames import Frame, grown_box  # noqa: E402
 from retrieval.local_features.geometry import FitFailure, fit  # noqa: E402
 from retrieval.ranking import Ranking  # noqa: E402
-from retrieval.rerank.verify import grown_box  # noqa: E402
+from retrieval.rerank.verify import query_frame  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
 from retrieval.stages.common import dataset_from_config  # noqa: E402
 from retrieval.stages.rerank import query_cutouts  # noqa: E402
@@ -106,7 +106,7 @@ def probe(args: argparse.Namespace) -> None:
         box = next(instance.box for instance in record.instances if instance.id == query_id)
         crop = grown_box(box, 1.0)
         key = f"{gallery_items([record], dataset.root)[0].key}@{crop}"
-        queries.ensure([Frame(cutout.key, cutout.path, grown_box(cutout.box, 0.0), cutout.mask)])
+        queries.ensure([query_frame(cutout)])
         crops.ensure([Frame(key, record.path, crop)])
         query, region = queries.load(cutout.key), crops.load(key)
         pairs = extractor.match(query, region)

@@ -4,6 +4,7 @@ purpose: a small object cropped and enlarged keeps enough keypoints to be matche
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -104,6 +105,15 @@ def _on_mask(features: LocalFeatures, mask: np.ndarray) -> LocalFeatures:
     keep = np.zeros(len(points), dtype=bool)
     keep[inside] = mask[points[inside, 1], points[inside, 0]]
     return features.subset(keep)
+
+
+def grown_box(box: np.ndarray | tuple | None, context: float) -> tuple[int, int, int, int] | None:
+    """The box grown by `context` x its size on each side, in whole pixels (None: no box)."""
+    if box is None or not np.isfinite(np.asarray(box, dtype=np.float64)).all():
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box)
+    dx, dy = context * (x2 - x1), context * (y2 - y1)
+    return math.floor(x1 - dx), math.floor(y1 - dy), math.ceil(x2 + dx), math.ceil(y2 + dy)
 
 
 def frame_to_image(size: tuple[int, int], crop: tuple[int, int, int, int]) -> np.ndarray:

@@ -23,7 +23,6 @@ view) but maps no point to a point: the entry's previous box and mask are kept.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,7 +33,7 @@ from retrieval.errors import UserError
 from retrieval.features.keys import gallery_items
 from retrieval.local_features import Extractor, LocalFeatures, create_extractor
 from retrieval.local_features.cache import FeatureCache
-from retrieval.local_features.frames import Frame, source_mask
+from retrieval.local_features.frames import Frame, grown_box, source_mask
 from retrieval.local_features.geometry import (
     MIN_MATCHES, MODELS, FitFailure, clipped_box, fit, polygon_mask, project_corners, project_mask,
 )
@@ -102,7 +101,7 @@ class GeometricVerification(Step):
         shown = np.unique([ranking.indices[q, p] for q, row in enumerate(listed) for p in row]).astype(np.int64)
         items = gallery_items([dataset.gallery[g] for g in shown], dataset.root)
         gallery_keys = dict(zip(shown.tolist(), (item.key for item in items)))
-        query_cache.ensure(Frame(c.key, c.path, grown_box(c.box, 0.0), c.mask) for c in cutouts)
+        query_cache.ensure(query_frame(c) for c in cutouts)
         gallery_cache.ensure(Frame(key, dataset.gallery[g].path) for g, key in gallery_keys.items())
         load_gallery = lru_cache(maxsize=2 * depth + 16)(gallery_cache.load)  # a query's images; shared ones stay
 
@@ -159,13 +158,10 @@ class GeometricVerification(Step):
         return _Verdict(found.inliers, box, encode(mask) if mask.any() else None)
 
 
-def grown_box(box: np.ndarray | tuple | None, context: float) -> tuple[int, int, int, int] | None:
-    """The box grown by `context` x its size on each side, in whole pixels (None: no box)."""
-    if box is None or not np.isfinite(np.asarray(box, dtype=np.float64)).all():
-        return None
-    x1, y1, x2, y2 = (float(v) for v in box)
-    dx, dy = context * (x2 - x1), context * (y2 - y1)
-    return math.floor(x1 - dx), math.floor(y1 - dy), math.ceil(x2 + dx), math.ceil(y2 + dy)
+def query_frame(cutout: QueryCutout) -> Frame:
+    """What of a query image its features are extracted from: the cut-out's box in whole pixels
+    (the image when it has none), keypoints kept on its mask."""
+    return Frame(cutout.key, cutout.path, grown_box(cutout.box, 0.0), cutout.mask)
 
 
 @dataclass(frozen=True)
