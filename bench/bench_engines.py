@@ -47,11 +47,14 @@ def subset(root: Path, instances: int, out: Path) -> Path:
 
 
 def shard_bytes(cache: Path) -> dict[str, dict[str, bytes]]:
+    """Per shard, each array but the wall time as dtype, shape and bytes (each member read once:
+    an npz decodes a member again on every access)."""
     out = {}
     for path in sorted(cache.glob("features/*/shard-*.npz")):
         with np.load(path) as data:
-            out[f"{path.parent.name}/{path.name}"] = {name: f"{data[name].dtype.str}{data[name].shape}".encode() + data[name].tobytes()
-                                                     for name in data.files if name != "seconds"}
+            arrays = {name: data[name] for name in data.files if name != "seconds"}
+        out[f"{path.parent.name}/{path.name}"] = {name: f"{array.dtype.str}{array.shape}".encode() + array.tobytes()
+                                                 for name, array in arrays.items()}
     return out
 
 

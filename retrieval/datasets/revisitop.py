@@ -107,11 +107,6 @@ def _gallery_record(folder: Path, image: Path, instances: list[Instance] | None 
     return Record(path=image, key=os.path.relpath(image, folder), instances=tuple(instances or ()))
 
 
-def _check_images(paths: list[Path], root: Path, name: str) -> None:
-    """Every image a regular file; else an error listing a few, each with what it is."""
-    require_files(paths, f"{name} images", layout_help(root, name))
-
-
 @register("revisitop")
 def load(
     root: str | os.PathLike,
@@ -132,7 +127,7 @@ def load(
     images = folder / "jpg"
     gallery_paths = [images / f"{stem}.jpg" for stem in data["imlist"]]
     query_paths = [images / f"{stem}.jpg" for stem in data["qimlist"]]
-    _check_images(gallery_paths + query_paths, root, name)
+    require_files(gallery_paths + query_paths, f"{name} images", layout_help(root, name))
     queries = [
         _query_record(folder, path, q, entry["bbx"], crop_queries)
         for q, (path, entry) in enumerate(zip(query_paths, data["gnd"]))

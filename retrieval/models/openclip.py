@@ -115,7 +115,7 @@ def open_clip_tower(
     resize: str | None = None,
 ) -> Embedder:
     """open_clip image tower: `arch` + `pretrained` tag, or `checkpoint` (a local file); None = random."""
-    preprocess = tower_preprocess(arch, pretrained_tag(arch, pretrained, checkpoint), input_size, resize)
+    preprocess = open_clip_preprocess(arch, pretrained, checkpoint, input_size, resize)
     return ClipImageTower(load_clip(arch, pretrained, checkpoint).visual, preprocess, embed_dim(arch)).eval()
 
 

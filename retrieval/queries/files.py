@@ -102,10 +102,11 @@ def with_query_file(dataset: Dataset, path: Path) -> Dataset:
         elif not isinstance(positives, list) or not all(isinstance(p, str) for p in positives):
             raise QueryFileError(f"{where}: positives must be a list of gallery paths")
         else:
-            missing = [p for p in positives if p not in by_path and str(_under(dataset.root, p)) not in by_path]
+            indices = {p: _gallery_index(by_path, dataset.root, p) for p in positives}
+            missing = [p for p, index in indices.items() if index is None]
             if missing:
                 raise QueryFileError(f"{where}: positive {missing[0]!r} is not an image of the gallery of {dataset.name}")
-            found = {by_path.get(p, by_path.get(str(_under(dataset.root, p)))) for p in positives}
+            found = set(indices.values())
         box = _box(row.get("box"), where)
         image = row.get("image")
         parts = (Instance(id=str(instance or ""), box=box),) if instance is not None or box is not None else ()
@@ -120,6 +121,12 @@ def with_query_file(dataset: Dataset, path: Path) -> Dataset:
     note = f"queries and truth from query file {path}"
     return replace(dataset, queries=queries, truth={"all": truths}, protocol="instance",
                                extra={**dataset.extra, "queries": note})
+
+
+def _gallery_index(by_path: dict[str, int], root: Path, name: str) -> int | None:
+    """The gallery index of a positive named as its key or its path (resolved only when the key
+    does not match: once per name, it touches the file system)."""
+    return by_path[name] if name in by_path else by_path.get(str(_under(root, name)))
 
 
 def _under(root: Path, name: str) -> Path:

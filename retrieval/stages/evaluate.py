@@ -137,6 +137,8 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     regions_name = region_config(cfg)["name"]
     rerank_names = "+".join(step["name"] for step in ranking.provenance if step.get("step") == "rerank")
     whole = _json_summary(score(Ranking.load(baseline), dataset, **scoring).summary) if baseline else None
+    sizes = {"n_queries": len(dataset.queries), "n_gallery": len(dataset.gallery), "n_distractors": distractor_count(dataset)}
+    search = search_meta.get("search")
     metrics = {
         "dataset": label,
         "model": model_name,
@@ -152,14 +154,12 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "whole_image_summary": whole,
         "counts": {
             **result.counts,
-            "n_queries": len(dataset.queries),
-            "n_gallery": len(dataset.gallery),
-            "n_distractors": distractor_count(dataset),
+            **sizes,
             "skipped": {k: len(v) for k, v in skipped.items()},
         },
         "skipped": skipped,
         "timings": search_meta,
-        "search": search_meta.get("search"),
+        "search": search,
         "ranking": str(ranking_path),
     }
     shutil.copyfile(ranking_path, out / "ranking.npz")
@@ -175,11 +175,9 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "index": index_name,
         "regions": regions_name,
         "rerank": rerank_names,
-        "n_queries": len(dataset.queries),
-        "n_gallery": len(dataset.gallery),
-        "n_distractors": distractor_count(dataset),
+        **sizes,
         "images_per_s": speed or "",
-        **search_columns(search_meta.get("search")),
+        **search_columns(search),
         "commit": git_commit(),
         "run_dir": str(out.resolve()),
         **_percent_row(result.summary),
@@ -192,8 +190,9 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
         label, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
     )
-    if describe(metrics["search"]):
-        log.warning("%s", describe(metrics["search"]))
+    approximate = describe(search)
+    if approximate:
+        log.warning("%s", approximate)
     if whole:
         log.info("the same run with whole-image retrieval (regions=none):\n%s", print_summary(whole))
     if n_skipped:
