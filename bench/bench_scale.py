@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
+from retrieval.approximate.recall import recall_at_k  # noqa: E402
 from retrieval.features.mapped import MappedRows  # noqa: E402
 from retrieval.features.store import ShardRows, Store, shard_name, write_shard  # noqa: E402
 from retrieval.sizes import format_size  # noqa: E402
@@ -80,11 +81,6 @@ def make_queries(folder: Path, n: int, n_queries: int, seed: int) -> np.ndarray:
 
 def gallery_rows(folder: Path, n: int) -> MappedRows:
     return Store(folder).gather(item_keys(n), item_keys(n), mapped=True).vectors
-
-
-def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of each query's exact top 10 among its first 10 found."""
-    return float(np.mean([len(np.intersect1d(mine[:10], true)) / len(true) for mine, true in zip(found, truth)]))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -174,14 +170,14 @@ def main() -> None:
         _, approx = index.search(queries, 10)
         ivf_seconds = time.perf_counter() - started
         truth = exact["images"][:, :10]
-        raw_recall = recall_at_10(approx, truth)
+        raw_recall = recall_at_k(approx, truth, 10)
         print(f"{args.factory} nprobe={args.nprobe}: recall@10 {raw_recall:.4f}, {args.queries / ivf_seconds:.0f} queries/s, "
               f"built in {build_seconds:.0f}s (trained on {min(args.n, 100_000)}, {args.n} added), index {format_size(index_bytes)}")
         started = time.perf_counter()
         _, shortlist = index.search(queries, args.rescore)
         _, rescored = rescore(queries, shortlist, gallery_rows(folder, args.n))
         rescore_seconds = time.perf_counter() - started
-        recall = recall_at_10(rescored, truth)
+        recall = recall_at_k(rescored, truth, 10)
         print(f"{args.factory} nprobe={args.nprobe}, its top {args.rescore} re-scored exactly from the memory-mapped shards: "
               f"recall@10 {recall:.4f}, {args.queries / rescore_seconds:.0f} queries/s")
 

@@ -58,6 +58,13 @@ class GalleryShape:
     n_devices: int
 
 
+def widest_image(row_image: np.ndarray) -> int:
+    """Rows of the image with the most (0 without rows; 1: one row per image), in one linear
+    pass rather than a sort of every row."""
+    row_image = np.asarray(row_image)
+    return int(np.bincount(row_image).max()) if len(row_image) else 0
+
+
 def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:
     """Memory a search with `plan` holds at once: per device a row block (stored and widened),
     a query block and their similarities (4 bytes, and up to half that again for the rows of
@@ -97,7 +104,7 @@ def image_blocks(row_image: np.ndarray, rows: int) -> list[tuple[int, int]]:
     each ending where an image's rows do. Rows of an image must be contiguous."""
     n = len(row_image)
     starts = np.flatnonzero(np.r_[True, row_image[1:] != row_image[:-1]]) if n else np.zeros(0, np.int64)
-    if len(starts) != len(np.unique(row_image)):
+    if len(starts) != len(np.unique(row_image[starts])):  # an id starting two runs: split rows
         raise ValueError("exact search needs each image's rows to be contiguous")
     bounds = [0]
     while bounds[-1] < n:

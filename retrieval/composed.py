@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from retrieval.registry import Registry
-from retrieval.blockwise import best_per_image
+from retrieval.blockwise import best_per_image, image_blocks
 from retrieval.search import ImageHits
 
 Combine = Callable[[torch.Tensor | None, torch.Tensor | None, float], torch.Tensor]
@@ -98,17 +98,6 @@ def combination_settings(method: str, weight: float) -> dict[str, object]:
     return {"combine": method, "lambda": float(weight) if needs_of(method).weighted else None}
 
 
-def _blocks(row_image: np.ndarray, row_block: int) -> list[tuple[int, int]]:
-    """Row ranges of about `row_block` rows that never split an image's (contiguous) rows."""
-    bounds, start = [], 0
-    while start < len(row_image):
-        end = min(start + row_block, len(row_image))
-        end = int(np.searchsorted(row_image, row_image[end - 1], side="right"))
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
 @dataclass
 class _Moments:
     """Running count, mean and sum of squared deviations per query (Chan et al.'s merge), in
@@ -161,7 +150,7 @@ def composed_search(
     queries = {"image": image_queries, "text": text_queries}
     k = min(k, n_images)
     query_block = max(1, min(len(image_queries), max_cells // max(k, 1)))
-    blocks = _blocks(np.asarray(row_image), max(1, max_cells // query_block))
+    blocks = image_blocks(np.asarray(row_image), max(1, max_cells // query_block))
     owners = torch.from_numpy(np.asarray(row_image, dtype=np.int64)).to(device)
     out: tuple[list, list, list] = ([], [], [])
 

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 import torch
 
-from retrieval.blockwise import BlockPlan, GalleryShape, blockwise_top_k, plan_blocks, search_devices
+from retrieval.blockwise import BlockPlan, GalleryShape, blockwise_top_k, plan_blocks, search_devices, widest_image
 from retrieval.features import Features
 from retrieval.features.mapped import MappedRows
 from retrieval.index import search, set_search_params, sort_ties, to_gpu, trained_index, wants_gpu
@@ -57,8 +57,7 @@ def exact_search(
     k = min(k, n_images)
     devices = search_devices(device)
     if plan is None:
-        row_image = np.asarray(row_image)
-        widest = int(np.bincount(row_image).max()) if len(row_image) else 0
+        widest = widest_image(row_image)
         gallery = GalleryShape(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
         plan = plan_blocks(memory_budget, len(queries), gallery, k)
     return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan))
@@ -88,7 +87,7 @@ def rows_per_query(row_image: np.ndarray, k: int, k_regions: int | None, rescore
     """How many rows an approximate search fetches to rank `k` images: `k` when every image
     has one row, else `k_regions` or ROWS_PER_IMAGE per ranked image; at least `rescore_rows`
     when those are re-scored exactly (`index.rescore`)."""
-    one_row_each = len(np.unique(row_image)) == len(row_image)
+    one_row_each = widest_image(row_image) <= 1
     return max(int(k_regions or (k if one_row_each else ROWS_PER_IMAGE * k)), int(rescore_rows or 0))
 
 

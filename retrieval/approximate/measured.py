@@ -4,7 +4,6 @@ measured on held-out queries, returned as the report every later stage carries (
 provenance, metrics.json, the report page, the leaderboard)."""
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +77,18 @@ def prepare(
     tune_rows, report_rows = held_out_samples(np.flatnonzero(run.valid), options.tune_queries, options.seed)
     samples, gallery = {"tune": tune_rows, "report": report_rows}, run.gallery
 
-    @functools.cache
+    truth: dict[str, np.ndarray] = {}
+
     def exact(sample: str) -> np.ndarray:
-        """The exact top images of a sample's queries, searched only if asked (a cached tuning does not)."""
-        return exact_search(run.queries[samples[sample]], gallery.vectors, gallery.row_image, n_images, depth, device).images
+        """The exact top images of a sample's queries, searched only if asked (a cached tuning
+        does not ask for "tune"). Tuning is followed by the report, so both are searched in
+        one pass over the gallery (which may be read from disk) rather than two."""
+        if sample not in truth:
+            wanted = ("tune", "report") if sample == "tune" else (sample,)
+            rows = np.concatenate([samples[name] for name in wanted])
+            images = exact_search(run.queries[rows], gallery.vectors, gallery.row_image, n_images, depth, device).images
+            truth.update(zip(wanted, np.split(images, [len(samples[wanted[0]])])))
+        return truth[sample]
 
     def recall(sample: str) -> float:
         found = approximate_search(index, run.queries[samples[sample]], gallery.row_image, min(run.k, n_images), run.k_rows,
