@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
 from retrieval import artifacts, pipeline
-from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
+from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features.store import Store
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 
 from bench.bench_regions import ETH80, config as scenes_config  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
-from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
+from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
 from retrieval.features.keys import gallery_items  # noqa: E402
 from retrieval.local_features import create_extractor  # noqa: E402
 from retrieval.local_features.cache import FeatureCache  # noqa: E402
