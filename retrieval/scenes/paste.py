@@ -16,8 +16,6 @@ from retrieval.scenes.sources import BackgroundSource, Cutout, ObjectSource
 _QUERY_SIDE = (0.6, 0.9)
 """Object's longer side / query image side: queries show the object large, as a user would."""
 
-# Rendering
-
 
 @dataclass(frozen=True)
 class Patch:

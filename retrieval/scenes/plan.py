@@ -10,7 +10,6 @@ import numpy as np
 from retrieval.scenes.sources import ObjectSource
 
 
-
 @dataclass(frozen=True)
 class ComposeSpec:
     """Everything besides the sources that determines a composed set."""
