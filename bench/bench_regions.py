@@ -36,8 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
 from retrieval import artifacts, pipeline
-from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
+from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features.store import Store
+from retrieval.percent import percent_text
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
 from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder
@@ -143,10 +144,6 @@ def measure_apart(name: str, args: argparse.Namespace, root: Path) -> dict[str, 
     return artifacts.read_json(row_file)
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -196,13 +193,13 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, row in rows.items():
-        cells = [name, percent(row["mAP"]), f"{100 * (row['mAP'] - whole['mAP']):+.2f}",
-                 percent(row["box_mAP@50"]), percent(row["box_mIoU"]), percent(row["mask_mAP@50"]),
-                 percent(row["mask_mIoU"]),
+        cells = [name, percent_text(row["mAP"]), f"{100 * (row['mAP'] - whole['mAP']):+.2f}",
+                 percent_text(row["box_mAP@50"]), percent_text(row["box_mIoU"]), percent_text(row["mask_mAP@50"]),
+                 percent_text(row["mask_mIoU"]),
                  f"{row['regions_per_image']:.0f}", f"{row['index_mb']:.1f}",
                  seconds(row["extract_seconds"]), ratio(row["extract_seconds"], whole["extract_seconds"]),
                  f"{row['search_seconds'] or 0:.1f}",
-                 *[percent(row.get(f"recall@{k}")) for k in RECALL_KS],
+                 *[percent_text(row.get(f"recall@{k}")) for k in RECALL_KS],
                  mib(row["peak_mib"], "*" if row["cached"] else ""), mib(row["workers_peak_mib"])]
         print("| " + " | ".join(cells) + " |")
     artifacts.write_json(args.out / "bench_regions.json", rows)

@@ -34,12 +34,13 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 
 from bench.bench_regions import ETH80, config as scenes_config  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
-from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
+from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
 from retrieval.features.keys import gallery_items  # noqa: E402
 from retrieval.local_features import create_extractor  # noqa: E402
 from retrieval.local_features.cache import FeatureCache  # noqa: E402
 from retrieval.local_features.frames import Frame, grown_box  # noqa: E402
 from retrieval.local_features.geometry import FitFailure, fit  # noqa: E402
+from retrieval.percent import percent_text  # noqa: E402
 from retrieval.ranking import Ranking  # noqa: E402
 from retrieval.rerank.verify import query_frame  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
@@ -118,10 +119,6 @@ def probe(args: argparse.Namespace) -> None:
         print(f"{dataset.queries[q].key}: {len(query)} / {len(region)} keypoints, {len(pairs)} matches, inliers {inliers}")
 
 
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", choices=tuple(BASES), default="scenes")
@@ -155,7 +152,7 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for name, row in rows.items():
         counts = row.get("counts", {})
-        cells = [name, *(percent(row[key]) for key in METRICS),
+        cells = [name, *(percent_text(row[key]) for key in METRICS),
                  f"{row['seconds_per_query']:.2f}" if "seconds" in row else "-",
                  f"{counts['verified']}/{counts['pairs']}" if counts else "-",
                  f"{row['cache_mb']:.1f}" if "cache_mb" in row else "-"]

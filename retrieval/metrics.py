@@ -7,17 +7,13 @@ malformed ranking cannot score above 1. Metrics that divide by the number of pos
 NaN for a query without positives: it has no defined value, and the table functions leave
 such queries out of the means (and count them) unless a compatibility mode says otherwise.
 
-Reference modes reproduce a published evaluator on every input it accepts, quirks included
-(FORMATS.md sections 2, 3 and 5): `revisitop_reference` (revisitop `compute_map`),
-`gl3d_reference_ap` (MIRorR `compute_overlap_benchmark.py`) and `per_query_metrics(ap="fyn")`
-(SoIR `calculate_map` / `get_recalls`). They count a repeated ranking entry at each occurrence,
-and the first two divide by the positives as the ground-truth file lists them (`ListedTruth`).
+Reference modes, which reproduce one benchmark's published evaluator with its quirks, live with
+that benchmark's protocol (`retrieval.protocols.revisitop`, `.gl3d`, `.instance`) and build on
+the relevance-vector functions here.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -26,33 +22,6 @@ import pandas as pd
 from retrieval.records import QueryTruth
 
 Indices = npt.ArrayLike
-AP_MODES = ("standard", "fyn")
-"""`standard`: AP divided by all positives; `fyn`: the Find-your-Needle (SoIR) convention."""
-
-LISTED_POSITIVES = "listed_positives"
-"""`Dataset.extra` key an adapter sets when its ground-truth file lists a positive more than
-once (a duplicated line): setup -> {query index: positives listed, repeats included}, for those
-queries only. Reference modes divide by that count, as the reference evaluators do."""
-
-
-@dataclass(frozen=True)
-class ListedTruth(QueryTruth):
-    """A query's truth plus `listed`: its positives as the ground-truth file lists them,
-    repeats included (the normaliser of the revisitop and MIRorR reference evaluators)."""
-
-    listed: int = 0
-
-
-def listed_truths(
-    truths: Sequence[QueryTruth], listed: Mapping[int | str, int] | None = None
-) -> list[ListedTruth]:
-    """`truths` with their listed counts: `listed[q]` where given (an adapter's
-    `LISTED_POSITIVES` entry for the setup; keys may be ints or their strings), else npos."""
-    listed = {int(q): int(n) for q, n in (listed or {}).items()}
-    return [
-        ListedTruth(truth.positives, truth.junk, listed.get(q, count_positives(truth.positives)))
-        for q, truth in enumerate(truths)
-    ]
 
 
 def kept_entries(ranked: Indices, junk: Indices = (), unique: bool = True) -> np.ndarray:
@@ -89,8 +58,9 @@ def count_positives(positives: Indices) -> int:
 
 
 # Metrics on a relevance vector `hits` (bool, best first). Shared by the per-query functions
-# and the table functions so each ranking is matched against its positives only once;
-# the two public ones also serve localisation, whose hits depend on IoU as well.
+# and the table functions so each ranking is matched against its positives only once; the
+# public ones also serve localisation, whose hits depend on IoU as well, and the protocols'
+# reference modes, whose hits count a repeated entry at each occurrence.
 
 
 def _precisions_at_hits(hits: np.ndarray) -> np.ndarray:
@@ -106,18 +76,19 @@ def ap_from_hits(hits: np.ndarray, normaliser: int) -> float:
     return float(_precisions_at_hits(hits).sum() / normaliser)
 
 
-def _found_ap(hits: np.ndarray) -> float:
+def found_ap_from_hits(hits: np.ndarray) -> float:
     """AP divided by the positives found (Find-your-Needle); 0 when none is found."""
     return ap_from_hits(hits, int(hits.sum())) if hits.any() else 0.0
 
 
-def _n_available(n_gallery: int, junk: np.ndarray) -> int:
+def available_items(n_gallery: int, junk: np.ndarray) -> int:
     """Gallery items a ranking could return once junk is removed."""
     junk = np.unique(junk)
     return n_gallery - int(((junk >= 0) & (junk < n_gallery)).sum())
 
 
-def _ap_at_k(hits: np.ndarray, npos: int, k: int) -> float:
+def ap_at_k_from_hits(hits: np.ndarray, npos: int, k: int) -> float:
+    """AP over the top k hits / min(npos, k); NaN without positives."""
     if npos == 0:
         return float("nan")
     return float(_precisions_at_hits(hits[:k]).sum() / min(npos, k))
@@ -127,20 +98,22 @@ def _precision_at_k(hits: np.ndarray, k: int, n_available: int) -> float:
     return float(hits[:k].sum() / max(min(k, n_available), 1))
 
 
-def _recall_at_k(hits: np.ndarray, npos: int, k: int) -> float:
+def recall_at_k_from_hits(hits: np.ndarray, npos: int, k: int) -> float:
+    """Hits in the top k / npos; NaN without positives."""
     return float(hits[:k].sum() / npos) if npos else float("nan")
 
 
-def _hit_at_k(hits: np.ndarray, k: int) -> float:
+def hit_at_k_from_hits(hits: np.ndarray, k: int) -> float:
+    """1.0 if any of the top k is a hit, else 0.0."""
     return float(hits[:k].any())
 
 
 def trapezoid_ap_from_hits(hits: np.ndarray, npos: int) -> float:
     """Trapezoid AP of a relevance vector; shared with the localisation metrics."""
-    return _trapezoid_ap_at(np.flatnonzero(hits), npos)
+    return trapezoid_ap_at(np.flatnonzero(hits), npos)
 
 
-def _trapezoid_ap_at(positions: np.ndarray, normaliser: int) -> float:
+def trapezoid_ap_at(positions: np.ndarray, normaliser: int) -> float:
     """Trapezoid AP from the 0-based positions r_0 <= r_1 <= ... of the hits (FORMATS.md
     section 2): sum_j ((1 if r_j = 0 else j / r_j) + (j + 1) / (r_j + 1)) / 2 / normaliser."""
     if normaliser == 0:
@@ -153,10 +126,10 @@ def _trapezoid_ap_at(positions: np.ndarray, normaliser: int) -> float:
 
 
 def _revisitop_mp_at_k(hits: np.ndarray, k: int) -> float:
-    return _revisitop_mp_at(np.flatnonzero(hits), k)
+    return revisitop_mp_at(np.flatnonzero(hits), k)
 
 
-def _revisitop_mp_at(positions: np.ndarray, k: int) -> float:
+def revisitop_mp_at(positions: np.ndarray, k: int) -> float:
     """mP@k from the 0-based positions of the hits; 0 when there are none."""
     places = np.asarray(positions, dtype=np.int64) + 1
     if len(places) == 0:
@@ -182,13 +155,13 @@ def average_precision(
     if normaliser == "standard":
         return ap_from_hits(hits, count_positives(positives))
     if normaliser == "found":
-        return _found_ap(hits)
+        return found_ap_from_hits(hits)
     raise ValueError(f"normaliser must be 'standard' or 'found', not {normaliser!r}")
 
 
 def ap_at_k(ranked: Indices, positives: Indices, k: int, junk: Indices = ()) -> float:
     """AP over the top k, divided by min(npos, k) so that a perfect top k scores 1."""
-    return _ap_at_k(relevance(ranked, positives, junk), count_positives(positives), k)
+    return ap_at_k_from_hits(relevance(ranked, positives, junk), count_positives(positives), k)
 
 
 def precision_at_k(
@@ -199,18 +172,18 @@ def precision_at_k(
     Junk is not part of the gallery a perfect ranking could fill the top k with, so the
     gallery size used is `n_gallery` minus the junk items in it.
     """
-    n_available = _n_available(n_gallery, np.asarray(junk, dtype=np.int64))
+    n_available = available_items(n_gallery, np.asarray(junk, dtype=np.int64))
     return _precision_at_k(relevance(ranked, positives, junk), k, n_available)
 
 
 def recall_at_k(ranked: Indices, positives: Indices, k: int, junk: Indices = ()) -> float:
     """True recall: positives in the top k / npos (NaN without positives)."""
-    return _recall_at_k(relevance(ranked, positives, junk), count_positives(positives), k)
+    return recall_at_k_from_hits(relevance(ranked, positives, junk), count_positives(positives), k)
 
 
 def hit_at_k(ranked: Indices, positives: Indices, k: int, junk: Indices = ()) -> float:
     """1 if any positive is in the top k, else 0 (what VPR papers call Recall@k)."""
-    return _hit_at_k(relevance(ranked, positives, junk), k)
+    return hit_at_k_from_hits(relevance(ranked, positives, junk), k)
 
 
 def trapezoid_ap(
@@ -229,48 +202,11 @@ def revisitop_mp_at_k(ranked: Indices, positives: Indices, k: int, junk: Indices
     return _revisitop_mp_at_k(relevance(ranked, positives, junk), k)
 
 
-# Reference evaluators, reproduced on every input they accept.
-
-
-def revisitop_reference(
-    ranked: Indices, positives: Indices, junk: Indices, listed: int, ks: Sequence[int] = ()
-) -> tuple[float, list[float]]:
-    """AP and mP@k of one query as revisitop's `compute_map` computes them.
-
-    Every entry counts where it stands, a repeated one at each occurrence. A positive's
-    position is its place in the ranking minus the junk entries strictly before it, so an item
-    that is both positive and junk (possible when a gnd file's lists overlap) scores as a
-    positive yet is skipped by the positives after it. AP divides by `listed`, the length of
-    the setup's `ok` list (repeats included); NaN when it is 0 (query left out). -1 padding is
-    "nothing returned" and is dropped first. mP@k of a query none of whose positives was
-    returned is 0 (`compute_map` fails on it).
-    """
-    ranked = np.asarray(ranked, dtype=np.int64)
-    ranked = ranked[ranked >= 0]
-    if listed == 0:
-        return float("nan"), [float("nan")] * len(ks)
-    hit_at = np.flatnonzero(np.isin(ranked, np.asarray(positives, dtype=np.int64)))
-    junk_at = np.flatnonzero(np.isin(ranked, np.asarray(junk, dtype=np.int64)))
-    positions = hit_at - np.searchsorted(junk_at, hit_at, side="left")
-    return _trapezoid_ap_at(positions, listed), [_revisitop_mp_at(positions, k) for k in ks]
-
-
-def gl3d_reference_ap(ranked: Indices, positives: Indices, listed: int, junk: Indices = ()) -> float:
-    """Trapezoid AP of one query as MIRorR's `compute_overlap_benchmark.py` computes it.
-
-    Junk (the query itself) is dropped at every occurrence, as the reference skips `i i` result
-    lines; every other entry counts where it stands, a repeated neighbour at each occurrence
-    (so AP can exceed 1). Divided by `listed`: the query's ground-truth lines, duplicated lines
-    included; NaN when there are none (query left out). -1 padding is dropped first.
-    """
-    hits = relevance(ranked, positives, junk, unique=False)
-    return trapezoid_ap_from_hits(hits, listed)
-
-
 # Table-level scoring.
 
 
-def _check_table(indices: np.ndarray, truths: Sequence[QueryTruth]) -> None:
+def check_table(indices: np.ndarray, truths: Sequence[QueryTruth]) -> None:
+    """Refuse an index table that does not hold one ranking row per query truth."""
     if indices.ndim != 2 or indices.shape[0] != len(truths):
         raise ValueError(
             f"indices must be (n_query, k) with one row per truth; got shape {indices.shape} "
@@ -283,67 +219,30 @@ def per_query_metrics(
     truths: Sequence[QueryTruth],
     n_gallery: int,
     ks: Sequence[int] = (1, 5, 10),
-    ap: str = "standard",
 ) -> pd.DataFrame:
     """One row per query: npos, ap, then ap@K, P@K, recall@K, hit@K for each K.
 
-    Queries without positives get NaN everywhere, so plain means skip them.
-
-    `ap="fyn"` computes what SoIR reports (`calculate_map`, `get_recalls`) as SoIR does:
-    the ranking's entries each count where they stand, a repeated item at each occurrence;
-    AP divides by the positives found (0 when none is); P@K = positives in the top K / K, and
-    a query whose gallery (junk removed) holds fewer than K items is skipped for P@K (NaN; see
-    `fyn_summary` for the mean over no query); hit@K is 1 if any of the top K entries is a
-    positive. Queries without positives score 0 on these and stay in every mean. mAP@K and
-    recall@K, which SoIR does not report, keep their definitions, except that such queries
-    score 0 there too.
+    Queries without positives get NaN everywhere, so plain means skip them. (The instance
+    protocol's `ap="fyn"` mode scores as Find-your-Needle does: `protocols.instance.fyn_per_query`.)
     """
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     indices = np.asarray(indices, dtype=np.int64)
-    _check_table(indices, truths)
-    fyn = ap == "fyn"
+    check_table(indices, truths)
     rows = []
     for ranked, truth in zip(indices, truths):
         hits = relevance(ranked, truth.positives, truth.junk)
         npos = count_positives(truth.positives)
-        n_available = _n_available(n_gallery, truth.junk)
+        n_available = available_items(n_gallery, truth.junk)
         row: dict[str, float] = {"npos": npos}
-        if fyn:
-            entries = relevance(ranked, truth.positives, truth.junk, unique=False)
-            row["ap"] = _found_ap(entries)
-            row.update({f"ap@{k}": _ap_at_k(hits, npos, k) for k in ks})
-            row.update({f"P@{k}": _fyn_precision_at_k(entries, k, n_available) for k in ks})
-            row.update({f"recall@{k}": _recall_at_k(hits, npos, k) for k in ks})
-            row.update({f"hit@{k}": _hit_at_k(entries, k) for k in ks})
-        else:
-            row["ap"] = ap_from_hits(hits, npos)
-            row.update({f"ap@{k}": _ap_at_k(hits, npos, k) for k in ks})
-            row.update({f"P@{k}": _precision_at_k(hits, k, n_available) for k in ks})
-            row.update({f"recall@{k}": _recall_at_k(hits, npos, k) for k in ks})
-            row.update({f"hit@{k}": _hit_at_k(hits, k) for k in ks})
+        row["ap"] = ap_from_hits(hits, npos)
+        row.update({f"ap@{k}": ap_at_k_from_hits(hits, npos, k) for k in ks})
+        row.update({f"P@{k}": _precision_at_k(hits, k, n_available) for k in ks})
+        row.update({f"recall@{k}": recall_at_k_from_hits(hits, npos, k) for k in ks})
+        row.update({f"hit@{k}": hit_at_k_from_hits(hits, k) for k in ks})
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="query"))
     empty = frame["npos"] == 0
-    if fyn:
-        frame.loc[empty, [f"{m}@{k}" for m in ("ap", "recall") for k in ks]] = 0.0
-    else:
-        frame.loc[empty, frame.columns.drop("npos")] = np.nan
+    frame.loc[empty, frame.columns.drop("npos")] = np.nan
     return frame.astype({"npos": np.int64})
-
-
-def _fyn_precision_at_k(entries: np.ndarray, k: int, n_available: int) -> float:
-    """SoIR P@K: positives among the top K entries / K; NaN (skipped) when K > the gallery."""
-    return float(entries[:k].sum() / k) if k <= n_available else float("nan")
-
-
-def fyn_summary(summary: Mapping[str, float]) -> dict[str, float]:
-    """A summary of `per_query_metrics(ap="fyn")` rows with SoIR's empty mean: P@K over no
-    query (all skipped) is 0, not undefined."""
-    return {
-        name: 0.0 if name.startswith("P@") and math.isnan(value) else value
-        for name, value in summary.items()
-    }
 
 
 def summary_name(column: str) -> str:
@@ -369,12 +268,9 @@ def score_rankings(
     truths: Sequence[QueryTruth],
     n_gallery: int,
     ks: Sequence[int] = (1, 5, 10),
-    ap: str = "standard",
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Summary (mAP, mAP@K, P@K, recall@K, hit@K, query counts) and the per-query table."""
-    per_query = per_query_metrics(indices, truths, n_gallery, ks, ap)
+    per_query = per_query_metrics(indices, truths, n_gallery, ks)
     summary: dict[str, float] = summarise(per_query, list(per_query.columns.drop("npos")))
-    if ap == "fyn":
-        summary = fyn_summary(summary)
     summary.update(count_queries(per_query))
     return summary, per_query

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
+from retrieval import metrics
 from retrieval.datasets import load_dataset
-from tests.fixtures_protocols import gl3d_map, make_gl3d, run_evaluate, write_ranking
+from retrieval.protocols.gl3d import gl3d_reference_ap
+from tests.fixtures_protocols import gl3d_map, make_gl3d, overlap_ap, run_evaluate, write_ranking
+from tests.test_metrics import bf_trapezoid
 
 
 def expected_positives(pairs_text: str, n_images: int) -> list[list[int]]:
@@ -132,3 +136,36 @@ def test_reference_mode_counts_duplicated_lines_and_repeated_results(tmp_path):
     assert default["summary"]["all"]["mAP@200"] == pytest.approx(np.mean(expected), abs=1e-12)
     assert reference["counts"]["all"] == default["counts"]["all"]
     assert reference["summary"]["all"]["mAP@200"] != pytest.approx(default["summary"]["all"]["mAP@200"])
+
+
+# The reference mode per query, against a transcription of MIRorR's own loop.
+
+
+def test_gl3d_reference_matches_mirror_on_duplicated_lines_and_results():
+    rng = np.random.default_rng(23)
+    for _ in range(400):
+        n, query = 10, int(rng.integers(0, 10))
+        # ground-truth lines "query j": duplicated lines and a self line possible
+        gt_lines = rng.integers(0, n, size=int(rng.integers(1, 7))).tolist()
+        gt_list = [j for j in gt_lines if j != query]
+        # result lines "query j" of a raw top list with repeats (the query itself in it too)
+        top = rng.integers(0, n, size=int(rng.integers(1, 14)))
+        res_list = [int(j) for j in top if j != query]
+        value = gl3d_reference_ap(top, sorted(set(gt_list)), len(gt_list), junk=[query])
+        if not gt_list:
+            assert math.isnan(value)
+            continue
+        assert value == pytest.approx(overlap_ap(gt_list, res_list), abs=1e-12)
+        # default on the same input: results once each, normaliser = distinct neighbours
+        assert metrics.trapezoid_ap(top, sorted(set(gt_list)), [query]) == pytest.approx(
+            bf_trapezoid(top, sorted(set(gt_list)), [query]), abs=1e-12
+        )
+
+
+def test_gl3d_reference_hand_case():
+    # neighbours 1 and 2, the line "0 1" twice: N = 3; result 1 returned twice
+    value = gl3d_reference_ap([0, 1, 1, 5, 2], [1, 2], listed=3, junk=[0])
+    expected = ((1 + 1) / 2 + (1 + 1) / 2 + (2 / 3 + 3 / 4) / 2) / 3
+    assert value == pytest.approx(expected)
+    assert value == pytest.approx(overlap_ap([1, 1, 2], [1, 1, 5, 2]))
+    assert metrics.trapezoid_ap([0, 1, 1, 5, 2], [1, 2], [0]) == pytest.approx((1 + (1 / 2 + 2 / 3) / 2) / 2)

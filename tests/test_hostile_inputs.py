@@ -19,7 +19,7 @@ from PIL import Image
 from retrieval import masks
 from retrieval.artifacts import write_text
 from retrieval.datasets import load_dataset
-from retrieval.datasets.compose import folder_backgrounds
+from retrieval.scenes import folder_backgrounds
 from retrieval.datasets.safe_pickle import UnsafePickleError
 from retrieval.images import ImageError, load_rgb
 from retrieval.index import build_index

@@ -1,14 +1,17 @@
 """Protocols on small hand-built datasets, checked against brute-force means."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrieval.metrics import score_rankings
 from retrieval.protocols import ID_COLUMNS, available, get_protocol, score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth, Record
+from tests import test_metrics
 from tests.fixtures_protocols import compute_map, gl3d_map, revisitop_gnd_t, soir_calculate_map, soir_recall
 
 
@@ -344,3 +347,63 @@ def test_instance_fyn_skips_precision_when_gallery_is_smaller_than_k():
         for q in range(3)
     ]))
     assert np.isnan(default.per_query["P@5"].iloc[3])
+
+
+# The fyn mode per query, against transcriptions of SoIR's calculate_map and get_recalls.
+
+
+def fyn_scores(indices, truths, n_gallery, ks):
+    """The instance protocol's fyn mode on one setup, as `metrics.score_rankings` returns the
+    standard one: the summary with the query counts, and the per-query table."""
+    dataset = make_dataset({"all": truths}, n_gallery)
+    result = get_protocol("instance")(make_ranking(indices, dataset), dataset, ks=ks, ap="fyn")
+    per_query = result.per_query.drop(columns=[column for column in ID_COLUMNS if column != "npos"])
+    return {**result.summary["all"], **result.counts["all"]}, per_query
+
+
+def test_instance_fyn_keeps_empty_queries_at_zero():
+    indices, truths = test_metrics.random_table(4)
+    summary, per_query = fyn_scores(indices, truths, n_gallery=20, ks=(5,))
+    expected = [
+        test_metrics.bf_ap(indices[q], t.positives.tolist(), t.junk.tolist(), found_only=True)
+        for q, t in enumerate(truths)
+    ]
+    assert summary["mAP"] == pytest.approx(sum(expected) / len(expected))
+    assert not per_query.isna().any().any()
+    assert (per_query.loc[per_query["npos"] == 0, "hit@5"] == 0).all()
+
+
+@pytest.mark.parametrize("n_gallery", [3, 4, 12])
+def test_instance_fyn_matches_soir_with_repeats_and_small_gallery(n_gallery):
+    rng = np.random.default_rng(n_gallery)
+    ks = (1, 3, 5, 10)
+    for _ in range(20):
+        indices, truths, retrieved, query_labels = test_metrics.fyn_case(rng, n_gallery)
+        summary, per_query = fyn_scores(indices, truths, n_gallery=n_gallery, ks=ks)
+        for k in ks:
+            expected_map, expected_pk = soir_calculate_map(retrieved, query_labels, k)
+            assert summary["mAP"] == pytest.approx(expected_map, abs=1e-12)
+            assert summary[f"P@{k}"] == pytest.approx(expected_pk, abs=1e-12)
+            assert summary[f"hit@{k}"] == pytest.approx(soir_recall(retrieved, query_labels, k), abs=1e-12)
+            skipped = per_query[f"P@{k}"].isna()
+            assert skipped.all() if k > n_gallery else not skipped.any()
+        assert summary["n_queries_without_positives"] >= 1
+
+
+def test_instance_fyn_precision_rule_by_hand_and_default_unchanged():
+    # gallery of 3, one query with positives {0, 2}, one without; ranking of query 0 repeats 0
+    truths = [QueryTruth(np.array([0, 2])), QueryTruth(np.array([], dtype=np.int64))]
+    indices = np.array([[0, 0, 1], [1, 2, 0]])
+    summary, per_query = fyn_scores(indices, truths, n_gallery=3, ks=(2, 5))
+    assert per_query["P@2"].tolist() == [1.0, 0.0]  # 0 counted twice; the empty query scores 0
+    assert per_query["P@5"].isna().all()  # the gallery holds fewer than 5 items: skipped
+    assert summary["P@5"] == 0.0  # SoIR's mean over no query
+    assert summary["mAP"] == pytest.approx(((1 + 1) / 2 + 0) / 2)
+    # the default on the same input: 0 once (ranking [0, 1]), P@5 divided by the gallery size,
+    # positive 2 never returned is a miss, the empty query left out
+    summary, per_query = score_rankings(indices, truths, n_gallery=3, ks=(2, 5))
+    assert per_query["P@2"].iloc[0] == pytest.approx(1 / 2)
+    assert per_query["P@5"].iloc[0] == pytest.approx(1 / 3)
+    assert math.isnan(per_query["P@5"].iloc[1])
+    assert summary["P@5"] == pytest.approx(1 / 3)
+    assert summary["mAP"] == pytest.approx(1 / 2)

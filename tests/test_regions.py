@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from retrieval import artifacts, pipeline
-from retrieval.datasets.compose import ComposeSpec, compose, folder_objects, skimage_backgrounds
+from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features import Features
 from retrieval.models import create_model
 from retrieval.models.transform import normalise

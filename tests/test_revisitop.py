@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -9,18 +10,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval import metrics
 from retrieval.datasets import load_dataset
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_map
 from retrieval.masks import decode
+from retrieval.protocols.revisitop import revisitop_reference
 from tests.fixtures_protocols import (
     ROXFORD_GND,
     compute_map,
+    compute_map_query,
     make_pixel_labels,
     make_revisitop,
     revisitop_gnd_t,
     run_evaluate,
     write_ranking,
 )
+from tests.test_metrics import bf_mp, bf_trapezoid, random_reference_case
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
@@ -294,3 +299,50 @@ def test_reference_mode_scores_a_users_ranking_with_repeats_as_compute_map(tmp_p
         assert default["summary"][setup]["mAP"] == pytest.approx(np.mean(aps), abs=1e-12)
     assert reference["protocol_options"]["ap"] == "reference"
     assert reference["summary"]["easy"]["mAP"] != pytest.approx(default["summary"]["easy"]["mAP"])
+
+
+# The reference mode per query, against a transcription of compute_map's own loop.
+
+
+def test_revisitop_reference_matches_compute_map_on_repeats():
+    rng = np.random.default_rng(21)
+    kappas = (1, 5, 10)
+    compared_mp = 0
+    for _ in range(400):
+        ranked, padded, ok, junk = random_reference_case(rng)
+        ap, precisions = revisitop_reference(padded, sorted(set(ok)), sorted(set(junk)), len(ok), kappas)
+        found = np.isin(ranked, ok).any()
+        if not ok:
+            assert math.isnan(ap) and all(math.isnan(p) for p in precisions)
+            continue
+        expected_ap, _ = compute_map_query(ranked, ok, junk, ())
+        assert ap == pytest.approx(expected_ap, abs=1e-12)
+        if found:  # compute_map cannot give mP@k when no positive was returned
+            _, expected = compute_map_query(ranked, ok, junk, kappas)
+            assert precisions == pytest.approx(expected, abs=1e-12)
+            compared_mp += 1
+        else:
+            assert precisions == [0.0, 0.0, 0.0]
+    assert compared_mp > 100
+
+
+def test_revisitop_reference_hand_case_and_default_unchanged():
+    # id 3 repeated: compute_map counts it at positions 0 and 2 (junk 5 removed before 3's
+    # second occurrence: 3 -> 2), ok = [3, 7] (N = 2)
+    ranked, ok, junk = [3, 1, 5, 3, 7], [3, 7], [5]
+    ap, precisions = revisitop_reference(ranked, ok, junk, len(ok), (1, 5))
+    # positives at 0, 2, 3: (1 + 1)/2/2 + (1/2 + 2/3)/2/2 + (2/3 + 3/4)/2/2
+    expected = (1 + 1) / 4 + (1 / 2 + 2 / 3) / 4 + (2 / 3 + 3 / 4) / 4
+    assert ap == pytest.approx(expected) and ap == pytest.approx(compute_map_query(ranked, ok, junk, ())[0])
+    assert precisions == pytest.approx([1.0, 3 / 4])
+    # the default definition on the same input: 3 once, 7 at junk-free place 2 of [3, 1, 7]
+    assert metrics.trapezoid_ap(ranked, ok, junk) == pytest.approx(1 / 2 + (1 / 2 + 2 / 3) / 4)
+    assert metrics.trapezoid_ap(ranked, ok, junk) == pytest.approx(bf_trapezoid(ranked, ok, junk))
+    assert metrics.revisitop_mp_at_k(ranked, ok, 5, junk) == pytest.approx(bf_mp(ranked, ok, 5, junk))
+    # a gnd whose easy and hard lists share id 7: ok = easy + hard lists it twice, N = 3
+    ap_listed, _ = revisitop_reference(ranked, [3, 7], junk, 3, ())
+    assert ap_listed == pytest.approx(compute_map_query(ranked, [3, 7, 7], junk, ())[0])
+    # an id that is both positive and junk scores as a positive, and later ones move past it
+    both = revisitop_reference([4, 2], [4, 2], [4], 2, (1,))
+    assert both[0] == pytest.approx(compute_map_query([4, 2], [4, 2], [4], ())[0])
+    assert both[0] == pytest.approx((1 + 1) / 4 + (1 + 2) / 4)

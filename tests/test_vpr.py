@@ -89,6 +89,14 @@ def test_vpr_bench_rejects_non_numeric_names(tmp_path):
         load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
 
 
+def test_vpr_bench_ignores_hidden_files(tmp_path):
+    """A macOS resource fork ("._3.jpg") beside the images used to fail as a non-numeric name."""
+    make_vpr_bench(tmp_path)
+    (tmp_path / "ref" / "._3.jpg").write_bytes(b"\x00\x05\x16\x07")
+    dataset = load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
+    assert dataset.gallery_keys == [f"ref/{i}.jpg" for i in range(12)]
+
+
 def test_baidu_camera_positives_3d_within_10m(tmp_path):
     written = make_baidu_mall(tmp_path)
     dataset = load_dataset(

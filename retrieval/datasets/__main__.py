@@ -1,4 +1,7 @@
-"""`python -m retrieval.datasets {list,compose,prepare} ...`: dataset tools."""
+"""`python -m retrieval.datasets {list,compose,prepare} ...`: dataset tools.
+
+`list` names the adapters of this package; `compose` writes a composed set (`retrieval.scenes`)
+and `prepare` fetches a public one (`retrieval.download`), both read back by an adapter here."""
 from __future__ import annotations
 
 import sys
@@ -17,9 +20,9 @@ def main(argv: list[str]) -> int:
             print(f"{name:12s} {description}")
         return 0
     if command == "compose":
-        from retrieval.datasets.compose import cli
+        from retrieval.scenes.cli import cli
     else:
-        from retrieval.datasets.prepare import cli
+        from retrieval.download.cli import cli
     return cli(rest)
 
 

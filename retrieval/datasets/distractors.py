@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from retrieval.datasets import IMAGE_SUFFIXES, image_files
+from retrieval.datasets.listing import IMAGE_SUFFIXES, image_files, is_image_name
 from retrieval.errors import UserError
 from retrieval.images import not_regular
 from retrieval.records import Dataset, Record
@@ -95,7 +95,7 @@ def _source_images(source: str | os.PathLike, root: Path | None) -> tuple[list[P
     problem = not_regular(path)
     if problem:  # a FIFO named like a list would block its reader
         raise DistractorError(f"{OPTION}={source}: {path} {problem}; give a folder, an image list or an image")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image_name(path):
         return [path], []
     listed = _list_entries(path, source)
     problems = [not_regular(image) for image in listed]

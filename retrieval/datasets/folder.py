@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from retrieval.datasets import IMAGE_SUFFIXES, register
+from retrieval.datasets import register
+from retrieval.datasets.listing import is_image_name, visible_entries
 from retrieval.images import ImageError, not_regular, open_image
 from retrieval.records import Dataset, Instance, Record, truth_by_instance
 
@@ -22,12 +23,6 @@ def _check_root(root: Path) -> None:
             f"dataset.root={root} has no images/ folder.\n{LAYOUT}\n"
             "Set it with: python evaluate.py dataset=folder dataset.root=/path/to/photos"
         )
-
-
-def _visible(folder: Path) -> list[Path]:
-    """Entries of `folder` by name, hidden ones left out: ".DS_Store", "._photo.jpg" (macOS
-    resource forks) and ".thumbnails/" are no one's photos or instances."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _find_mask(root: Path, image: Path, skipped: list[tuple[str, str]]) -> Path | None:
@@ -63,8 +58,8 @@ def load_folder(
     _check_root(root)
     gallery: list[Record] = []
     skipped: list[tuple[str, str]] = []
-    for folder in (p for p in _visible(root / "images") if p.is_dir()):
-        for image in (p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES):
+    for folder in (p for p in visible_entries(root / "images") if p.is_dir()):
+        for image in (p for p in visible_entries(folder) if is_image_name(p)):
             problem = not_regular(image)
             if problem:
                 skipped.append((image.relative_to(root).as_posix(), f"{problem}, not an image file"))

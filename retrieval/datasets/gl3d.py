@@ -15,7 +15,7 @@ import numpy as np
 
 from retrieval.datasets import register
 from retrieval.images import require_files
-from retrieval.metrics import LISTED_POSITIVES
+from retrieval.protocols import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 

@@ -51,12 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.datasets import is_hidden, register
+from retrieval.datasets import register
+from retrieval.datasets.listing import is_hidden, is_image_name
 from retrieval.images import not_regular, require_files
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 ATTRIBUTES = ("color", "context", "density", "existence", "quantity", "shape")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 GALLERY_LIST = "patternnet.csv"
 ATTRIBUTE_FOLDER = "PatternCom"
 RELEVANCE_MODES = ("any", "reference")
@@ -163,7 +163,7 @@ def _scan_images(base: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     folder = base / "images"
     found = []
     for path in sorted(folder.glob("*/*"), key=lambda p: p.relative_to(folder).as_posix()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or is_hidden(path, folder):
+        if not is_image_name(path) or is_hidden(path, folder):
             continue
         problem = not_regular(path)
         if problem:

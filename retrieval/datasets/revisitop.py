@@ -25,7 +25,7 @@ from retrieval.datasets import register
 from retrieval.datasets.pixel_labels import pixel_instances
 from retrieval.datasets.safe_pickle import load_pickle
 from retrieval.images import require_files
-from retrieval.metrics import LISTED_POSITIVES
+from retrieval.protocols import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 SETUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

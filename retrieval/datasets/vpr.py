@@ -14,11 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.datasets import image_files, register
+from retrieval.datasets import register
+from retrieval.datasets.listing import image_files
 from retrieval.datasets.safe_pickle import load_npy
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VPR_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""What a VPR database or query folder holds: its JPEG (and PNG) files, as the references read
+them (VPR-methods-evaluation globs `**/*.jpg`); another image file beside them is not part of
+the benchmark."""
 DEFAULT_RADIUS_M = {"utm": 25.0, "camera": 10.0}
 POSITIVES = ("utm", "vpr_bench", "camera")
 """dataset.positives: where the ground truth comes from (see the module docstring)."""
@@ -48,7 +52,7 @@ def list_images(folder: Path) -> list[Path]:
     listing = folder.parent / f"{folder.name}_images_paths.txt"
     if listing.is_file():
         return [folder / line for line in listing.read_text().splitlines() if line.strip()]
-    return image_files(folder, IMAGE_SUFFIXES)
+    return image_files(folder, VPR_SUFFIXES)
 
 
 def utm_of(path: Path) -> tuple[float, float]:
@@ -125,11 +129,10 @@ def _numbered(folder: Path, layout: str) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         raise _missing(folder, "Image folder", layout)
     numbered = []
-    for path in folder.iterdir():
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            if not path.stem.isdigit():
-                raise ValueError(f"{path}: VPR-Bench image names must be integers")
-            numbered.append((int(path.stem), path))
+    for path in image_files(folder, VPR_SUFFIXES, recursive=False):
+        if not path.stem.isdigit():
+            raise ValueError(f"{path}: VPR-Bench image names must be integers")
+        numbered.append((int(path.stem), path))
     if not numbered:
         raise FileNotFoundError(f"No images in {folder}\nExpected layout:\n{layout}")
     return sorted(numbered)

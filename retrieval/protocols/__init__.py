@@ -19,13 +19,18 @@ import numpy as np
 import pandas as pd
 
 from retrieval.localisation import AP_KINDS
-from retrieval.metrics import LISTED_POSITIVES, count_queries, listed_truths, summarise
+from retrieval.metrics import count_positives, count_queries, summarise
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 from retrieval.registry import Registry
 
 ID_COLUMNS = ("setup", "query", "query_id", "group", "npos")
 """Leading columns of every per-query table; the metric columns follow."""
+
+LISTED_POSITIVES = "listed_positives"
+"""`Dataset.extra` key an adapter sets when its ground-truth file lists a positive more than
+once (a duplicated line): setup -> {query index: positives listed, repeats included}, for those
+queries only. Reference modes divide by that count, as the reference evaluators do."""
 
 
 @dataclass
@@ -87,6 +92,26 @@ def localisation_spec(name: str) -> LocalisationSpec:
 def score(ranking: Ranking, dataset: Dataset, **options: Any) -> ProtocolResult:
     """Score with the protocol the dataset names."""
     return get_protocol(dataset.protocol)(ranking, dataset, **options)
+
+
+@dataclass(frozen=True)
+class ListedTruth(QueryTruth):
+    """A query's truth plus `listed`: its positives as the ground-truth file lists them,
+    repeats included (the normaliser of the revisitop and MIRorR reference evaluators)."""
+
+    listed: int = 0
+
+
+def listed_truths(
+    truths: Sequence[QueryTruth], listed: Mapping[int | str, int] | None = None
+) -> list[ListedTruth]:
+    """`truths` with their listed counts: `listed[q]` where given (an adapter's
+    `LISTED_POSITIVES` entry for the setup; keys may be ints or their strings), else npos."""
+    listed = {int(q): int(n) for q, n in (listed or {}).items()}
+    return [
+        ListedTruth(truth.positives, truth.junk, listed.get(q, count_positives(truth.positives)))
+        for q, truth in enumerate(truths)
+    ]
 
 
 def with_listed_positives(dataset: Dataset) -> Dataset:

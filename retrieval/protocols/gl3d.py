@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from retrieval.metrics import count_positives, gl3d_reference_ap, trapezoid_ap
+from retrieval.metrics import Indices, count_positives, relevance, trapezoid_ap, trapezoid_ap_from_hits
 from retrieval.protocols import ProtocolResult, evaluate_setups, register, with_listed_positives
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
@@ -22,14 +22,26 @@ AP_MODES = ("standard", "reference")
 (repeated results and duplicated ground-truth lines both counted)."""
 
 
+def gl3d_reference_ap(ranked: Indices, positives: Indices, listed: int, junk: Indices = ()) -> float:
+    """Trapezoid AP of one query as MIRorR's `compute_overlap_benchmark.py` computes it.
+
+    Junk (the query itself) is dropped at every occurrence, as the reference skips `i i` result
+    lines; every other entry counts where it stands, a repeated neighbour at each occurrence
+    (so AP can exceed 1). Divided by `listed`: the query's ground-truth lines, duplicated lines
+    included; NaN when there are none (query left out). -1 padding is dropped first.
+    """
+    hits = relevance(ranked, positives, junk, unique=False)
+    return trapezoid_ap_from_hits(hits, listed)
+
+
 def gl3d_per_query(
     indices: np.ndarray, truths: Sequence[QueryTruth], depth: int = 200, ap: str = "standard"
 ) -> pd.DataFrame:
     """npos and trapezoid `ap@<depth>` per query; NaN without neighbours.
 
     `ap="standard"` de-duplicates the results and divides by the distinct neighbours;
-    `ap="reference"` takes `truths` from `metrics.listed_truths` and scores with
-    `metrics.gl3d_reference_ap`.
+    `ap="reference"` takes `truths` from `protocols.listed_truths` and scores with
+    `gl3d_reference_ap`.
     """
     rows = []
     for ranked, truth in zip(indices, truths):

@@ -15,10 +15,12 @@ import pandas as pd
 
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
 from retrieval.metrics import (
+    Indices,
     count_positives,
+    revisitop_mp_at,
     revisitop_mp_at_k,
-    revisitop_reference,
     trapezoid_ap,
+    trapezoid_ap_at,
 )
 from retrieval.protocols import LocalisationSpec, ProtocolResult, evaluate_setups, register, with_listed_positives
 from retrieval.ranking import Ranking
@@ -29,6 +31,29 @@ AP_MODES = ("standard", "reference")
 `compute_map` itself (repeated entries counted at each occurrence)."""
 
 
+def revisitop_reference(
+    ranked: Indices, positives: Indices, junk: Indices, listed: int, ks: Sequence[int] = ()
+) -> tuple[float, list[float]]:
+    """AP and mP@k of one query as revisitop's `compute_map` computes them.
+
+    Every entry counts where it stands, a repeated one at each occurrence. A positive's
+    position is its place in the ranking minus the junk entries strictly before it, so an item
+    that is both positive and junk (possible when a gnd file's lists overlap) scores as a
+    positive yet is skipped by the positives after it. AP divides by `listed`, the length of
+    the setup's `ok` list (repeats included); NaN when it is 0 (query left out). -1 padding is
+    "nothing returned" and is dropped first. mP@k of a query none of whose positives was
+    returned is 0 (`compute_map` fails on it).
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    ranked = ranked[ranked >= 0]
+    if listed == 0:
+        return float("nan"), [float("nan")] * len(ks)
+    hit_at = np.flatnonzero(np.isin(ranked, np.asarray(positives, dtype=np.int64)))
+    junk_at = np.flatnonzero(np.isin(ranked, np.asarray(junk, dtype=np.int64)))
+    positions = hit_at - np.searchsorted(junk_at, hit_at, side="left")
+    return trapezoid_ap_at(positions, listed), [revisitop_mp_at(positions, k) for k in ks]
+
+
 def revisitop_per_query(
     indices: np.ndarray,
     truths: Sequence[QueryTruth],
@@ -37,8 +62,8 @@ def revisitop_per_query(
 ) -> pd.DataFrame:
     """npos, trapezoid `ap` and `mP@k` per query; NaN for queries without positives.
 
-    `ap="reference"` takes `truths` from `metrics.listed_truths` and scores with
-    `metrics.revisitop_reference`.
+    `ap="reference"` takes `truths` from `protocols.listed_truths` and scores with
+    `revisitop_reference`.
     """
     rows = []
     for ranked, truth in zip(indices, truths):

@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 from retrieval.approximate.recall import describe
+from retrieval.percent import percent_text
 from retrieval.report.curves import ap_histogram, mean_pr_curve
 from retrieval.report.inputs import RunInputs
 from retrieval.report.svg import histogram_chart, pr_chart
@@ -19,7 +20,7 @@ SKIPPED_SHOWN = 500
 
 def _percent(value: Any) -> str:
     """Metrics are fractions; papers and the leaderboard quote them as percentages."""
-    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else escape(str(value))
+    return percent_text(value) if isinstance(value, (int, float)) else escape(str(value))
 
 
 def _plain(value: Any) -> str:

@@ -18,6 +18,7 @@ from retrieval.approximate.recall import describe
 from retrieval.datasets.distractors import distractor_count, labelled
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
+from retrieval.percent import percent, percent_text
 from retrieval.protocols import score
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
@@ -83,7 +84,8 @@ def _percent_row(summary: dict[str, dict[str, float]]) -> dict[str, Any]:
             if metric.startswith("n_"):
                 continue
             column = metric if label == "all" else f"{label}/{metric}"
-            row[column] = "" if value is None or not math.isfinite(value) else round(100 * value, 2)
+            shown = percent(value)
+            row[column] = "" if shown is None else shown
     return row
 
 
@@ -94,8 +96,7 @@ def print_summary(summary: dict[str, dict[str, float]]) -> str:
     lines = [" " * width + "".join(f"{m:>{columns[m]}s}" for m in metrics)]
     for label, values in summary.items():
         cells = "".join(
-            f"{100 * values[m]:{columns[m]}.2f}" if values.get(m) is not None and math.isfinite(values[m]) else f"{'-':>{columns[m]}s}"
-            for m in metrics
+            f"{percent_text(values.get(m)):>{columns[m]}s}" for m in metrics
         )
         lines.append(f"{label:<{width}s}{cells}")
     return "\n".join(lines)
@@ -212,7 +213,7 @@ def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
         return {"search": search["index"], "search_recall": 100.0}
     knobs = "".join(f" {name}={value:g}" for name, value in search["params"].items())
     knobs += f" rescore={search['rescore']}" if search.get("rescore") else ""
-    return {"search": search["index"] + knobs, "search_recall": round(100 * search["recall_at_k"], 2)}
+    return {"search": search["index"] + knobs, "search_recall": percent(search["recall_at_k"])}
 
 
 def _search_meta(ranking_path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`prepare`: downloads from a local HTTP server, resume, checksums, safe extraction."""
+"""`retrieval.download` (`prepare`): downloads from a local HTTP server, resume, checksums, safe extraction."""
 from __future__ import annotations
 
 import hashlib
@@ -14,16 +14,15 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from omegaconf import OmegaConf
+
 from retrieval.datasets import load_dataset
-from retrieval.datasets.prepare import (
-    SOURCES,
-    DownloadError,
-    Fetcher,
-    Remote,
-    Source,
-    cli,
-    prepare,
-)
+from retrieval.download import DownloadError
+from retrieval.download.cli import cli
+from retrieval.download.fetch import Fetcher
+from retrieval.download.prepare import prepare
+from retrieval.download.sources import SOURCES, Remote, Source
+from tests.conftest import REPO
 from tests.fixtures_protocols import make_revisitop
 
 
@@ -135,6 +134,29 @@ def test_registry_has_the_official_revisitop_addresses():
     distractors = [remote.url(None) for remote in SOURCES["revisitop1m"].files]
     assert len(distractors) == 101
     assert distractors[99] == "http://ptak.felk.cvut.cz/revisitop/revisitop1m/jpg/revisitop1m.100.tar.gz"
+
+
+PRESETS = {
+    "roxford5k": ("roxford5k",),
+    "rparis6k": ("rparis6k",),
+    "revisitop1m": ("roxford5k", "rparis6k"),  # dataset.distractors=revisitop1m, found under their root
+    "voxdet": ("robotools", "owid"),
+    "pitts30k": ("pitts30k",),
+    "17places": ("17places",),
+    "baidu_mall": ("baidu_mall",),
+    "gl3d": ("gl3d",),
+}
+"""The dataset presets (conf/dataset/) that read each set `prepare` knows."""
+
+
+def test_every_set_lands_where_its_presets_read_it():
+    """`prepare voxdet` wrote data/voxdet while the robotools and owid presets read data/VoxDet."""
+    assert set(PRESETS) == set(SOURCES)
+    data = OmegaConf.load(REPO / "conf" / "config.yaml").paths.data
+    for name, presets in PRESETS.items():
+        for preset in presets:
+            root = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "dataset" / f"{preset}.yaml"))["root"]
+            assert root.replace("${paths.data}", data) == SOURCES[name].default_root, (name, preset)
 
 
 def test_cli_prepares_roxford_from_mirror_and_loader_reads_it(publisher, tmp_path, capsys):

@@ -16,20 +16,19 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.datasets.compose import (
+from retrieval.scenes import (
     ANNS,
     COMPOSE_JSON,
     BackgroundSource,
     ComposeSpec,
     Cutout,
     ObjectSource,
-    builder_rle,
-    cli,
-    coco_rle,
     compose,
     folder_objects,
     skimage_backgrounds,
 )
+from retrieval.scenes.cli import cli
+from retrieval.scenes.write import builder_rle, coco_rle
 
 ETH80 = Path(__file__).resolve().parents[2] / "shared" / "data" / "eth80"
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=3, scene_size=(200, 150),
