@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ETH80
 from retrieval.datasets.compose import (
     ANNS,
     COMPOSE_JSON,
@@ -31,7 +32,6 @@ from retrieval.datasets.compose import (
     skimage_backgrounds,
 )
 
-ETH80 = Path(__file__).resolve().parents[2] / "shared" / "data" / "eth80"
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=3, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
 
