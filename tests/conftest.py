@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 
 from retrieval.models import Embedder, create_model
 
+pytest_plugins = ["isolation"]  # a test that opens a path outside the project fails
+
 # Tiny workloads on a shared 2-core machine: one thread each. With two OpenMP threads and the
 # other core busy elsewhere, every parallel region waits for a descheduled thread and a 30 ms
 # forward pass takes 2 s.
