@@ -1,16 +1,30 @@
-"""The suite stands alone: a test that touches a path outside the project fails naming it (the
-isolation plugin), and a checkout that lacks a data file fails the tests that need it, naming
-the file, instead of stopping at collection. Both are checked on pytest runs in a subprocess."""
+"""The suite stands alone: its data is in tests/data, complete and unchanged; a test that touches
+a path outside the project fails naming it (the isolation plugin); a checkout that lacks a data
+file fails the tests that need it, naming the file, instead of stopping at collection. The last
+two are checked on pytest runs in a subprocess."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, VOXDET_MINI
+from conftest import REPO, TEST_DATA, VOXDET_MINI, data_file
 from isolation import Guard
+
+
+def test_the_test_data_is_every_file_of_its_checksum_list_unchanged() -> None:
+    listed = dict(reversed(line.split("  ", 1)) for line in data_file(TEST_DATA / "SHA256SUMS").read_text().splitlines())
+    on_disk = {path.relative_to(TEST_DATA).as_posix() for path in TEST_DATA.rglob("*") if path.is_file()}
+    missing = sorted(set(listed) - on_disk)
+    changed = sorted(name for name in set(listed) & on_disk
+                     if hashlib.sha256((TEST_DATA / name).read_bytes()).hexdigest() != listed[name])
+    unlisted = sorted(on_disk - set(listed) - {"SHA256SUMS", "README.md"})
+    assert not (missing or changed or unlisted), (
+        f"{TEST_DATA} differs from its SHA256SUMS: missing {missing}, changed {changed}, not listed {unlisted}")
+    assert len(listed) == 357 and all(name.startswith(("eth80/", "voxdet-mini/")) for name in listed)
 
 
 def run_pytest(project: Path, basetemp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
