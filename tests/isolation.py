@@ -6,7 +6,8 @@ installation and the system's own folders (/usr, /etc, /proc, ...). Paths beside
 (under its parent folder) are refused even where a wider rule would allow them, e.g. for a
 checkout under /tmp or /usr/src: the most specific matching folder decides. An audit hook
 (`sys.addaudithook`, events "open", "os.listdir" and "os.scandir") records such paths while a
-test's setup, call or teardown runs, and that phase fails naming them when it ends.
+test module is imported and while a test's setup, call or teardown runs; that collection or
+phase fails naming them when it ends.
 """
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ class Guard:
             return None
         shown = [f"{path} ({event})" for path, event in list(outside.items())[:SHOWN]]
         more = f" and {len(outside) - SHOWN} more" if len(outside) > SHOWN else ""
-        return (f"this test touched paths outside {self.project} and its temporary folders: "
-                f"{', '.join(shown)}{more}; tests may read only what is in the repository or what they build")
+        return (f"touched outside {self.project} and its temporary folders: {', '.join(shown)}{more}; "
+                "tests may read only what is in the repository or what they build")
 
 
 GUARD: Guard | None = None
@@ -122,6 +123,21 @@ def _guarded() -> Generator[None, object, object]:
         message = GUARD.report()
         if message:
             pytest.fail(message, pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Collecting imports the test modules: what they read at import counts too."""
+    assert GUARD is not None
+    GUARD.recording = True
+    try:
+        report = yield
+    finally:
+        GUARD.recording = False
+    message = GUARD.report()
+    if message and report.passed:
+        report.outcome, report.longrepr = "failed", message
+    return report
 
 
 @pytest.hookimpl(wrapper=True)

@@ -65,7 +65,7 @@ def test_reads_a_file_beside_the_project():
 
 
 def test_lists_a_folder_beside_the_project():
-    assert sorted(os.listdir(BESIDE)) == ["eth80.txt", "fixture.txt"]
+    assert sorted(os.listdir(BESIDE)) == ["eth80.txt", "fixture.txt", "import.txt"]
 
 
 def test_a_module_fixture_reads_beside_the_project(text_beside):
@@ -84,21 +84,35 @@ def test_stays_inside_the_project_its_tmp_path_and_python(tmp_path):
 '''
 
 
+IMPORT_TEST = '''
+from pathlib import Path
+
+TEXT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "import.txt").read_text()
+
+
+def test_text():
+    assert TEXT == "x"
+'''
+
+
 def test_a_test_touching_a_path_beside_the_project_or_elsewhere_fails_naming_it(tmp_path: Path) -> None:
     project, beside = tmp_path / "work" / "project", tmp_path / "work" / "shared" / "data"
     (project / "tests").mkdir(parents=True)
     beside.mkdir(parents=True)
-    for name in ("eth80.txt", "fixture.txt"):
+    for name in ("eth80.txt", "fixture.txt", "import.txt"):
         (beside / name).write_text("x")
     shutil.copyfile(REPO / "pyproject.toml", project / "pyproject.toml")
     shutil.copyfile(REPO / "tests" / "isolation.py", project / "tests" / "isolation.py")
     (project / "tests" / "conftest.py").write_text('pytest_plugins = ["isolation"]\n')
     (project / "tests" / "test_outside.py").write_text(OUTSIDE_TESTS)
+    (project / "tests" / "test_outside_at_import.py").write_text(IMPORT_TEST)
     elsewhere = tmp_path / "elsewhere.txt"
-    run = run_pytest(project, tmp_path / "basetemp", ELSEWHERE=str(elsewhere))
+    run = run_pytest(project, tmp_path / "basetemp", "--continue-on-collection-errors", ELSEWHERE=str(elsewhere))
     output = run.stdout + run.stderr
     assert run.returncode == 1, output
-    assert "3 failed, 1 passed, 1 error" in output, output
+    assert "3 failed, 1 passed, 2 errors" in output, output
+    assert "ERROR collecting tests/test_outside_at_import.py" in output
+    assert f"touched outside {project} and its temporary folders: {beside / 'import.txt'} (open)" in output
     expected = {
         "test_reads_a_file_beside_the_project": f"{beside / 'eth80.txt'} (open)",
         "test_lists_a_folder_beside_the_project": f"{beside} (os.listdir)",
@@ -107,7 +121,7 @@ def test_a_test_touching_a_path_beside_the_project_or_elsewhere_fails_naming_it(
     }
     for test, touched in expected.items():
         line = summary_line(output, test)
-        assert f"touched paths outside {project} and its temporary folders: {touched}" in line, line
+        assert f"touched outside {project} and its temporary folders: {touched}" in line, line
     assert summary_line(output, "test_a_module_fixture_reads_beside_the_project").startswith("ERROR")
 
 
