@@ -1,9 +1,10 @@
 """Wall time of extracting a folder dataset with each extraction engine, and whether their stores match.
 
-    python bench/bench_engines.py                                   # ETH-80 (3,280 images), local then ray
-    python bench/bench_engines.py --instances 10 --engines ray      # a 10-instance copy, ray alone
+    python bench/bench_engines.py --data ~/eth80                                # ETH-80 (3,280 images), local then ray
+    python bench/bench_engines.py --data ~/eth80 --instances 10 --engines ray   # a 10-instance copy, ray alone
 
-Each engine runs `python extract.py dataset=folder dataset.root=<root> query=full
+--data is a folder dataset (<data>/images/<instance>/*.png|jpg); --help says how to get ETH-80.
+Each engine runs `python extract.py dataset=folder dataset.root=<data> query=full
 extract.engine=<engine> paths.cache=<out>/cache-<engine>` (a fresh cache: the folder is
 emptied first) as a user would, Ray's cluster start included; `query=full` makes the queries
 the gallery's own vectors, so the gallery is embedded once. Then every `<out>/cache-*` there
@@ -24,13 +25,15 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
+
+from bench.eth80 import add_data_option  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "eth80",
-                        help="a folder dataset: <root>/images/<instance>/*.png|jpg")
-    parser.add_argument("--instances", type=int, default=0, help="embed a copy of the first N instances (0 = the whole root)")
+    add_data_option(parser, help="a folder dataset: <data>/images/<instance>/*.png|jpg, e.g. ETH-80 (see below)")
+    parser.add_argument("--instances", type=int, default=0, help="embed a copy of the first N instances (0 = all of --data)")
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-engines"), help="caches go to <out>/cache-<engine>")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every run, e.g. extract.ray.num_cpus=2")
@@ -60,7 +63,7 @@ def shard_bytes(cache: Path) -> dict[str, dict[str, bytes]]:
 
 def main() -> None:
     args = parse()
-    root = subset(args.root, args.instances, args.out) if args.instances else args.root
+    root = subset(args.data, args.instances, args.out) if args.instances else args.data
     images = sum(1 for path in (root / "images").rglob("*") if path.is_file())
     print(f"{images} images under {root}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     for engine in args.engines:

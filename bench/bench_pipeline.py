@@ -1,7 +1,9 @@
 """Where the time goes, measured in one run: decoding overhead of extraction, search overhead, memory.
 
-    python bench/bench_pipeline.py                          # ETH-80, 512 images, 100k x 1280 gallery
-    python bench/bench_pipeline.py --root ~/photos --limit 2000 --gallery 1000000 --device cuda
+    python bench/bench_pipeline.py --data ~/eth80          # ETH-80, 512 images, 100k x 1280 gallery
+    python bench/bench_pipeline.py --data ~/photos --limit 2000 --gallery 1000000 --device cuda
+
+--data is a folder dataset (<data>/images/<instance>/*.png|jpg); --help says how to get ETH-80.
 
 Extraction: `retrieval.features.extract.fill_store` with the `global` representation (DataLoader
 workers decode and resize, the model embeds, shards are written to a feature store) against the
@@ -30,6 +32,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.eth80 import add_data_option  # noqa: E402
 from retrieval.datasets import load_dataset  # noqa: E402
 from retrieval.device import autocast, resolve_device  # noqa: E402
 from retrieval.features import Features  # noqa: E402
@@ -48,8 +51,7 @@ MAX_PIXELS = int(OmegaConf.load(REPO / "conf" / "config.yaml").extract.max_pixel
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "eth80",
-                        help="a folder dataset: <root>/images/<instance>/*.png|jpg")
+    add_data_option(parser, help="a folder dataset: <data>/images/<instance>/*.png|jpg, e.g. ETH-80 (see below)")
     parser.add_argument("--limit", type=int, default=512, help="images to embed")
     parser.add_argument("--family", default="effnet_lite", help="model family (retrieval.models)")
     parser.add_argument("--input-size", type=int, default=224)
@@ -87,7 +89,7 @@ def forward_only(model: Embedder, pixels: torch.Tensor, args: argparse.Namespace
 
 
 def bench_extraction(args: argparse.Namespace, device: torch.device) -> list[tuple[str, int, float]]:
-    dataset = load_dataset("folder", root=args.root)
+    dataset = load_dataset("folder", root=args.data)
     items = gallery_items(dataset.gallery[: args.limit], dataset.root)
     model = create_model(args.family, input_size=args.input_size).to(device).eval()
     representation = create_representation("global", max_pixels=MAX_PIXELS)
@@ -102,7 +104,7 @@ def bench_extraction(args: argparse.Namespace, device: torch.device) -> list[tup
         pipeline = time.perf_counter() - started
     prepared = [decoded[i] for i in range(len(items))]
     if any(p["error"] for p in prepared):
-        raise SystemExit(f"{sum(bool(p['error']) for p in prepared)} images of {args.root} cannot be read; "
+        raise SystemExit(f"{sum(bool(p['error']) for p in prepared)} images of {args.data} cannot be read; "
                          f"the forward-only run needs every image (first: {next(p['error'] for p in prepared if p['error'])})")
     pixels = torch.stack([p["pixels"] for p in prepared])
     if device.type == "cuda":
@@ -159,7 +161,7 @@ def main() -> None:
     device = resolve_device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}, "
           f"cores {os.cpu_count()}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print(f"gallery {args.gallery} x {args.dim}, {args.queries} queries; images from {args.root}, "
+    print(f"gallery {args.gallery} x {args.dim}, {args.queries} queries; images from {args.data}, "
           f"{args.family} at {args.input_size} px, batch {args.batch_size}\n")
     extraction = bench_extraction(args, device)
     searching = bench_search(args, device)

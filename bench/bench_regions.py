@@ -1,9 +1,10 @@
 """Region-level vs whole-image retrieval on a composed small-object benchmark.
 
-    python bench/bench_regions.py                       # 500 ETH-80 scenes, effnet_lite0, CPU
-    python bench/bench_regions.py --scenes 100 --skip-crop
-    python bench/bench_regions.py --ablations          # + ROI per pass size, grid+segments, ivfpq/hnsw recall
+    python bench/bench_regions.py --data ~/eth80                       # 500 ETH-80 scenes, effnet_lite0, CPU
+    python bench/bench_regions.py --data ~/eth80 --scenes 100 --skip-crop
+    python bench/bench_regions.py --data ~/eth80 --ablations          # + ROI per pass size, grid+segments, ivfpq/hnsw recall
 
+--data is the ETH-80 photos and masks the scenes are composed of; --help says how to get them.
 Composes the set (or reuses it), runs each configuration through the pipeline (extraction,
 search: `retrieval.pipeline.ranking`; then the evaluate stage; every artifact cached under
 --cache), each in a fresh subprocess of this script, and prints: mAP whole vs region, box and
@@ -35,6 +36,7 @@ from hydra import initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
+from bench.eth80 import add_data_option
 from retrieval import artifacts, pipeline
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features.store import Store
@@ -43,7 +45,6 @@ from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
 from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder
 
-ETH80 = REPO.parent / "shared" / "data" / "eth80"
 RECALL_KS = (10, 100)
 
 
@@ -138,8 +139,8 @@ def measure_apart(name: str, args: argparse.Namespace, root: Path) -> dict[str, 
     row_file = args.out / "rows" / (name.replace(", ", "-").replace(" ", "_") + ".json")
     row_file.unlink(missing_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--run", name, "--row-file", str(row_file),
-               "--root", str(root), "--scenes", str(args.scenes), "--cache", str(args.cache), "--out", str(args.out),
-               "--crop-size", str(args.crop_size)]
+               "--data", str(args.data), "--root", str(root), "--scenes", str(args.scenes), "--cache", str(args.cache),
+               "--out", str(args.out), "--crop-size", str(args.crop_size)]
     subprocess.run(command, check=True)
     return artifacts.read_json(row_file)
 
@@ -154,7 +155,8 @@ def ratio(value: float | None, whole: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=REPO / "cache" / "bench" / "eth80-500")
+    add_data_option(parser)
+    parser.add_argument("--root", type=Path, default=REPO / "cache" / "bench" / "eth80-500", help="the composed scenes")
     parser.add_argument("--scenes", type=int, default=500)
     parser.add_argument("--cache", type=Path, default=REPO / "cache")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_regions")
@@ -170,7 +172,7 @@ def main() -> None:
         overrides = runs(args.crop_size or None, skip_crop=False, ablations=True)[args.run]
         artifacts.write_json(args.row_file, measure(args.run, overrides, args.root, args.cache, args.out))
         return
-    root = compose(folder_objects(ETH80), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
+    root = compose(folder_objects(args.data), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
     (args.out / "rows").mkdir(parents=True, exist_ok=True)
     rows = {}
     for name in runs(args.crop_size or None, args.skip_crop, args.ablations):

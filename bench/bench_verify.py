@@ -1,10 +1,12 @@
 """Geometric verification (`rerank=[verify]`): each retrieval run with and without it.
 
-    python bench/bench_verify.py --set scenes --scenes 100     # composed small-object scenes (bench_regions')
-    python bench/bench_verify.py --set demo                   # the built-in demo set
-    python bench/bench_verify.py --set eth80                  # ETH-80, one query per instance, leave-one-out
-    python bench/bench_verify.py --set scenes --verify rerank.verify.gallery_view=image rerank.verify.resize=1280
-    python bench/bench_verify.py --set scenes --probe 20 --verify rerank.verify.features=xfeat   # best case
+    python bench/bench_verify.py --set scenes --scenes 100 --data ~/eth80   # composed small-object scenes (bench_regions')
+    python bench/bench_verify.py --set demo                                 # the built-in demo set
+    python bench/bench_verify.py --set eth80 --data ~/eth80                 # ETH-80, one query per instance, leave-one-out
+    python bench/bench_verify.py --set scenes --data ~/eth80 --verify rerank.verify.gallery_view=image rerank.verify.resize=1280
+    python bench/bench_verify.py --set scenes --data ~/eth80 --probe 20 --verify rerank.verify.features=xfeat   # best case
+
+--data is the ETH-80 photos and masks (the scenes are composed of them); --help says how to get them.
 
 Runs each base configuration (whole image; on the scenes also `grid` ROI and, with --crop,
 `grid_crop`) through the pipeline, then the same with `rerank=[verify]` plus the --verify
@@ -32,7 +34,8 @@ from hydra import initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
-from bench.bench_regions import ETH80, config as scenes_config  # noqa: E402
+from bench.bench_regions import config as scenes_config  # noqa: E402
+from bench.eth80 import add_data_option  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
 from retrieval.features.keys import gallery_items  # noqa: E402
@@ -62,21 +65,21 @@ def plain_config(cache: Path, out: Path, overrides: list[str]):
             f"paths.cache={cache}", f"paths.leaderboard={out / 'leaderboard.csv'}", "eval.report=false", *overrides])
 
 
-def eth80_queries(out: Path) -> Path:
+def eth80_queries(data: Path, out: Path) -> Path:
     """A query list: the first view of each ETH-80 instance (80 queries against all 3280 views)."""
-    lines = [sorted((ETH80 / "images" / d.name).glob("*.png"))[0].relative_to(ETH80).as_posix()
-             for d in sorted((ETH80 / "images").iterdir())]
+    lines = [sorted((data / "images" / d.name).glob("*.png"))[0].relative_to(data).as_posix()
+             for d in sorted((data / "images").iterdir())]
     return artifacts.write_text(out / "eth80_queries.txt", "\n".join(lines) + "\n")
 
 
 def configure(args: argparse.Namespace, overrides: list[str]):
     if args.set == "scenes":
-        root = compose(folder_objects(ETH80), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
+        root = compose(folder_objects(args.data), skimage_backgrounds(), replace(ComposeSpec(), scenes=args.scenes), args.root)
         return scenes_config(root, args.cache, args.out, overrides)
     if args.set == "demo":
         return plain_config(args.cache, args.out, ["dataset=demo", *overrides])
-    return plain_config(args.cache, args.out, ["dataset=folder", f"dataset.root={ETH80}", "query=full",
-                                               f"dataset.queries={eth80_queries(args.out.resolve())}", *overrides])
+    return plain_config(args.cache, args.out, ["dataset=folder", f"dataset.root={args.data}", "query=full",
+                                               f"dataset.queries={eth80_queries(args.data, args.out.resolve())}", *overrides])
 
 
 def measure(name: str, cfg: Any, out: Path) -> dict[str, Any]:
@@ -122,6 +125,7 @@ def probe(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", choices=tuple(BASES), default="scenes")
+    add_data_option(parser, required=False, help="ETH-80 photos and masks, for --set scenes and eth80 (see below)")
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--root", type=Path, default=None, help="composed scenes folder (default: cache/bench/eth80-<scenes>)")
     parser.add_argument("--cache", type=Path, default=REPO / "cache")
@@ -131,6 +135,8 @@ def main() -> None:
     parser.add_argument("--verify", nargs="*", default=[], help="overrides of rerank.verify for the verified runs")
     parser.add_argument("--probe", type=int, default=0, help="instead: N queries against their object's true region")
     args = parser.parse_args()
+    if args.set != "demo" and args.data is None:
+        parser.error(f"--set {args.set} needs --data PATH, the ETH-80 photos (see the end of --help for how to get them)")
     args.root = args.root or args.cache / "bench" / f"eth80-{args.scenes}"
     if args.probe:
         probe(args)

@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 
 from retrieval.models import Embedder, create_model
 
+pytest_plugins = ["isolation"]  # a test that opens a path outside the project fails
+
 # Tiny workloads on a shared 2-core machine: one thread each. With two OpenMP threads and the
 # other core busy elsewhere, every parallel region waits for a descheduled thread and a 30 ms
 # forward pass takes 2 s.
@@ -20,22 +22,36 @@ torch.set_num_threads(1)
 faiss.omp_set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-ETH80 = REPO.parent / "shared" / "data" / "eth80"
+TEST_DATA = REPO / "tests" / "data"
+"""The real data the tests read: a few MB in the repository, sources and terms in its README.md."""
+ETH80 = TEST_DATA / "eth80"
+"""16 ETH-80 objects (two per category), six views each, with masks."""
+VOXDET_MINI = TEST_DATA / "voxdet-mini"
+"""A VoxDet-layout set with the anns.pt files the original VoxDet-SoIR builder wrote for it."""
 # Two apples and two cups, three far-apart views each: similar enough that rankings are imperfect
 # (mAP about 0.5 with the default model), so metric checks compare more than all-ones.
 TINY_INSTANCES = ("apple1", "apple2", "cup1", "cup2")
 TINY_VIEWS = ("000-000", "045-180", "090-068")
 
 
+def data_file(path: Path) -> Path:
+    """`path` (under TEST_DATA), or a failure of the test that asks for it naming the missing
+    file: a broken checkout fails those tests, not the collection of the whole suite."""
+    if not path.exists():
+        pytest.fail(f"test data missing: {path}; restore tests/data from the repository "
+                    "(tests/data/README.md lists its files)", pytrace=False)
+    return path
+
+
 def copy_eth80(root: Path, instances: tuple[str, ...] = TINY_INSTANCES, views: tuple[str, ...] = TINY_VIEWS) -> Path:
     """`root/images/<instance>/` and `root/masks/<instance>/` with the given ETH-80 views (camera
-    angles) of each instance: copies, since the shared data is read-only."""
+    angles) of each instance: copies, so that tests may add to or damage the set."""
     for instance in instances:
         for kind in ("images", "masks"):
             (root / kind / instance).mkdir(parents=True, exist_ok=True)
             for view in views:
                 name = f"{instance}-{view}.png"
-                shutil.copyfile(ETH80 / kind / instance / name, root / kind / instance / name)
+                shutil.copyfile(data_file(ETH80 / kind / instance / name), root / kind / instance / name)
     return root
 
 

@@ -17,18 +17,24 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import VOXDET_MINI as MINI, data_file
 from retrieval import masks
 from retrieval.datasets import available, load_dataset
 from retrieval.datasets.anns import UnsafePickleError, load
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voxdet-mini"
 VOXDET = MINI / "VoxDet"
-EXPECTED = json.loads((MINI / "expected.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    """The ground truth the generator wrote (read here, so a checkout without it fails the tests
+    that need it, naming the file)."""
+    return json.loads(data_file(MINI / "expected.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def full():
-    return load(root=VOXDET, anns=MINI / "anns.pt")
+    return load(root=data_file(VOXDET), anns=data_file(MINI / "anns.pt"))
 
 
 def png_mask(key: str) -> np.ndarray:
@@ -44,11 +50,11 @@ def positives(dataset, setup: str = "all") -> dict[str, list[str]]:
     }
 
 
-def test_queries_match_expected(full) -> None:
+def test_queries_match_expected(full, expected) -> None:
     assert len(full.queries) == 54
-    assert sorted(full.query_keys) == sorted(EXPECTED["queries"])
+    assert sorted(full.query_keys) == sorted(expected["queries"])
     for query in full.queries:
-        want = EXPECTED["queries"][query.key]
+        want = expected["queries"][query.key]
         (instance,) = query.instances
         assert query.group == want["set"]
         assert instance.id == f"{want['set']}/{want['ins']}"
@@ -62,14 +68,14 @@ def test_queries_match_expected(full) -> None:
     assert all(len(truth.junk) == 0 for truth in full.truth["all"])
 
 
-def test_positives_are_same_set_gallery(full) -> None:
-    assert positives(full) == {key: q["gallery"] for key, q in EXPECTED["queries"].items()}
+def test_positives_are_same_set_gallery(full, expected) -> None:
+    assert positives(full) == {key: q["gallery"] for key, q in expected["queries"].items()}
 
 
-def test_gallery_boxes_and_masks(full) -> None:
-    assert sorted(full.gallery_keys) == sorted(EXPECTED["gallery"])
+def test_gallery_boxes_and_masks(full, expected) -> None:
+    assert sorted(full.gallery_keys) == sorted(expected["gallery"])
     for image in full.gallery:
-        want = EXPECTED["gallery"][image.key]
+        want = expected["gallery"][image.key]
         assert image.group == want["set"]
         found = Counter((instance.id, instance.box) for instance in image.instances)
         objects = {(f"{want['set']}/{o['ins']}", tuple(o["bbox_xyxy"])): o for o in want["objects"]}
@@ -85,8 +91,8 @@ def test_gallery_boxes_and_masks(full) -> None:
             assert int(mask.sum()) == obj["visible_area"]
 
 
-def test_leading_zero_masks_repaired(full) -> None:
-    corner = sorted(key for key, q in EXPECTED["queries"].items() if q["mask_pixel00_is_object"])
+def test_leading_zero_masks_repaired(full, expected) -> None:
+    corner = sorted(key for key, q in expected["queries"].items() if q["mask_pixel00_is_object"])
     assert len(corner) == 2
     assert full.extra["mask_repairs"] == 2
     assert full.extra["repaired_queries"] == corner
@@ -100,13 +106,13 @@ def test_foreign_absolute_paths_rerooted(full) -> None:
         assert record.path == VOXDET / record.key and record.path.is_file()
 
 
-def test_robotools_file_and_sets_filter(full) -> None:
-    robotools = load_dataset("anns", root=VOXDET, anns=MINI / "anns_robotools.pt", name="robotools")
+def test_robotools_file_and_sets_filter(full, expected) -> None:
+    robotools = load_dataset("anns", root=VOXDET, anns=data_file(MINI / "anns_robotools.pt"), name="robotools")
     assert "anns" in available()
     assert robotools.name == "robotools"
     assert (len(robotools.queries), len(robotools.gallery)) == (26, 24)
     assert {r.group for r in robotools.queries + robotools.gallery} == {"RoboTools"}
-    want = {key: q["gallery"] for key, q in EXPECTED["queries"].items() if q["set"] == "RoboTools"}
+    want = {key: q["gallery"] for key, q in expected["queries"].items() if q["set"] == "RoboTools"}
     assert positives(robotools) == want
     filtered = load(root=VOXDET, anns=MINI / "anns.pt", sets=["RoboTools"])
     assert positives(filtered) == want and filtered.gallery_keys == robotools.gallery_keys

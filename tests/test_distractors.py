@@ -21,7 +21,7 @@ from retrieval.protocols.localisation import add_localisation
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.stages.common import dataset_from_config
-from tests.conftest import ETH80, copy_eth80
+from tests.conftest import ETH80, VOXDET_MINI, copy_eth80, data_file
 from tests.fixtures_protocols import (
     GL3D_PAIRS,
     REPO,
@@ -37,7 +37,6 @@ from tests.fixtures_protocols import (
 )
 from tests.test_patterncom import make_patterncom
 
-MINI = ETH80.parent / "voxdet-mini"
 PHOTOS = {"b.png": "pear1/pear1-000-000.png", "a/z.png": "dog1/dog1-045-180.png", "c.png": "car1/car1-090-068.png"}
 """Distractor file (under the folder) -> the ETH-80 photo it copies."""
 LISTED = ["a/z.png", "b.png", "c.png"]
@@ -49,7 +48,7 @@ def distractors(tmp_path: Path) -> Path:
     folder = tmp_path / "distractors"
     for name, photo in PHOTOS.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ETH80 / "images" / photo, folder / name)
+        shutil.copyfile(data_file(ETH80 / "images" / photo), folder / name)
     shutil.copyfile(folder / "b.png", folder / ".hidden.png")
     (folder / "notes.txt").write_text("not an image")
     return folder
@@ -148,7 +147,7 @@ def test_the_label_says_how_many_distractors():
 FORMATS: dict[str, tuple[Callable[[Path], object] | None, tuple[str, ...]]] = {
     "demo": (None, ()),
     "folder": (copy_eth80, ()),
-    "anns": (None, (f"dataset.root='{MINI / 'VoxDet'}'", f"dataset.anns='{MINI / 'anns_robotools.pt'}'")),
+    "anns": (None, (f"dataset.root='{VOXDET_MINI / 'VoxDet'}'", f"dataset.anns='{VOXDET_MINI / 'anns_robotools.pt'}'")),
     "roxford5k": (make_revisitop, ()),
     "vpr": (make_vpr_utm, ()),
     "gl3d": (make_gl3d, ()),

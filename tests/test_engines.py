@@ -35,13 +35,16 @@ VIEWS = ("000-000", "045-180", "090-068")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local cluster of two CPUs for the module, started by the engine's own code, which
-    leaves the process as it found it (Ray swaps `print` for its own while relaying logs)."""
+    leaves the process as it found it (Ray swaps `print` for its own while relaying logs). Its
+    session files (sockets, logs, spilled objects) go to a temporary folder, not /tmp/ray."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     own_print = builtins.print
-    with cluster(num_cpus=2):
-        yield
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+        with cluster(num_cpus=2):
+            yield
     assert builtins.print is own_print
 
 

@@ -20,6 +20,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from conftest import ETH80, REPO
 from retrieval import artifacts, pipeline
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features import Features
@@ -35,8 +36,6 @@ from retrieval.search import ImageHits, exact_search, group_by_image
 from retrieval.stages import extract, search
 from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
 
-REPO = Path(__file__).resolve().parents[1]
-ETH80 = REPO.parent / "shared" / "data" / "eth80"
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
 FAST = ["regions.input_sizes=[256]", "regions.proposals.grid.scales=[0.5,0.3]"]

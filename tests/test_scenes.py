@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ETH80
 from retrieval.scenes import (
     ANNS,
     COMPOSE_JSON,
@@ -30,7 +31,6 @@ from retrieval.scenes import (
 from retrieval.scenes.cli import cli
 from retrieval.scenes.write import builder_rle, coco_rle
 
-ETH80 = Path(__file__).resolve().parents[2] / "shared" / "data" / "eth80"
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=3, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
 
