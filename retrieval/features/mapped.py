@@ -80,12 +80,16 @@ def verify_member(path: Path, name: str) -> None:
     Raises zipfile.BadZipFile ("Bad CRC-32 for file 'vectors.npy'") when they differ."""
     stat = os.stat(path)
     state = (str(Path(path).resolve()), name, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    if state in _verified:
-        return
+    if state not in _verified:
+        _check_crc(path, name)
+        _verified.add(state)
+
+
+def _check_crc(path: Path, name: str) -> None:
+    """Read member `name` to its end, which is when zipfile compares its CRC-32."""
     with zipfile.ZipFile(path) as archive, archive.open(name + ".npy") as member:
-        while member.read(VERIFY_CHUNK):  # zipfile compares the CRC once the member is read to its end
+        while member.read(VERIFY_CHUNK):
             pass
-    _verified.add(state)
 
 
 @dataclass(frozen=True)
