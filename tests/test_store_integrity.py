@@ -92,19 +92,26 @@ def gallery_shard(cfg) -> Path:
 def test_a_flipped_bit_in_a_mapped_shard_is_named_set_aside_and_rebuilt(
     make_cfg: ComposeFn, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """One bit flipped in every shard (the gallery's, mapped, and the queries', loaded): each is
+    named and set aside in turn, and the run ranks as on clean vectors."""
     cfg = make_cfg("search.memory_budget=20MB")
     clean = ranked(cfg)
-    shard = gallery_shard(cfg)
-    vectors = locate_member(shard, "vectors")
-    data = bytearray(shard.read_bytes())
-    data[vectors.offset + 3 * vectors.shape[1] * 4 + 3] ^= 0x40  # an exponent bit of row 3's first value
-    shard.write_bytes(bytes(data))
+    shards = sorted({path for split in ("queries", "gallery") for path in store_folder(cfg, split).glob(SHARD_GLOB)})
+    assert gallery_shard(cfg) in shards and len(shards) == 2
+    flipped = {}
+    for shard in shards:
+        vectors = locate_member(shard, "vectors")
+        data = bytearray(shard.read_bytes())
+        data[vectors.offset + 3 * vectors.shape[1] * 4 + 3] ^= 0x40  # an exponent bit of row 3's first value
+        shard.write_bytes(bytes(data))
+        flipped[shard] = bytes(data)
     shutil.rmtree(tmp_path / "cache" / "rankings")
     with caplog.at_level(logging.WARNING):
         again = ranked(cfg)
-    assert f"shard {shard} cannot be read (BadZipFile: Bad CRC-32 for file 'vectors.npy')" in caplog.text
-    assert shard.with_name(shard.name + ".unreadable").read_bytes() == bytes(data)
-    assert shard.exists()  # rebuilt
+    for shard, data in flipped.items():
+        assert f"shard {shard} cannot be read (BadZipFile: Bad CRC-32 for file 'vectors.npy')" in caplog.text
+        assert shard.with_name(shard.name + ".unreadable").read_bytes() == data
+        assert shard.exists()  # rebuilt
     np.testing.assert_array_equal(again[0], clean[0])
     np.testing.assert_array_equal(again[1], clean[1])
 

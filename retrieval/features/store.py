@@ -111,6 +111,14 @@ class MissingVectors(UserError, RuntimeError):
     """Items of a listing that no readable shard holds: extraction has to run (again)."""
 
 
+class ShardSetAside(MissingVectors):
+    """A shard found damaged while it was read, and set aside: extracting again rebuilds it."""
+
+    def __init__(self, shard: Path, why: str):
+        super().__init__(f"shard {shard} {why}; it was set aside: run python extract.py again to re-extract its items")
+        self.shard = shard
+
+
 class Store:
     """The shards of one store folder, indexed by item key."""
 
@@ -254,8 +262,7 @@ class Store:
                 data = _read(self.folder / name, mapped)
             except UNREADABLE as error:
                 self._discard(self.folder / name, error)
-                raise MissingVectors(f"shard {self.folder / name} cannot be read ({error}); it was set aside: "
-                                     "run python extract.py again to re-extract its items") from error
+                raise ShardSetAside(self.folder / name, f"cannot be read ({error})") from error
             seconds += data["seconds"]
             embedded += len(data["items"])
             names = names or data.get("source_names") or []

@@ -50,6 +50,8 @@ def weights_identity(family: str, text: bool = False, **options: Any) -> dict[st
 
 def checkpoint_digest(path: Path) -> str:
     """`sha256:<hex>` of the file's bytes (hashed once per process for each state of the file)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.checkpoint={path} does not exist")
     stat = os.stat(path)
     return _file_digest(str(Path(path).resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 

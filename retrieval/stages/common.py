@@ -27,7 +27,7 @@ from retrieval.datasets.distractors import list_distractors, with_distractors
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
-from retrieval.features.store import MissingVectors, Store
+from retrieval.features.store import ShardSetAside, Store
 from retrieval.models import resolve_preprocess, text_options, tokenizer_settings
 from retrieval.models.identity import weights_identity
 from retrieval.queries import get_query_mode
@@ -299,14 +299,14 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index: 
         raise set_aside_corrupt_row(cfg, gallery, error) from error
 
 
-def set_aside_corrupt_row(cfg: Mapping[str, Any], gallery: Features, error: OutOfRangeScores) -> MissingVectors:
+def set_aside_corrupt_row(cfg: Mapping[str, Any], gallery: Features, error: OutOfRangeScores) -> ShardSetAside:
     """Set aside the gallery shard holding the row a search found corrupt, so that extraction
     rebuilds it; returns the error that says so."""
     image = int(gallery.row_image[error.row])
     why = f"holds a corrupt vector of {gallery.keys[image]} (it scores {error.score:.3g} against a query, which no two unit vectors can)"
     key = items_of(cfg, dataset_from_config(cfg), "gallery")[image].key
     aside = Store(store_folder(cfg, "gallery")).set_aside_item(key, why)
-    return MissingVectors(f"shard {aside.with_suffix('')} {why}; it was set aside: run python extract.py again to re-extract its items")
+    return ShardSetAside(aside.with_suffix(""), why)
 
 
 def approximate_index(
