@@ -10,6 +10,10 @@ O(query block x (k + row block)) memory, not O(queries x images).
 
 Row blocks go round-robin to the devices (every visible GPU; the CPU otherwise), whose
 candidates are merged on the first one: the CPU run is the same code with one device.
+
+Over unit vectors (`cosines`), a similarity outside [-1, 1] beyond rounding, or not a number,
+can only come from corrupt rows: the search stops with `OutOfRangeScores`, naming the row,
+rather than rank it (one reduction of each block's similarities, beside the one it makes anyway).
 """
 from __future__ import annotations
 
@@ -36,6 +40,18 @@ SLACK = 16 << 20
 shard pages being read (bench/bench_scale.py measured about 12MB at 4096 x 8192 blocks)."""
 PADDING = torch.iinfo(torch.int64).max
 """The image id of an empty place (sorts after every image)."""
+COSINE_SLACK = 1e-2
+"""How far past [-1, 1] a cosine may stray by rounding (float16 storage moves a norm by up to
+5e-4); a flipped bit of a stored vector moves it by far more, or makes it NaN."""
+
+
+class OutOfRangeScores(ValueError):
+    """A similarity of unit vectors outside [-1 - COSINE_SLACK, 1 + COSINE_SLACK] or not finite:
+    gallery row `row` is corrupt."""
+
+    def __init__(self, row: int, score: float):
+        super().__init__(f"gallery row {row} scores {score:.3g} against a query, which no two unit vectors can")
+        self.row, self.score = row, score
 
 
 @dataclass(frozen=True)
@@ -171,15 +187,20 @@ Candidates = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def block_candidates(
-    queries: torch.Tensor, chunk: torch.Tensor, owners: torch.Tensor, lo: int, k: int, floor: torch.Tensor, scores: torch.Tensor
+    queries: torch.Tensor, chunk: torch.Tensor, owners: torch.Tensor, lo: int, k: int, floor: torch.Tensor, scores: torch.Tensor,
+    cosines: bool = False,
 ) -> tuple[torch.Tensor, Candidates]:
     """The queries (indices into `queries`) that one row block (rows lo.. of images `owners`)
     has anything for, and their candidates; `scores` is room for the similarities. `floor` is
     each query's k-th score so far: a block whose best row is below it cannot change that
     query's top k, and is skipped for it before the costlier per-block top k (as faiss's heaps
-    skip what cannot enter them)."""
+    skip what cannot enter them). `cosines`: the vectors are unit vectors (OutOfRangeScores)."""
     scores = torch.mm(queries, chunk.T, out=scores[: len(queries) * len(chunk)].view(len(queries), len(chunk)))
-    live = (scores.amax(1) >= floor).nonzero().squeeze(1)
+    best = scores.amax(1)
+    if cosines and not bool((best <= 1 + COSINE_SLACK).all() & (scores.amin() >= -1 - COSINE_SLACK)):  # NaN fails both
+        query, column = (~(scores.abs() <= 1 + COSINE_SLACK)).nonzero()[0].tolist()
+        raise OutOfRangeScores(lo + column, float(scores[query, column]))
+    live = (best >= floor).nonzero().squeeze(1)
     if len(live) <= len(scores) // 2:  # copying the live rows out pays, and holds at most half the block
         scores = scores[live]
     else:
@@ -250,6 +271,7 @@ def _top_k_of(
     slots: list[_Slot],
     k: int,
     pool: ThreadPoolExecutor,
+    cosines: bool,
 ) -> Candidates:
     """One block of queries against every row block, `len(slots)` row blocks at a time (one a
     device), their candidates merged on the first device; returned on the CPU."""
@@ -262,7 +284,8 @@ def _top_k_of(
 
         def search(job: tuple[tuple[int, int], _Slot, torch.Tensor]) -> tuple[torch.Tensor, Candidates]:
             (lo, hi), slot, q = job
-            return block_candidates(q, slot.load(vectors, lo, hi), owners[lo:hi].to(slot.device), lo, k, floor.to(slot.device), slot.scores)
+            return block_candidates(q, slot.load(vectors, lo, hi), owners[lo:hi].to(slot.device), lo, k, floor.to(slot.device),
+                                    slot.scores, cosines)
 
         for live, candidates in pool.map(search, zip(blocks[group : group + len(slots)], slots, on_device)):
             live = live.to(home)
@@ -279,9 +302,11 @@ def blockwise_top_k(
     k: int,
     devices: Sequence[torch.device],
     plan: BlockPlan,
+    cosines: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, images, rows), each (queries, k), best first; -inf / -1 / -1 where a query has
-    fewer than k images with rows."""
+    fewer than k images with rows. `cosines`: queries and rows are unit vectors, and a score
+    that no two can have raises OutOfRangeScores."""
     row_image = np.asarray(row_image, dtype=np.int64)
     if k == 0 or len(queries) == 0:
         nothing = np.zeros((len(queries), k), np.int64)
@@ -295,7 +320,7 @@ def blockwise_top_k(
     with ThreadPoolExecutor(len(slots)) as pool:  # a thread per device: each GPU computes while the others do
         out = [
             _top_k_of(torch.from_numpy(np.ascontiguousarray(queries[start : start + plan.queries], dtype=np.float32)),
-                      vectors, owners, blocks, slots, k, pool)
+                      vectors, owners, blocks, slots, k, pool, cosines)
             for start in range(0, len(queries), plan.queries)
         ]
     scores, images, rows = (torch.cat(part).numpy() for part in zip(*out))

@@ -14,13 +14,17 @@ other; this module is where they meet (the entry scripts call it, and so can a n
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import config
+from retrieval.features.store import ShardSetAside
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
 from retrieval.stages.common import dataset_from_config, forget_datasets, plain, query_of, regions_enabled
+
+log = logging.getLogger(__name__)
 
 
 def _begin(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,6 +44,21 @@ def _stores(cfg: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:
 
 
 def _ranking(cfg: Mapping[str, Any]) -> Path:
+    """Extract, search, re-rank. A shard found damaged while it is read is set aside (and
+    named in the log): its items are extracted again and the search runs again, for as long
+    as each try finds another shard (one found twice, rebuilt and damaged again, stops it)."""
+    set_aside: set[Path] = set()
+    while True:
+        try:
+            return _search_and_rerank(cfg)
+        except ShardSetAside as error:
+            if error.shard in set_aside:
+                raise
+            set_aside.add(error.shard)
+            log.warning("extracting the items of %s again, then searching again", error.shard.name)
+
+
+def _search_and_rerank(cfg: Mapping[str, Any]) -> Path:
     queries, gallery, texts = _stores(cfg)
     return rerank.main(cfg, search.main(cfg, queries, gallery, texts), queries, gallery)
 

@@ -50,17 +50,20 @@ def exact_search(
     device: torch.device = torch.device("cpu"),
     memory_budget: int | None = None,
     plan: BlockPlan | None = None,
+    cosines: bool = False,
 ) -> ImageHits:
     """Exact max-aggregated image ranking over `vectors` (float16 allowed, or memory-mapped
     shards), in blocks of queries x rows that `memory_budget` bytes hold (`plan` sets them
-    instead); on `cuda`, row blocks are spread over every visible GPU."""
+    instead); on `cuda`, row blocks are spread over every visible GPU. `cosines`: queries and
+    rows are unit vectors, so a score outside [-1, 1] means a corrupt row
+    (`retrieval.blockwise.OutOfRangeScores`)."""
     k = min(k, n_images)
     devices = search_devices(device)
     if plan is None:
         widest = widest_image(row_image)
         gallery = GalleryShape(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
         plan = plan_blocks(memory_budget, len(queries), gallery, k)
-    return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan))
+    return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan, cosines))
 
 
 def build_row_index(
@@ -159,10 +162,11 @@ def rank_images(
     """The top `k` gallery images of every query (rows of `queries`), exactly (`Flat`, in
     blocks that `memory_budget` bytes hold) or through a FAISS index of `factory`: `index`
     when given (a saved one, its search parameters set), else one built here with
-    `search_params`."""
+    `search_params`. Queries, like the gallery's rows, are unit vectors (or zero): an exact
+    score that is not a cosine raises `retrieval.blockwise.OutOfRangeScores`."""
     n_images = len(gallery.keys)
     if factory == "Flat":
-        return exact_search(queries, gallery.vectors, gallery.row_image, n_images, k, device, memory_budget)
+        return exact_search(queries, gallery.vectors, gallery.row_image, n_images, k, device, memory_budget, cosines=True)
     if index is None:
         index = build_row_index(gallery.vectors, factory, search_params, use_gpu)
     k = min(k, n_images)

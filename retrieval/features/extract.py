@@ -31,6 +31,7 @@ from retrieval.representations import Representation, Rows
 log = logging.getLogger(__name__)
 STORAGE = {"float32": np.float32, "float16": np.float16}
 """extract.dtype -> how vectors are stored (float16 halves the stores; search widens blocks)."""
+NON_FINITE = "the model gave it non-finite values (NaN or inf)"
 
 
 def _as_list(batch: list) -> list:
@@ -78,6 +79,10 @@ def embed_shard(items: Sequence[Item], embedding: Embedding, device: torch.devic
                 errors[items[prepared["position"]].key] = prepared["error"]
                 log.warning("skipped %s: %s", items[prepared["position"]].path, prepared["error"])
         for prepared, made in zip(good, representation.embed(model, good, device, embedding.precision, embedding.batch_size)):
+            if not bool(torch.isfinite(made.vectors).all()):  # a store holds unit vectors only: NaN there is corruption
+                errors[items[prepared["position"]].key] = NON_FINITE
+                log.warning("skipped %s: %s", items[prepared["position"]].path, NON_FINITE)
+                continue
             made.vectors = torch.nn.functional.normalize(made.vectors.float(), dim=1).cpu().numpy().astype(embedding.storage)
             rows[prepared["position"]] = made
         progress(len(batch))

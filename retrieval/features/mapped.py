@@ -6,6 +6,9 @@ in place: no second copy of the gallery on disk, nothing to build or keep in ste
 lives only while a block is copied out of it (widened to float32 on the way), so the pages
 it touched leave the process with it: what the search keeps resident is its blocks, not
 the gallery (the page cache may still hold the file; it is the kernel's, and reclaimable).
+
+A map skips the zip's CRC-32, which `np.load` checks, so a member is verified before it is
+mapped (`verify_member`): one sequential read, once per process for each state of the file.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ import numpy as np
 import torch
 
 T = TypeVar("T")
+VERIFY_CHUNK = 4 << 20
+"""Bytes read at a time while checking a member's CRC-32."""
+_verified: set[tuple] = set()
+"""(path, member, device, inode, size, mtime, ctime) of every member whose CRC this process checked."""
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 """A zip local file header: signature, then (after 22 bytes) file-name and extra-field lengths."""
 
@@ -63,6 +70,26 @@ def locate_member(path: Path, name: str) -> MemberLayout:
     if end > os.path.getsize(path):
         raise ValueError(f"it is truncated ({os.path.getsize(path)} bytes, its {name} end at byte {end})")
     return MemberLayout(path, offset, tuple(shape), dtype)
+
+
+def verify_member(path: Path, name: str) -> None:
+    """Check the CRC-32 that the .npz at `path` records for array `name` against its bytes, as
+    `np.load` does when it reads them, unless this process checked the same state of the file
+    (device, inode, size, mtime and ctime: a rewrite or a replacement is checked again).
+
+    Raises zipfile.BadZipFile ("Bad CRC-32 for file 'vectors.npy'") when they differ."""
+    stat = os.stat(path)
+    state = (str(Path(path).resolve()), name, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if state not in _verified:
+        _check_crc(path, name)
+        _verified.add(state)
+
+
+def _check_crc(path: Path, name: str) -> None:
+    """Read member `name` to its end, which is when zipfile compares its CRC-32."""
+    with zipfile.ZipFile(path) as archive, archive.open(name + ".npy") as member:
+        while member.read(VERIFY_CHUNK):
+            pass
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ A shard (`shard-<hash>.npz`, plain numpy, written atomically) holds a batch of i
 A shard's name hashes its item keys, so two processes that need the same items agree on the
 shard and one waits for the other (a file lock per shard), while processes that need
 different shards build them in parallel. A shard that is missing or cannot be read is
-named in the log and its items are extracted again; nothing else is redone.
+named in the log and its items are extracted again; nothing else is redone. So is a shard
+whose items are not the ones its name promises (a copy of another shard, or a link to one):
+it is set aside as `<name>.misnamed`, since its name would otherwise stand for items it
+lacks forever. Set-aside shards are kept for inspection: `*.unreadable` (a damaged file,
+its CRC-32 included, which a memory-mapped read checks once before mapping), `*.misnamed`,
+and `*.corrupt` (vectors the search found corrupt: `Store.set_aside_item`).
 
 Building is split so that an engine (`retrieval.features.engines`) can run the shards
 anywhere: `plan` names the shards to build, `build_shard` builds one under its lock (in any
@@ -33,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,7 +52,7 @@ from filelock import FileLock, Timeout
 from retrieval.artifacts import atomic_path
 from retrieval.errors import UserError
 from retrieval.features import Features
-from retrieval.features.mapped import MappedRows, Piece, locate_member
+from retrieval.features.mapped import MappedRows, Piece, locate_member, verify_member
 
 log = logging.getLogger(__name__)
 SHARD_GLOB = "shard-*.npz"
@@ -105,6 +111,14 @@ class MissingVectors(UserError, RuntimeError):
     """Items of a listing that no readable shard holds: extraction has to run (again)."""
 
 
+class ShardSetAside(MissingVectors):
+    """A shard found damaged while it was read, and set aside: extracting again rebuilds it."""
+
+    def __init__(self, shard: Path, why: str):
+        super().__init__(f"shard {shard} {why}; it was set aside: run python extract.py again to re-extract its items")
+        self.shard = shard
+
+
 class Store:
     """The shards of one store folder, indexed by item key."""
 
@@ -134,18 +148,39 @@ class Store:
             except UNREADABLE as error:
                 self._discard(path, error)
                 continue
+            if shard_name(items) != path.name:
+                link = f", a link to {os.readlink(path)}" if path.is_symlink() else ""
+                self._set_aside(path, "misnamed", f"holds the items of {shard_name(items)}, not its own{link}")
+                continue
             self._indexed.add(path.name)
             for position, key in enumerate(items):
                 self._where.setdefault(key, (path.name, position))
 
     def _discard(self, path: Path, error: BaseException) -> None:
-        """Set an unreadable shard aside (kept for inspection) so its items are rebuilt."""
-        aside = path.with_name(path.name + ".unreadable")
-        log.warning("shard %s cannot be read (%s: %s); its items will be extracted again (moved to %s)",
-                    path, type(error).__name__, error, aside.name)
-        path.replace(aside)
+        """Set an unreadable shard aside so its items are rebuilt."""
+        self._set_aside(path, "unreadable", f"cannot be read ({type(error).__name__}: {error})")
+
+    def _set_aside(self, path: Path, suffix: str, why: str) -> Path:
+        """Rename shard `path` to `<name>.<suffix>` (kept for inspection), saying `why`, and forget
+        its items, so they are extracted again. Returns the new path."""
+        aside = path.with_name(f"{path.name}.{suffix}")
+        try:
+            path.replace(aside)
+        except FileNotFoundError:  # another process set it aside first
+            log.info("shard %s %s; already set aside", path, why)
+        else:
+            log.warning("shard %s %s; its items will be extracted again (moved to %s)", path, why, aside.name)
         self._indexed.discard(path.name)
         self._where = {key: place for key, place in self._where.items() if place[0] != path.name}
+        return aside
+
+    def set_aside_item(self, key: str, why: str) -> Path:
+        """Set aside as corrupt the shard holding item `key`, whose vectors proved wrong (`why`),
+        so its items are extracted again. Returns where the shard went."""
+        self._refresh()
+        if key not in self._where:
+            raise MissingVectors(f"{self.folder} holds no vectors for {key}; run python extract.py")
+        return self._set_aside(self.folder / self._where[key][0], "corrupt", why)
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         """Distinct keys (first-seen order) that no readable shard holds."""
@@ -227,8 +262,7 @@ class Store:
                 data = _read(self.folder / name, mapped)
             except UNREADABLE as error:
                 self._discard(self.folder / name, error)
-                raise MissingVectors(f"shard {self.folder / name} cannot be read ({error}); it was set aside: "
-                                     "run python extract.py again to re-extract its items") from error
+                raise ShardSetAside(self.folder / name, f"cannot be read ({error})") from error
             seconds += data["seconds"]
             embedded += len(data["items"])
             names = names or data.get("source_names") or []
@@ -275,6 +309,7 @@ def _read(path: Path, mapped: bool = False) -> dict[str, Any]:
         out = {name: data[name] for name in data.files if not (mapped and name == "vectors")}
     if mapped:
         out["vectors"] = locate_member(path, "vectors")
+        verify_member(path, "vectors")
     out["items"] = out["items"].tolist()
     out["errors"] = json.loads(str(out["errors"]))
     out["seconds"] = float(out["seconds"])

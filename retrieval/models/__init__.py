@@ -12,12 +12,20 @@ same options (those that only touch images, such as input_size, are left out), a
 `text_options(family, **options)` and `tokenizer_settings(family, **options)` say, without
 building it, exactly what determines its vectors (the weights and the tokenizer): the key of
 the feature store of query texts.
+
+Every model is built under one fixed seed (`RANDOM_INIT_SEED`), so random weights
+(`pretrained=null` and no checkpoint) are the same network in every stage and process that
+builds them; loaded weights replace all of it. What identifies the weights in a store's key
+is `retrieval.models.identity`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import torch
 
 from retrieval.models.base import Embedder, Preprocess, TextEncoder
 from retrieval.registry import Registry
@@ -31,6 +39,18 @@ PREPROCESSING: dict[str, Callable[..., Preprocess]] = {}
 """Family name -> its preprocessing resolver, which takes some of the constructor's options
 (by the same names, without defaults) and is what the constructor itself calls."""
 available = FAMILIES.available
+RANDOM_INIT_SEED = 0
+"""The seed of the CPU generator while a model is built: its random initialisation."""
+
+
+@contextlib.contextmanager
+def seeded_initialisation() -> Iterator[None]:
+    """Build under `RANDOM_INIT_SEED` (the CPU generator only, restored after), so that random
+    weights are a function of the settings: the queries and the gallery, extracted by separate
+    builds, are embedded by one network."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(RANDOM_INIT_SEED)
+        yield
 
 
 def register_family(name: str, preprocess: Callable[..., Preprocess]) -> Callable[[Constructor], Constructor]:
@@ -45,7 +65,9 @@ def register_family(name: str, preprocess: Callable[..., Preprocess]) -> Callabl
 
 def create_model(family: str, **options: Any) -> Embedder:
     """Build a backbone of `family` (see `available()`), with its matching preprocessing."""
-    return FAMILIES.get(family)(**options)
+    constructor = FAMILIES.get(family)
+    with seeded_initialisation():
+        return constructor(**options)
 
 
 TextConstructor = Callable[..., TextEncoder]
@@ -74,8 +96,8 @@ def has_text_tower(family: str) -> bool:
     return family in TEXT_TOWERS
 
 
-def _bound(family: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The image constructor's options, checked and defaulted as it does."""
+def bound_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The image constructor's options, checked and defaulted as it does (what it builds from)."""
     bound = inspect.signature(FAMILIES.get(family)).bind(**options)
     bound.apply_defaults()
     return dict(bound.arguments)
@@ -95,32 +117,35 @@ def _text_tower(family: str) -> TextConstructor:
 def text_options(family: str, **options: Any) -> dict[str, Any]:
     """The options the text tower of `create_text_model(family, **options)` is built with
     (defaults applied): what its weights depend on."""
-    return _taken_by(_text_tower(family), _bound(family, options))
+    return _taken_by(_text_tower(family), bound_options(family, options))
 
 
 def tokenizer_settings(family: str, **options: Any) -> dict[str, Any]:
     """What determines the tokens that tower's tokenizer makes of a text."""
     _text_tower(family)
     tokenizer = TOKENIZERS[family]
-    return tokenizer(**_taken_by(tokenizer, _bound(family, options)))
+    return tokenizer(**_taken_by(tokenizer, bound_options(family, options)))
 
 
 def create_text_model(family: str, **options: Any) -> TextEncoder:
     """The text tower of the weights `create_model(family, **options)` loads."""
     tower = _text_tower(family)
-    return tower(**_taken_by(tower, _bound(family, options)))
+    taken = _taken_by(tower, bound_options(family, options))
+    with seeded_initialisation():
+        return tower(**taken)
 
 
 def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     """The `preprocess` that `create_model(family, **options)` gives its model, from the weights'
     configuration only: options are checked and defaulted as the constructor does, then the
     family's resolver gets the ones it names."""
-    bound = _bound(family, options)  # checks the name, importing the family plug-ins first
+    bound = bound_options(family, options)  # checks the name, importing the family plug-ins first
     resolver = PREPROCESSING[family]
     return resolver(**_taken_by(resolver, bound))
 
 
 __all__ = [
-    "Embedder", "Preprocess", "TextEncoder", "available", "create_model", "create_text_model", "has_text_tower",
-    "register_family", "register_text_tower", "resolve_preprocess", "text_options", "tokenizer_settings",
+    "Embedder", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model", "has_text_tower",
+    "register_family", "register_text_tower", "resolve_preprocess", "seeded_initialisation", "text_options",
+    "tokenizer_settings",
 ]

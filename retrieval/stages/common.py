@@ -21,13 +21,15 @@ import numpy as np
 from retrieval import artifacts
 from retrieval.approximate.measured import Options, Run, prepare
 from retrieval.approximate.saved import index_folder, saved_index
+from retrieval.blockwise import OutOfRangeScores
 from retrieval.datasets import load_dataset
 from retrieval.datasets.distractors import list_distractors, with_distractors
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
-from retrieval.features.store import Store
+from retrieval.features.store import ShardSetAside, Store
 from retrieval.models import resolve_preprocess, text_options, tokenizer_settings
+from retrieval.models.identity import weights_identity
 from retrieval.queries import get_query_mode
 from retrieval.queries.files import with_query_file
 from retrieval.queries.spec import QuerySpec, query_spec
@@ -163,14 +165,18 @@ def store_settings(cfg: Mapping[str, Any], representation: Representation) -> di
     """Exactly what determines the rows of any item: model, its preprocessing as resolved from
     the weights' configuration (which a library upgrade may change under the same settings),
     representation, storage. For texts: the weights the text tower is built from, and the
-    tokenizer (in the representation's settings); the image preprocessing plays no part."""
+    tokenizer (in the representation's settings); the image preprocessing plays no part.
+    Weights from a checkpoint file or a random initialisation add their digest
+    (`retrieval.models.identity`): a file overwritten in place gets another store."""
     family, options = model_options(cfg)
+    weights = weights_identity(family, text=representation.embeds_words, **options)
     if representation.embeds_words:
         model = {"name": model_settings(cfg)["name"], "family": family, **text_options(family, **options)}
-        return {"stage": "features", "model": model, **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
+        return {"stage": "features", "model": model, **weights, **representation.settings(), "dtype": plain(cfg["extract"])["dtype"]}
     return {
         "stage": "features",
         "model": model_settings(cfg),
+        **weights,
         "preprocess": dataclasses.asdict(resolve_preprocess(family, **options)),
         **representation.settings(),
         "dtype": plain(cfg["extract"])["dtype"],
@@ -274,20 +280,33 @@ def rank(cfg: Mapping[str, Any], queries: np.ndarray, gallery: Features, index: 
     """Search `gallery` for the query vectors as the config's index, depth and device say
     (through `index`, from `approximate_index`, when given)."""
     index_cfg = plain(cfg["index"])
-    return rank_images(
-        queries,
-        gallery,
-        depth(cfg, len(gallery.keys)),
-        index_cfg["factory"],
-        device=resolve_device(plain(cfg["extract"])["device"]),
-        search_params=index_cfg["search_params"],
-        use_gpu=index_cfg["gpu"],
-        k_regions=aggregation(cfg)["k_regions"],
-        block_size=plain(cfg["search"])["block_size"],
-        index=index,
-        memory_budget=memory_budget(cfg),
-        rescore_rows=index_cfg.get("rescore"),
-    )
+    try:
+        return rank_images(
+            queries,
+            gallery,
+            depth(cfg, len(gallery.keys)),
+            index_cfg["factory"],
+            device=resolve_device(plain(cfg["extract"])["device"]),
+            search_params=index_cfg["search_params"],
+            use_gpu=index_cfg["gpu"],
+            k_regions=aggregation(cfg)["k_regions"],
+            block_size=plain(cfg["search"])["block_size"],
+            index=index,
+            memory_budget=memory_budget(cfg),
+            rescore_rows=index_cfg.get("rescore"),
+        )
+    except OutOfRangeScores as error:
+        raise set_aside_corrupt_row(cfg, gallery, error) from error
+
+
+def set_aside_corrupt_row(cfg: Mapping[str, Any], gallery: Features, error: OutOfRangeScores) -> ShardSetAside:
+    """Set aside the gallery shard holding the row a search found corrupt, so that extraction
+    rebuilds it; returns the error that says so."""
+    image = int(gallery.row_image[error.row])
+    why = f"holds a corrupt vector of {gallery.keys[image]} (it scores {error.score:.3g} against a query, which no two unit vectors can)"
+    key = items_of(cfg, dataset_from_config(cfg), "gallery")[image].key
+    aside = Store(store_folder(cfg, "gallery")).set_aside_item(key, why)
+    return ShardSetAside(aside.with_suffix(""), why)
 
 
 def approximate_index(
