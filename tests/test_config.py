@@ -50,7 +50,7 @@ def test_every_dataset_preset_passes(dataset: str) -> None:
 
 @pytest.mark.parametrize(
     "group, preset",
-    [(group, preset) for group in ("model", "query", "index", "regions") for preset in presets(group) if preset != "sam"],
+    [(group, preset) for group in ("model", "query", "index", "regions", "preset") for preset in presets(group) if preset != "sam"],
 )
 def test_every_other_preset_passes(group: str, preset: str) -> None:
     config.check(composed(f"{group}={preset}"))

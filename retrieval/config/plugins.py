@@ -69,6 +69,9 @@ REFINEMENTS: dict[str, Rule] = {
     "rerank.verify.match_threshold": Rule(above=0),
     "rerank.verify.context": Rule(low=0),
     "rerank.verify.batch_size": Rule(low=1),
+    **{f"rerank.refine.{name}": Rule(low=1) for name in ("top_n", "seeds", "min_side", "batch_size")},
+    **{f"rerank.refine.{name}": Rule(low=0) for name in ("steps", "unions")},
+    **{f"rerank.refine.{name}": Rule(above=0) for name in ("shift", "scales", "aspects")},
     "dataset.protocol_options.*": Rule(low=1),
 }
 """Rules of the options read from registered entries' signatures, by dotted key (`*` = any

@@ -21,7 +21,7 @@ from retrieval.masks import encode
 from retrieval.models.base import Embedder
 from retrieval.models.transform import normalise
 from retrieval.regions.learned import needs_main_process
-from retrieval.regions.pooling import crop_pixels, pyramid_levels, roi_vectors, roi_weights, scene_pixels
+from retrieval.regions.pooling import crop_pixels, crop_vectors, pyramid_levels, roi_vectors, roi_weights, scene_pixels
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
 from retrieval.representations import Representation, Rows, register
 
@@ -184,12 +184,4 @@ class CropRegions(RegionRepresentation):
         return 1  # one image's crops fill the batches
 
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
-        out = []
-        for p in prepared:
-            parts = []
-            for start in range(0, len(p["pixels"]), batch_size):
-                pixels = p["pixels"][start : start + batch_size].to(device, non_blocking=True)
-                with autocast(device, precision):
-                    parts.append(model(normalise(pixels, model.preprocess)).float())
-            out.append(self._rows(p, torch.cat(parts)))
-        return out
+        return [self._rows(p, crop_vectors(model, p["pixels"], device, precision, batch_size)) for p in prepared]

@@ -11,13 +11,15 @@ does) hands them on to the steps after it.
     expansion.py    the math of query expansion and database-side augmentation
     steps.py        the registered steps: aqe, alpha_qe, dba
     verify.py       geometric verification (local features, robust fit, projected boxes and masks)
+    refine.py       re-scoring and re-framing by crops embedded as queries are (local window search)
+    rescored.py     the ranking rewritten by a step that re-scores some entries (verify, refine)
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,11 +28,17 @@ from retrieval.ranking import Ranking
 from retrieval.records import Box, Dataset, MaskRef
 from retrieval.registry import Registry
 
-NEEDS = ("query_vectors", "gallery", "dataset", "query_cutouts", "cache")
+if TYPE_CHECKING:
+    import torch
+
+    from retrieval.models.base import Embedder
+
+NEEDS = ("query_vectors", "gallery", "dataset", "query_cutouts", "cache", "query_model")
 """What a step may ask for: the query vectors (n_query, D); the gallery's rows (vectors,
 their images, boxes and masks); the dataset (image paths, query boxes and masks); each
 query's cut-out as its query mode defines it (`QueryCutout`); the run's cache folder (for
-artifacts a step keeps across runs, e.g. local features)."""
+artifacts a step keeps across runs, e.g. local features); the model that embeds the queries'
+pixels, and how the run embeds them (`QueryModel`)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,25 @@ class QueryCutout:
     """None: the whole image."""
     mask: MaskRef | None = field(default=None, compare=False, hash=False)
     """Set when the mode cuts out by the mask (query=mask)."""
+
+
+@dataclass(frozen=True)
+class QueryModel:
+    """The image model of the run and how the run embeds a query's pixels with it, so that a
+    step embeds other pixels (crops of gallery images) into vectors comparable with the
+    query vectors."""
+
+    model: Embedder
+    device: torch.device
+    precision: str
+    """extract.precision: the autocast of every embedding."""
+    dtype: str
+    """extract.dtype: how the query vectors are stored (a crop's vector is rounded alike)."""
+    max_pixels: int
+    """extract.max_pixels: larger images are not read."""
+    identity: dict[str, Any]
+    """What determines the vector of given pixels (model, weights, preprocessing, storage):
+    the settings of the feature store of whole images, the key of anything made of its vectors."""
 
 
 @dataclass
@@ -88,6 +115,10 @@ class RerankInputs:
     def cache(self) -> Path:
         return self.get("cache")
 
+    @property
+    def query_model(self) -> QueryModel:
+        return self.get("query_model")
+
 
 @dataclass
 class StepOutput:
@@ -113,7 +144,7 @@ class Step:
         raise NotImplementedError
 
 
-STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify"))
+STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify", "refine"))
 register = STEPS.register
 available = STEPS.available
 

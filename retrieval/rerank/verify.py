@@ -22,7 +22,6 @@ view) but maps no point to a point: the entry's previous box and mask are kept.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +39,7 @@ from retrieval.local_features.geometry import (
 from retrieval.masks import encode
 from retrieval.ranking import Ranking
 from retrieval.rerank import QueryCutout, RerankInputs, Step, StepOutput, register
+from retrieval.rerank.rescored import Reordered, Rescored
 
 GALLERY_VIEWS = ("image", "region")
 
@@ -106,7 +106,7 @@ class GeometricVerification(Step):
         load_gallery = lru_cache(maxsize=2 * depth + 16)(gallery_cache.load)  # a query's images; shared ones stay
 
         counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
-        out = _Reordered(ranking)
+        out = Reordered(ranking)
         for q, cutout in enumerate(cutouts):
             counts["pairs"] += len(listed[q])
             query = query_cache.load(cutout.key)
@@ -126,7 +126,7 @@ class GeometricVerification(Step):
                 elif verdict.inliers >= self.min_inliers:
                     verified[p] = verdict
             counts["verified"] += len(verified)
-            out.promote(q, verified)
+            out.promote(q, {p: Rescored(verdict.inliers, verdict.box, verdict.mask) for p, verdict in verified.items()})
         counts["frames_extracted"] = query_cache.extracted + gallery_cache.extracted
         used = [query_cache.path(c.key) for c in cutouts] + [gallery_cache.path(key) for key in gallery_keys.values()]
         return StepOutput(out.ranking(), report={
@@ -185,42 +185,3 @@ class _Outline:
         width, height = size
         box = tuple(float(v) for v in cutout.box) if cutout.box is not None else (0.0, 0.0, float(width), float(height))
         return cls(box, source_mask(cutout.mask, (height, width), cutout.path))
-
-
-class _Reordered:
-    """The ranking being rewritten, row by row: verified entries first, with their box and mask."""
-
-    def __init__(self, ranking: Ranking):
-        self.source = ranking
-        self.indices, self.scores = ranking.indices.copy(), ranking.scores.copy()
-        self.boxes = (np.full((*ranking.indices.shape, 4), np.nan, dtype=np.float32) if ranking.boxes is None
-                      else ranking.boxes.copy())
-        self.mask_ids = (np.full(ranking.indices.shape, -1, dtype=np.int64) if ranking.mask_ids is None
-                         else ranking.mask_ids.copy())
-        self.masks = list(ranking.mask_table)
-
-    def promote(self, q: int, verified: dict[int, _Verdict]) -> None:
-        """Move row q's verified positions to the front, by inliers then previous position."""
-        first = sorted(verified, key=lambda p: (-verified[p].inliers, p))
-        order = np.array([*first, *(p for p in range(self.indices.shape[1]) if p not in verified)], dtype=np.int64)
-        for array in (self.indices, self.scores, self.boxes, self.mask_ids):
-            array[q] = array[q][order]
-        for position, p in enumerate(first):
-            verdict = verified[p]
-            self.scores[q, position] = verdict.inliers
-            if verdict.box is not None:
-                self.boxes[q, position] = verdict.box
-                self.mask_ids[q, position] = -1
-                if verdict.mask is not None:
-                    self.masks.append(verdict.mask)
-                    self.mask_ids[q, position] = len(self.masks) - 1
-
-    def ranking(self) -> Ranking:
-        """The rewritten ranking; its mask table holds only the masks it refers to."""
-        used = np.unique(self.mask_ids[self.mask_ids >= 0])
-        renumber = np.full(len(self.masks) + 1, -1, dtype=np.int64)  # id -1 reads the spare last slot: -1
-        renumber[used] = np.arange(len(used))
-        return dataclasses.replace(
-            self.source, indices=self.indices, scores=self.scores, boxes=self.boxes,
-            mask_ids=renumber[self.mask_ids], mask_table=[self.masks[i] for i in used.tolist()],
-        )

@@ -19,14 +19,18 @@ from typing import Any, Mapping
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.device import resolve_device
 from retrieval.features import Features
 from retrieval.ranking import Ranking
 from retrieval.errors import UserError
 from retrieval.masks import decode, tight_box
+from retrieval.models import create_model
 from retrieval.queries import get_query_mode
-from retrieval.rerank import QueryCutout, RerankInputs, Step, create_step
+from retrieval.representations import create_representation
+from retrieval.rerank import QueryCutout, QueryModel, RerankInputs, Step, create_step
 from retrieval.stages.common import (
-    RANKING, dataset_from_config, depth, finish_ranking, items_of, load_features, plain, query_of, rank,
+    RANKING, dataset_from_config, depth, finish_ranking, items_of, load_features, model_options, plain, query_of, rank,
+    store_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -77,9 +81,20 @@ def _inputs(cfg: Mapping[str, Any], query_store: Path, gallery_store: Path) -> R
             "dataset": lambda: dataset_from_config(cfg),
             "query_cutouts": lambda: query_cutouts(cfg),
             "cache": lambda: Path(cfg["paths"]["cache"]).expanduser(),
+            "query_model": lambda: query_model(cfg),
         },
         search=search,
     )
+
+
+def query_model(cfg: Mapping[str, Any]) -> QueryModel:
+    """The run's image model, with how extraction embeds a query's pixels: its device,
+    precision, storage and image size limit, and the settings that key a whole-image store."""
+    family, options = model_options(cfg)
+    run = plain(cfg["extract"])
+    whole_images = create_representation("global", max_pixels=int(run["max_pixels"]))
+    return QueryModel(create_model(family, **options), resolve_device(run["device"]), run["precision"], run["dtype"],
+                      int(run["max_pixels"]), store_settings(cfg, whole_images))
 
 
 def query_cutouts(cfg: Mapping[str, Any]) -> list[QueryCutout]:

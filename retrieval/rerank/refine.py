@@ -1,0 +1,244 @@
+"""Re-scoring and re-framing: each query's top_n images searched locally, around the first
+pass's best regions, for the window whose crop, embedded exactly as the query was, matches it
+best.
+
+A cheap first pass (grid windows ROI-pooled, or whole images) finds the right images, but its
+fixed windows rarely frame a small object, and an ROI vector also describes what surrounds its
+window. For each (query, image) pair of the query's top_n, every pair of a query in one batch
+per stage:
+
+1. seeds: the image's `seeds` best first-pass regions for the query (by its rows' vectors; the
+   whole image for a whole-image run), each cut out and embedded as a query is;
+2. segment unions inside the best seed: the `segments` proposer's selective-search hierarchy on
+   the seed's pixels, up to `unions` of them spread over sizes, each cut out with the rest of
+   its box filled (as crop pooling cuts out segments) and embedded; a union competes by its box;
+3. from the best window so far, `steps` rounds of a local search: the window shifted by `shift`
+   x its side (four ways), scaled by each of `scales` and reshaped by each of `aspects` (area
+   kept), each round's moves finer than the last (the factors to the power 1/2^round).
+
+The image's score becomes the best crop's cosine with the query. Its mask is the best-matching
+union that lies inside the final window and fills a good part of it (the segments of the
+object, chosen by their crops' similarity to the query, so mask metrics mean something without
+SAM weights), and its box that mask's box (the window around it also holds some of the scene);
+without such a union, the window is the box. Re-scored entries come first, by their new score;
+the others keep their order after them (`retrieval.rerank.rescored`).
+
+Cost: about seeds + unions + steps x (4 + len(scales) + len(aspects)) crops per pair, on the
+query's top_n only: it grows with queries x top_n, never with the gallery. Crop vectors are kept
+per (image key, window, mask) (`retrieval.rerank.crops`), so queries that share results share
+work (seeds and their unions first of all); with `crop_cache` they stay on disk under
+<cache>/crops/, keyed by what makes a vector (model, weights, preprocessing, storage), for
+reruns with other options.
+
+Bad input, counted in the report and never fatal: an image unreadable now (its entries keep
+their first-pass result, after the re-scored ones), a region thinner than `min_side` (grown
+about its centre), a window past the border (clipped: never empty), top_n beyond a query's
+ranking (what there is is refined), a query without a vector (its row is kept as it was).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval import artifacts
+from retrieval.errors import UserError
+from retrieval.features import Features
+from retrieval.features.keys import gallery_items
+from retrieval.masks import encode, tight_box
+from retrieval.ranking import Ranking
+from retrieval.regions.proposals import IMAGE_SOURCE, Regions, boxes_only, full_mask
+from retrieval.regions.segments import segments
+from retrieval.regions.windows import Window, fit_window, is_small, neighbours
+from retrieval.rerank import RerankInputs, Step, StepOutput, register
+from retrieval.rerank.crops import CropVectors, GalleryImage
+from retrieval.rerank.rescored import Reordered, Rescored
+
+MIN_UNION_AREA = 0.05
+"""Smallest segment union tried, as a fraction of the seed's pixels: smaller ones are parts."""
+MASK_INSIDE = 0.9
+"""A union is a mask of the final window when at least this fraction of it lies inside it..."""
+MIN_MASK_COVER = 0.25
+"""...and it covers at least this fraction of the window (a framed object fills much of its
+frame; a smaller union is a part of it, or of the background)."""
+
+
+class RefineOptionError(UserError, ValueError):
+    """Options of rerank.refine out of their range."""
+
+
+@register("refine")
+class Refine(Step):
+    """Re-score and re-frame: the top_n results searched locally for the window whose crop, embedded as the query, matches best."""
+
+    needs = ("query_vectors", "gallery", "dataset", "cache", "query_model")
+
+    def __init__(
+        self,
+        top_n: int = 10,
+        seeds: int = 2,
+        steps: int = 2,
+        shift: float = 0.25,
+        scales: Sequence[float] = (0.7, 1.4),
+        aspects: Sequence[float] = (0.7, 1.4),
+        unions: int = 8,
+        min_side: int = 16,
+        crop_cache: bool = True,
+        batch_size: int = 32,
+    ):
+        for name, value, low in (("top_n", top_n, 1), ("seeds", seeds, 1), ("steps", steps, 0), ("unions", unions, 0),
+                                 ("min_side", min_side, 1), ("batch_size", batch_size, 1)):
+            if not (isinstance(value, (int, np.integer)) and value >= low):
+                raise RefineOptionError(f"rerank.refine.{name} must be a whole number >= {low}, not {value!r}")
+        if not shift > 0:
+            raise RefineOptionError(f"rerank.refine.shift must be > 0 (a fraction of the window's side), not {shift!r}")
+        for name, factors in (("scales", scales), ("aspects", aspects)):
+            if isinstance(factors, (str, bytes)) or not all(isinstance(f, (int, float)) and f > 0 and f != 1 for f in factors):
+                raise RefineOptionError(f"rerank.refine.{name} must list factors > 0 other than 1 (e.g. [0.7, 1.4]), "
+                                        f"not {factors!r}")
+        self.top_n, self.seeds, self.steps, self.shift = int(top_n), int(seeds), int(steps), float(shift)
+        self.scales, self.aspects = [float(f) for f in scales], [float(f) for f in aspects]
+        self.unions, self.min_side = int(unions), int(min_side)
+        self.crop_cache, self.batch_size = bool(crop_cache), int(batch_size)
+
+    def settings(self) -> dict:
+        """The options that decide the output; crop_cache and batch_size only decide how fast it comes."""
+        return {key: value for key, value in vars(self).items() if key not in ("crop_cache", "batch_size")}
+
+    def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:
+        queries, gallery, dataset, embedder = inputs.query_vectors, inputs.gallery, inputs.dataset, inputs.query_model
+        folder = artifacts.artifact_dir(inputs.cache, "crops", embedder.identity) if self.crop_cache else None
+        crops = CropVectors(embedder, self.batch_size, folder, images_in_memory=2 * self.top_n + 16)
+        depth = min(self.top_n, ranking.k)
+        shown = np.unique(ranking.indices[:, :depth][ranking.indices[:, :depth] >= 0])
+        images = {int(g): GalleryImage(item.key, item.path, embedder.max_pixels)
+                  for g, item in zip(shown.tolist(), gallery_items([dataset.gallery[g] for g in shown], dataset.root))}
+        starts = np.searchsorted(gallery.row_image, np.arange(len(gallery.keys) + 1))
+        counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
+        out = Reordered(ranking)
+        for q, vector in enumerate(queries):
+            listed = [p for p in range(depth) if ranking.indices[q, p] >= 0]
+            counts["pairs"] += len(listed)
+            if not vector.any():  # skipped at extraction: nothing to compare crops with
+                counts["queries_without_vector"] += 1
+                continue
+            searches = []
+            for p in listed:
+                image = images[int(ranking.indices[q, p])]
+                if isinstance(image.pixels, str):
+                    counts["unreadable"] += 1
+                    continue
+                seeds = _seeds(vector, gallery, starts, int(ranking.indices[q, p]), self.seeds)
+                counts["seeds_grown"] += sum(is_small(seed, self.min_side) for seed in seeds if seed is not None)
+                searches.append(_Search(p, image, [fit_window(seed, image.size, self.min_side) for seed in seeds]))
+            found = self._search(vector, searches, crops)
+            counts["refined"] += len(found)
+            counts["with_mask"] += sum(rescored.mask is not None for rescored in found.values())
+            out.promote(q, found)
+        crops.flush()
+        report = {"counts": dict(counts), "crops_embedded": crops.embedded, "crops_reused": crops.reused}
+        if folder is not None:
+            report["crop_cache"] = str(folder)
+        return StepOutput(out.ranking(), report=report)
+
+    def _search(self, vector: np.ndarray, searches: list[_Search], crops: CropVectors) -> dict[int, Rescored]:
+        """Seeds, the segment unions inside the best seed, then the rounds of moves: every pair
+        of the query in one batch per stage; each pair's best crop as its new entry."""
+        for search, scores in zip(searches, _scores(vector, crops, [(s.image, _windows(s.seeds)) for s in searches])):
+            search.offer(scores, search.seeds)
+        if self.unions:
+            unions = [segment_unions(s.image.pixels, s.window, self.unions) for s in searches]
+            for search, regions, scores in zip(searches, unions, _scores(vector, crops, [
+                    (s.image, r) for s, r in zip(searches, unions)])):
+                search.offer_unions(scores, regions)
+        for round_ in range(self.steps):
+            step = 0.5**round_
+            moved = [[fit_window(box, s.image.size, self.min_side)
+                      for box in neighbours(s.window, step, self.shift, self.scales, self.aspects)] for s in searches]
+            for search, windows, scores in zip(searches, moved, _scores(vector, crops, [
+                    (s.image, _windows(w)) for s, w in zip(searches, moved)])):
+                search.offer(scores, windows)
+        return {s.position: s.result() for s in searches if np.isfinite(s.score)}
+
+
+@dataclass(eq=False)
+class _Search:
+    """One (query, image) pair's search: the best window so far and its score, and the segment
+    unions tried with their scores."""
+
+    position: int
+    image: GalleryImage
+    seeds: list[Window]
+    window: Window = (0, 0, 0, 0)
+    score: float = -np.inf
+    unions: Regions | None = None
+    union_scores: np.ndarray | None = None
+
+    def offer(self, scores: np.ndarray, windows: list[Window]) -> None:
+        """Keep the best of `windows` if it beats the best so far (a NaN score never does)."""
+        if len(scores) and np.nanmax(scores, initial=-np.inf) > self.score:
+            best = int(np.nanargmax(scores))
+            self.window, self.score = windows[best], float(scores[best])
+
+    def offer_unions(self, scores: np.ndarray, regions: Regions) -> None:
+        """Unions compete with the windows by their box (the search goes on from the best)."""
+        self.unions, self.union_scores = regions, scores
+        self.offer(scores, [tuple(int(v) for v in box) for box in regions.boxes])
+
+    def mask(self) -> np.ndarray | None:
+        """The best-matching union that lies inside the final window and covers at least
+        MIN_MASK_COVER of it: the object's pixels there (None: the box stands in)."""
+        if self.unions is None or not len(self.unions):
+            return None
+        x1, y1, x2, y2 = self.window
+        width, height = self.image.size
+        best, best_score = None, -np.inf
+        for index, score in enumerate(self.union_scores.tolist()):
+            mask = full_mask(self.unions, index, (height, width))
+            inside = mask[y1:y2, x1:x2].sum()
+            if score > best_score and inside >= MASK_INSIDE * mask.sum() and inside >= MIN_MASK_COVER * (x2 - x1) * (y2 - y1):
+                best, best_score = mask, score
+        return best
+
+    def result(self) -> Rescored:
+        """The best crop's score; the box of the object's mask when one was found (the window
+        around it also holds some of the scene), else the best window."""
+        mask = self.mask()
+        if mask is None:
+            return Rescored(self.score, np.array(self.window, dtype=np.float32))
+        return Rescored(self.score, np.array(tight_box(mask), dtype=np.float32), encode(mask))
+
+
+def _seeds(vector: np.ndarray, gallery: Features, starts: np.ndarray, image: int, count: int) -> list[np.ndarray | None]:
+    """The boxes of the image's `count` regions that best match the query. A region run's
+    whole-image row is left out when the image has other regions: it is pooled as the model
+    pools an image, unlike its regions, so it often outscores them, and says nothing of where
+    the object is. None: no box (a whole-image run), the whole image."""
+    lo, hi = int(starts[image]), int(starts[image + 1])
+    if hi <= lo or gallery.boxes is None:
+        return [None]
+    rows = np.arange(lo, hi)
+    if gallery.sources is not None and IMAGE_SOURCE in gallery.source_names:
+        regions = rows[gallery.sources[lo:hi] != gallery.source_names.index(IMAGE_SOURCE)]
+        rows = regions if len(regions) else rows
+    scores = np.asarray(gallery.vectors[rows], dtype=np.float32) @ vector
+    return [gallery.boxes[row] for row in rows[np.argsort(-scores, kind="stable")[:count]].tolist()]
+
+
+def _windows(windows: list[Window]) -> Regions:
+    return boxes_only(np.array(windows, dtype=np.float32).reshape(-1, 4), "window")
+
+
+def _scores(vector: np.ndarray, crops: CropVectors, requests: list[tuple[GalleryImage, Regions]]) -> list[np.ndarray]:
+    return [vectors @ vector for vectors in crops.vectors(requests)]
+
+
+def segment_unions(image: np.ndarray, window: Window, limit: int) -> Regions:
+    """Up to `limit` segment unions inside the window, spread over sizes (the `segments`
+    proposer's hierarchy on the window's pixels), in image pixels."""
+    x1, y1, x2, y2 = window
+    found = segments(np.ascontiguousarray(image[y1:y2, x1:x2]), min_area=MIN_UNION_AREA, max_area=1.0, max_regions=limit)
+    found.boxes = found.boxes + np.array([x1, y1, x1, y1], dtype=np.float32)
+    return found
