@@ -17,9 +17,9 @@ per stage:
    kept), each round's moves finer than the last (the factors to the power 1/2^round).
 
 The image's score becomes the best crop's cosine with the query. Its mask is the best-matching
-union that lies inside the final window and fills a good part of it (the segments of the
-object, chosen by their crops' similarity to the query, so mask metrics mean something without
-SAM weights), and its box that mask's box (the window around it also holds some of the scene);
+union whose box agrees with the final window, cut to the window (the segments of the object,
+chosen by their crops' similarity to the query, so mask metrics mean something without SAM
+weights), and its box that mask's box (the window around it also holds some of the scene);
 without such a union, the window is the box. Re-scored entries come first, by their new score;
 the others keep their order after them (`retrieval.rerank.rescored`).
 
@@ -47,6 +47,7 @@ from retrieval import artifacts
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import gallery_items
+from retrieval.localisation import box_iou
 from retrieval.masks import encode, tight_box
 from retrieval.ranking import Ranking
 from retrieval.regions.proposals import IMAGE_SOURCE, Regions, boxes_only, full_mask
@@ -58,11 +59,9 @@ from retrieval.rerank.rescored import Reordered, Rescored
 
 MIN_UNION_AREA = 0.05
 """Smallest segment union tried, as a fraction of the seed's pixels: smaller ones are parts."""
-MASK_INSIDE = 0.9
-"""A union is a mask of the final window when at least this fraction of it lies inside it..."""
-MIN_MASK_COVER = 0.25
-"""...and it covers at least this fraction of the window (a framed object fills much of its
-frame; a smaller union is a part of it, or of the background)."""
+MASK_IOU = 0.5
+"""A union is the mask of the final window when their boxes overlap by at least this IoU (the
+bar a box must pass to count as found): they agree on where the object is."""
 
 
 class RefineOptionError(UserError, ValueError):
@@ -188,19 +187,19 @@ class _Search:
         self.offer(scores, [tuple(int(v) for v in box) for box in regions.boxes])
 
     def mask(self) -> np.ndarray | None:
-        """The best-matching union that lies inside the final window and covers at least
-        MIN_MASK_COVER of it: the object's pixels there (None: the box stands in)."""
+        """The best-matching union whose box agrees with the final window (IoU >= MASK_IOU),
+        cut to the window: the object's pixels there (None: the box stands in)."""
         if self.unions is None or not len(self.unions):
             return None
-        x1, y1, x2, y2 = self.window
+        agree = box_iou(self.unions.boxes, np.array([self.window], dtype=np.float32))[:, 0] >= MASK_IOU
+        scores = np.where(agree & np.isfinite(self.union_scores), self.union_scores, -np.inf)
+        if not np.isfinite(scores).any():
+            return None
         width, height = self.image.size
-        best, best_score = None, -np.inf
-        for index, score in enumerate(self.union_scores.tolist()):
-            mask = full_mask(self.unions, index, (height, width))
-            inside = mask[y1:y2, x1:x2].sum()
-            if score > best_score and inside >= MASK_INSIDE * mask.sum() and inside >= MIN_MASK_COVER * (x2 - x1) * (y2 - y1):
-                best, best_score = mask, score
-        return best
+        x1, y1, x2, y2 = self.window
+        mask = np.zeros((height, width), dtype=bool)
+        mask[y1:y2, x1:x2] = full_mask(self.unions, int(np.argmax(scores)), (height, width))[y1:y2, x1:x2]
+        return mask if mask.any() else None
 
     def result(self) -> Rescored:
         """The best crop's score; the box of the object's mask when one was found (the window

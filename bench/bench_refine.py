@@ -1,0 +1,131 @@
+"""A cheap first pass, then `rerank=[refine]`: each run's accuracy, localisation and cost.
+
+    python -m retrieval.datasets compose --objects ~/eth80 --scenes 12 --out /tmp/scenes12
+    python bench/bench_refine.py --root /tmp/scenes12 --name eth80_scenes --out outputs/bench_refine/scenes12
+    python bench/bench_refine.py --root tests/data/voxdet-mini/VoxDet --anns ../anns.pt --name voxdet_mini \\
+        --out outputs/bench_refine/voxdet-mini
+    python bench/bench_refine.py ... --only "ROI + refine" --refine rerank.refine.top_n=5
+
+Runs, on an `anns.pt` set (dataset=anns, effnet_lite0, query=box, float16 vectors, as
+bench_regions.py): whole image, grid (crop pooling at the model's input size), grid_crop (crop
+pooling at 160 px), grid ROI, ROI + refine (preset=roi_refine) and grid + refine. Each run is
+one process of its own (extraction, search, re-ranking, then evaluation; artifacts cached under
+--cache) and writes its row to <out>/rows/; a row already there is reused unless --again.
+Prints mAP, hit@1, box and mask mAP@50 and mIoU, gallery extraction seconds (of the run that
+built the store) and their ratio to the whole-image run's, the refine step's seconds per query
+(the run that built it) and its crops embedded and reused, and the peak resident memory of the
+run's process (* = its gallery store was already built: the peak of loading, searching and
+re-ranking).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
+
+from bench.bench_regions import extraction_seconds, mib, peak_mib, ratio, seconds  # noqa: E402
+from retrieval import artifacts, pipeline  # noqa: E402
+from retrieval.features.store import Store  # noqa: E402
+from retrieval.percent import percent_text  # noqa: E402
+from retrieval.stages import evaluate  # noqa: E402
+from retrieval.stages.common import dataset_from_config, items_of, store_folder  # noqa: E402
+
+RUNS = {
+    "whole image": ["regions=none"],
+    "grid (crop)": ["regions=grid", "extract.batch_size=64"],
+    "grid_crop": ["regions=grid_crop", "extract.batch_size=64"],
+    "grid ROI": ["regions=grid", "regions.pooling=roi"],
+    "ROI + refine": ["preset=roi_refine"],
+    "grid + refine": ["regions=grid", "extract.batch_size=64", "rerank=[refine]"],
+}
+"""Name -> overrides (each group's defaults otherwise; --refine adds to the refine runs)."""
+
+
+def config(args: argparse.Namespace, overrides: list[str]):
+    with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
+        return hydra_compose("config", overrides=[
+            "dataset=anns", f"dataset.root={args.root}", f"dataset.name={args.name}",
+            *([f"dataset.anns={args.anns}"] if args.anns else []), f"paths.cache={args.cache}",
+            f"paths.leaderboard={args.out / 'leaderboard.csv'}", "eval.report=false", "extract.dtype=float16",
+            "extract.batch_size=8", *overrides,
+        ])
+
+
+def overrides_of(name: str, args: argparse.Namespace) -> list[str]:
+    return [*RUNS[name], *(args.refine if "refine" in name else [])]
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One run: extraction, search and re-ranking (their peak memory), then its evaluation."""
+    cfg = config(args, overrides_of(name, args))
+    gallery_keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), "gallery")]
+    store = store_folder(cfg, "gallery")
+    cached = not Store(store).missing(gallery_keys)
+    ranking = pipeline.ranking(cfg)
+    peak, _ = peak_mib()
+    metrics = json.loads(evaluate.main(cfg, ranking, args.out / "runs" / slug(name)).read_text())
+    summary = metrics["summary"]["all"]
+    row = {key: summary.get(key) for key in ("mAP", "hit@1", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")}
+    meta = artifacts.read_meta(ranking.parent) if "refine" in name else {}
+    n_queries = metrics["counts"]["n_queries"]
+    row.update(
+        n_queries=n_queries,
+        extract_seconds=extraction_seconds(store, gallery_keys),
+        refine_seconds_per_query=meta["seconds"] / n_queries if meta else None,
+        crops_embedded=meta.get("crops_embedded"), crops_reused=meta.get("crops_reused"), refine_counts=meta.get("counts"),
+        peak_mib=peak, cached=cached, ranking=str(ranking), overrides=overrides_of(name, args),
+    )
+    return row
+
+
+def slug(name: str) -> str:
+    return name.replace(" + ", "+").replace(" ", "_").replace("(", "").replace(")", "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, required=True, help="the set's dataset.root (its anns.pt inside, or --anns)")
+    parser.add_argument("--anns", help="dataset.anns: the annotation file, relative to --root unless absolute")
+    parser.add_argument("--name", default="anns", help="dataset.name")
+    parser.add_argument("--cache", type=Path, default=REPO / "cache")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_refine")
+    parser.add_argument("--only", action="append", choices=list(RUNS), help="these runs only (repeatable)")
+    parser.add_argument("--refine", nargs="*", default=[], help="overrides added to the refine runs")
+    parser.add_argument("--again", action="store_true", help="measure runs whose row exists again")
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: measure this one run, in this process
+    args = parser.parse_args()
+    args.root, args.cache, args.out = args.root.resolve(), args.cache.resolve(), args.out.resolve()
+    rows_dir = args.out / "rows"
+    if args.run:
+        artifacts.write_json(rows_dir / f"{slug(args.run)}.json", measure(args.run, args))
+        return
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.only or RUNS:
+        if args.again or not (rows_dir / f"{slug(name)}.json").exists():
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--run", name], check=True)
+    rows = {name: artifacts.read_json(rows_dir / f"{slug(name)}.json") for name in RUNS if (rows_dir / f"{slug(name)}.json").exists()}
+    whole = rows.get("whole image", {}).get("extract_seconds")
+    header = ["run", "mAP", "hit@1", "box mAP@50", "box mIoU", "mask mAP@50", "mask mIoU", "gallery extraction s",
+              "x whole", "refine s/query", "crops embedded / reused", "peak MiB"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, row in rows.items():
+        crops = "-" if row["crops_embedded"] is None else f"{row['crops_embedded']} / {row['crops_reused']}"
+        refine = "-" if row["refine_seconds_per_query"] is None else f"{row['refine_seconds_per_query']:.2f}"
+        cells = [name, *(percent_text(row[key]) for key in ("mAP", "hit@1", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")),
+                 seconds(row["extract_seconds"]), ratio(row["extract_seconds"], whole), refine, crops,
+                 mib(row["peak_mib"], "*" if row["cached"] else "")]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
