@@ -42,7 +42,7 @@ from retrieval.stages.common import dataset_from_config, items_of, store_folder 
 RUNS = {
     "whole image": ["regions=none"],
     "grid (crop)": ["regions=grid", "extract.batch_size=64"],
-    "grid_crop": ["regions=grid_crop", "extract.batch_size=64"],
+    "grid_crop (160 px)": ["regions=grid_crop", "extract.batch_size=64"],
     "grid ROI": ["regions=grid", "regions.pooling=roi"],
     "ROI + refine": ["preset=roi_refine"],
     "grid + refine": ["regions=grid", "extract.batch_size=64", "rerank=[refine]"],

@@ -16,12 +16,12 @@ per stage:
    x its side (four ways), scaled by each of `scales` and reshaped by each of `aspects` (area
    kept), each round's moves finer than the last (the factors to the power 1/2^round).
 
-The image's score becomes the best crop's cosine with the query. Its mask is the best-matching
-union whose box agrees with the final window, cut to the window (the segments of the object,
-chosen by their crops' similarity to the query, so mask metrics mean something without SAM
-weights), and its box that mask's box (the window around it also holds some of the scene);
-without such a union, the window is the box. Re-scored entries come first, by their new score;
-the others keep their order after them (`retrieval.rerank.rescored`).
+The image's score becomes the best crop's cosine with the query and its box the best window.
+Its mask is the best-matching union whose box agrees with that window, cut to the window: the
+segments of the object, chosen by their crops' similarity to the query, so mask metrics mean
+something without SAM weights (none agrees: the box stands in for the mask). Re-scored entries
+come first, by their new score; the others keep their order after them
+(`retrieval.rerank.rescored`).
 
 Cost: about seeds + unions + steps x (4 + len(scales) + len(aspects)) crops per pair, on the
 query's top_n only: it grows with queries x top_n, never with the gallery. Crop vectors are kept
@@ -48,7 +48,7 @@ from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import gallery_items
 from retrieval.localisation import box_iou
-from retrieval.masks import encode, tight_box
+from retrieval.masks import encode
 from retrieval.ranking import Ranking
 from retrieval.regions.proposals import IMAGE_SOURCE, Regions, boxes_only, full_mask
 from retrieval.regions.segments import segments
@@ -202,12 +202,8 @@ class _Search:
         return mask if mask.any() else None
 
     def result(self) -> Rescored:
-        """The best crop's score; the box of the object's mask when one was found (the window
-        around it also holds some of the scene), else the best window."""
         mask = self.mask()
-        if mask is None:
-            return Rescored(self.score, np.array(self.window, dtype=np.float32))
-        return Rescored(self.score, np.array(tight_box(mask), dtype=np.float32), encode(mask))
+        return Rescored(self.score, np.array(self.window, dtype=np.float32), None if mask is None else encode(mask))
 
 
 def _seeds(vector: np.ndarray, gallery: Features, starts: np.ndarray, image: int, count: int) -> list[np.ndarray | None]:
