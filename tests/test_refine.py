@@ -133,7 +133,7 @@ def test_a_crop_vector_is_the_query_vector_of_the_same_cut_out(make_cfg, lite0: 
     cutout = rerank_stage.query_cutouts(cfg)[0]
     box = cutout.box if cutout.box is not None else (0, 0, *load_rgb(cutout.path).shape[1::-1])
     crops = CropVectors(rerank_stage.query_model(cfg), 8, None, images_in_memory=4)
-    (vector,) = crops.vectors([(GalleryImage("query", cutout.path, 10**8), boxes_only(np.array([box]), "window"))])
+    (vector,) = crops.vectors([(GalleryImage("query", load_rgb(cutout.path)), boxes_only(np.array([box]), "window"))])
     assert cutout.box is not None and np.abs(vector[0] - queries[0]).max() < 1e-5
 
 

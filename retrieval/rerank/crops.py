@@ -15,7 +15,6 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,29 +34,29 @@ FLUSH_SECONDS = 60.0
 loses at most this much embedding."""
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class GalleryImage:
-    """A gallery image, read when first needed."""
+    """A gallery image's pixels, and the key its crops are kept under."""
 
     key: str
-    """Its item key (path, size, time): what its crops are kept under."""
-    path: Path
-    max_pixels: int
-
-    @cached_property
-    def pixels(self) -> np.ndarray | str:
-        """HxWx3 uint8, or why it cannot be read now."""
-        try:
-            return load_rgb(self.path, max_pixels=self.max_pixels)
-        except ImageError as error:
-            log.warning("refine: %s", error)
-            return str(error)
+    """Its item key (path, size, time)."""
+    pixels: np.ndarray
+    """HxWx3 uint8."""
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height); only for a readable image."""
+        """(width, height)."""
         height, width = self.pixels.shape[:2]
         return width, height
+
+
+def read_image(path: Path, max_pixels: int) -> np.ndarray | str:
+    """The image's pixels, or why it cannot be read now (logged)."""
+    try:
+        return load_rgb(path, max_pixels=max_pixels)
+    except ImageError as error:
+        log.warning("refine: %s", error)
+        return str(error)
 
 
 @dataclass

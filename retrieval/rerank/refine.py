@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -54,7 +55,7 @@ from retrieval.regions.proposals import IMAGE_SOURCE, Regions, boxes_only, full_
 from retrieval.regions.segments import segments
 from retrieval.regions.windows import Window, fit_window, is_small, neighbours
 from retrieval.rerank import RerankInputs, Step, StepOutput, register
-from retrieval.rerank.crops import CropVectors, GalleryImage
+from retrieval.rerank.crops import CropVectors, GalleryImage, read_image
 from retrieval.rerank.rescored import Reordered, Rescored
 
 MIN_UNION_AREA = 0.05
@@ -112,8 +113,9 @@ class Refine(Step):
         crops = CropVectors(embedder, self.batch_size, folder, images_in_memory=2 * self.top_n + 16)
         depth = min(self.top_n, ranking.k)
         shown = np.unique(ranking.indices[:, :depth][ranking.indices[:, :depth] >= 0])
-        images = {int(g): GalleryImage(item.key, item.path, embedder.max_pixels)
-                  for g, item in zip(shown.tolist(), gallery_items([dataset.gallery[g] for g in shown], dataset.root))}
+        keys = dict(zip(shown.tolist(), (item.key for item in gallery_items([dataset.gallery[g] for g in shown], dataset.root))))
+        # a query's images; shared ones stay
+        read = lru_cache(maxsize=2 * depth + 16)(lambda g: read_image(dataset.gallery[g].path, embedder.max_pixels))
         starts = np.searchsorted(gallery.row_image, np.arange(len(gallery.keys) + 1))
         counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
         out = Reordered(ranking)
@@ -125,11 +127,13 @@ class Refine(Step):
                 continue
             searches = []
             for p in listed:
-                image = images[int(ranking.indices[q, p])]
-                if isinstance(image.pixels, str):
+                g = int(ranking.indices[q, p])
+                pixels = read(g)
+                if isinstance(pixels, str):
                     counts["unreadable"] += 1
                     continue
-                seeds = _seeds(vector, gallery, starts, int(ranking.indices[q, p]), self.seeds)
+                image = GalleryImage(keys[g], pixels)
+                seeds = _seeds(vector, gallery, starts, g, self.seeds)
                 counts["seeds_grown"] += sum(is_small(seed, self.min_side) for seed in seeds if seed is not None)
                 searches.append(_Search(p, image, [fit_window(seed, image.size, self.min_side) for seed in seeds]))
             found = self._search(vector, searches, crops)
@@ -148,7 +152,7 @@ class Refine(Step):
         for search, scores in zip(searches, _scores(vector, crops, [(s.image, _windows(s.seeds)) for s in searches])):
             search.offer(scores, search.seeds)
         if self.unions:
-            unions = [segment_unions(s.image.pixels, s.window, self.unions) for s in searches]
+            unions = [segment_unions(s.image.pixels, s.window, self.unions, self.min_side) for s in searches]
             for search, regions, scores in zip(searches, unions, _scores(vector, crops, [
                     (s.image, r) for s, r in zip(searches, unions)])):
                 search.offer_unions(scores, regions)
@@ -230,10 +234,11 @@ def _scores(vector: np.ndarray, crops: CropVectors, requests: list[tuple[Gallery
     return [vectors @ vector for vectors in crops.vectors(requests)]
 
 
-def segment_unions(image: np.ndarray, window: Window, limit: int) -> Regions:
+def segment_unions(image: np.ndarray, window: Window, limit: int, min_side: int) -> Regions:
     """Up to `limit` segment unions inside the window, spread over sizes (the `segments`
-    proposer's hierarchy on the window's pixels), in image pixels."""
+    proposer's hierarchy on the window's pixels), in image pixels; none thinner than `min_side`."""
     x1, y1, x2, y2 = window
     found = segments(np.ascontiguousarray(image[y1:y2, x1:x2]), min_area=MIN_UNION_AREA, max_area=1.0, max_regions=limit)
-    found.boxes = found.boxes + np.array([x1, y1, x1, y1], dtype=np.float32)
-    return found
+    keep = np.minimum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1]) >= min_side
+    return Regions(found.boxes[keep] + np.array([x1, y1, x1, y1], dtype=np.float32),
+                   [mask for mask, kept in zip(found.masks, keep) if kept], [s for s, kept in zip(found.sources, keep) if kept])
