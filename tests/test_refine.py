@@ -155,6 +155,23 @@ def test_crops_are_shared_by_queries_and_kept_on_disk(scene_folder: Path, lite0:
     assert again.report["crops_embedded"] == 0
     np.testing.assert_array_equal(again.ranking.boxes, one.ranking.boxes)
     np.testing.assert_array_equal(again.ranking.scores, one.ranking.scores)
+    assert again.report["counts"]["crop_cache_files_unreadable"] == 0
+
+
+def test_a_damaged_crop_cache_file_is_counted_and_rebuilt(scene_folder: Path, lite0: Embedder, tmp_path: Path) -> None:
+    vector = car_vector(lite0, scene_folder)
+    seed = np.array([120, 40, 280, 200], dtype=np.float32)
+    root = tmp_path / "run"
+    (root / "cache").mkdir(parents=True)
+    first = refine(root, lite0, vector[None], [scene_folder / "scene.png"], [seed], [[0]], cache=True)
+    (cached,) = Path(first.report["crop_cache"]).rglob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])  # cut short, as by a full disk
+    damaged = refine(root, lite0, vector[None], [scene_folder / "scene.png"], [seed], [[0]], cache=True)
+    assert damaged.report["counts"]["crop_cache_files_unreadable"] == 1
+    assert damaged.report["crops_embedded"] == first.report["crops_embedded"]
+    np.testing.assert_array_equal(damaged.ranking.boxes, first.ranking.boxes)
+    rebuilt = refine(root, lite0, vector[None], [scene_folder / "scene.png"], [seed], [[0]], cache=True)
+    assert rebuilt.report["crops_embedded"] == 0 and rebuilt.report["counts"]["crop_cache_files_unreadable"] == 0
 
 
 def test_windows_stay_inside_the_image_and_are_never_empty() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ class _Table:
     rows: dict[str, int] = field(default_factory=dict)
     vectors: list[np.ndarray] = field(default_factory=list)
     saved: int = 0
-    """How many of the rows are on disk."""
+    """How many of the rows are on disk (-1: the file there is damaged, rewrite it)."""
 
 
 class CropVectors:
@@ -78,8 +79,9 @@ class CropVectors:
         self.storage = STORAGE[embedder.dtype]
         self.images_in_memory = images_in_memory
         self.tables: OrderedDict[str, _Table] = OrderedDict()
-        self.embedded = self.reused = 0
-        """Crops embedded by this object; crops asked for again (or found on disk)."""
+        self.embedded = self.reused = self.unreadable = 0
+        """Crops embedded by this object; crops asked for again (or found on disk); cache files
+        that could not be read (their crops are embedded again, and the file rewritten)."""
         self.last_flush = time.monotonic()
 
     def vectors(self, requests: list[tuple[GalleryImage, Regions]]) -> list[np.ndarray]:
@@ -139,12 +141,22 @@ class CropVectors:
     def _read(self, image_key: str) -> _Table:
         if self.folder is None or not self._path(image_key).exists():
             return _Table()
-        with np.load(self._path(image_key), allow_pickle=False) as data:
-            keys, vectors = data["crops"].tolist(), list(data["vectors"])
+        try:
+            with np.load(self._path(image_key), allow_pickle=False) as data:
+                keys, vectors = data["crops"].tolist(), list(data["vectors"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            self.unreadable += 1
+            log.warning("refine: crop cache %s unreadable (%s); its crops are embedded again", self._path(image_key), error)
+            return _Table(saved=-1)  # rewritten at the next flush
+        if len(keys) != len(vectors) or len(set(keys)) != len(keys):
+            self.unreadable += 1
+            log.warning("refine: crop cache %s does not pair its crops and vectors; its crops are embedded again",
+                        self._path(image_key))
+            return _Table(saved=-1)
         return _Table(dict(zip(keys, range(len(keys)))), vectors, saved=len(keys))
 
     def _write(self, image_key: str, table: _Table) -> None:
-        if self.folder is None or table.saved == len(table.vectors):
+        if self.folder is None or table.saved == len(table.vectors) or not table.vectors:
             return
         keys = sorted(table.rows, key=table.rows.get)
         with artifacts.atomic_path(self._path(image_key)) as tmp:

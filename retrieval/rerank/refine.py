@@ -141,6 +141,7 @@ class Refine(Step):
             counts["with_mask"] += sum(rescored.mask is not None for rescored in found.values())
             out.promote(q, found)
         crops.flush()
+        counts["crop_cache_files_unreadable"] = crops.unreadable
         report = {"counts": dict(counts), "crops_embedded": crops.embedded, "crops_reused": crops.reused}
         if folder is not None:
             report["crop_cache"] = str(folder)
