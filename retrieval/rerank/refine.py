@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from tqdm import tqdm
 
 from retrieval import artifacts
 from retrieval.errors import UserError
@@ -119,7 +120,7 @@ class Refine(Step):
         starts = np.searchsorted(gallery.row_image, np.arange(len(gallery.keys) + 1))
         counts: Counter[str] = Counter(top_n_beyond_ranking=int(((ranking.indices >= 0).sum(axis=1) < self.top_n).sum()))
         out = Reordered(ranking)
-        for q, vector in enumerate(queries):
+        for q, vector in enumerate(tqdm(queries, desc="refine", unit="query")):
             listed = [p for p in range(depth) if ranking.indices[q, p] >= 0]
             counts["pairs"] += len(listed)
             if not vector.any():  # skipped at extraction: nothing to compare crops with
