@@ -16,6 +16,10 @@ built the store) and their ratio to the whole-image run's, the refine step's sec
 (the run that built it) and its crops embedded and reused, and the peak resident memory of the
 run's process (* = its gallery store was already built: the peak of loading, searching and
 re-ranking).
+
+--probe N looks at the objective instead: for every k-th query with a positive (N of them), its
+first positive image in the grid ROI ranking: the cosine of the crop of the object's true box
+with the query, against the window refine finds there (its cosine and IoU with the true box).
 """
 from __future__ import annotations
 
@@ -34,10 +38,11 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 
 from bench.bench_regions import extraction_seconds, mib, peak_mib, ratio, seconds  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
+from retrieval import config as run_config  # noqa: E402
 from retrieval.features.store import Store  # noqa: E402
 from retrieval.percent import percent_text  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
-from retrieval.stages.common import dataset_from_config, items_of, store_folder  # noqa: E402
+from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder  # noqa: E402
 
 RUNS = {
     "whole image": ["regions=none"],
@@ -87,6 +92,51 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def probe(args: argparse.Namespace, count: int) -> None:
+    """The true box's crop score against refine's window, on `count` positive pairs."""
+    import dataclasses
+
+    import numpy as np
+
+    from retrieval.localisation import box_iou
+    from retrieval.ranking import Ranking
+    from retrieval.regions.proposals import boxes_only
+    from retrieval.rerank import RerankInputs, create_step
+    from retrieval.rerank.crops import CropVectors, GalleryImage, read_image
+    from retrieval.stages import rerank as rerank_stage
+
+    cfg = run_config.resolve(config(args, RUNS["grid ROI"]))
+    ranking = Ranking.load(pipeline.ranking(cfg))
+    dataset = dataset_from_config(cfg)
+    truth = dataset.truth["all"]
+    with_positive = [q for q in range(len(truth)) if len(truth[q].positives)]
+    chosen = with_positive[:: max(1, len(with_positive) // count)][:count]
+    vectors = load_features(cfg, store_folder(cfg, "queries"), "queries").per_image()
+    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery")
+    embedder = rerank_stage.query_model(cfg)
+    crops = CropVectors(embedder, 32, None, images_in_memory=8)
+    step = create_step("refine", crop_cache=False)
+    print("| query | image | true box cosine | refine cosine | refine window IoU with the true box |\n|---|---|---|---|---|")
+    above = 0
+    for q in chosen:
+        p = next(p for p in range(ranking.k) if ranking.indices[q, p] in set(truth[q].positives.tolist()))
+        g = int(ranking.indices[q, p])
+        instances = set(dataset.queries[q].instance_ids)
+        boxes = np.array([i.box for i in dataset.gallery[g].instances if i.id in instances], dtype=np.float32)
+        image = GalleryImage(str(g), read_image(dataset.gallery[g].path, 10**9))
+        true_score = float((crops.vectors([(image, boxes_only(boxes, "truth"))])[0] @ vectors[q]).max())
+        pair = dataclasses.replace(ranking, indices=ranking.indices[q : q + 1, p : p + 1], scores=ranking.scores[q : q + 1, p : p + 1],
+                                   boxes=ranking.boxes[q : q + 1, p : p + 1], mask_ids=None, mask_table=[], query_ids=ranking.query_ids[q : q + 1])
+        inputs = RerankInputs(loaders={"query_vectors": lambda v=vectors[q : q + 1]: v, "gallery": lambda: gallery,
+                                       "dataset": lambda: dataset, "cache": lambda: args.cache, "query_model": lambda: embedder},
+                              search=None, allowed=step.needs)
+        found = step(pair, inputs).ranking
+        iou = float(box_iou(found.boxes[0, :1], boxes).max())
+        above += found.scores[0, 0] > true_score and iou < 0.3
+        print(f"| {dataset.queries[q].key} | {dataset.gallery[g].key} | {true_score:.3f} | {found.scores[0, 0]:.3f} | {iou:.2f} |")
+    print(f"\n{above} of {len(chosen)}: refine's window scores above the true box while overlapping it by IoU < 0.3")
+
+
 def slug(name: str) -> str:
     return name.replace(" + ", "+").replace(" ", "_").replace("(", "").replace(")", "")
 
@@ -101,10 +151,14 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=list(RUNS), help="these runs only (repeatable)")
     parser.add_argument("--refine", nargs="*", default=[], help="overrides added to the refine runs")
     parser.add_argument("--again", action="store_true", help="measure runs whose row exists again")
+    parser.add_argument("--probe", type=int, metavar="N", help="the objective on N positive pairs (see above)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: measure this one run, in this process
     args = parser.parse_args()
     args.root, args.cache, args.out = args.root.resolve(), args.cache.resolve(), args.out.resolve()
     rows_dir = args.out / "rows"
+    if args.probe:
+        probe(args, args.probe)
+        return
     if args.run:
         artifacts.write_json(rows_dir / f"{slug(args.run)}.json", measure(args.run, args))
         return
