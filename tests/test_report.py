@@ -267,3 +267,90 @@ def test_cli(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([str(tmp_path / "missing")]) == 1
     with pytest.raises(SystemExit):
         main([])
+
+
+# A leaderboard of 30 runs on three datasets, as sweeps and single runs leave it.
+SWEEPS = {  # folder -> (overrides in its multirun.yaml, or None: the folder is gone from disk)
+    "multirun/2026-05-01_10-00-00": ["dataset=instre", "model=effnet_lite0,dinov2_vits14", "query=box,mask"],
+    "multirun/2026-05-02_09-00-00": ["dataset=instre", "model=dinov2_vits14", "rerank=[],[verify],[verify,aqe]"],
+    "multirun/2026-05-03_08-00-00": None,
+}
+INSTANCE_METRICS = ("mAP", "mAP@10", "P@1", "P@5", "recall@10", "hit@1", "hit@5", "hit@10",
+                    "box_mAP@0", "box_mAP@50", "box_mAP@50:95", "box_mIoU", "mask_mAP@50", "mask_mIoU")
+
+
+def _instance_row(model: str, query: str, rerank: str, regions: str, seed: int) -> dict:
+    """Instance-protocol columns; hit@10 is 100 for every run (a tie of all: no winner)."""
+    base = {"effnet_lite0": 40.0, "dinov2_vits14": 55.0}[model] + {"box": 0.0, "mask": 4.0}[query]
+    base += {"": 0.0, "verify": 6.0, "verify+aqe": 9.0}[rerank] + (3.0 if regions == "grid" else 0.0)
+    rng = np.random.default_rng(seed)
+    row = {metric: round(float(min(99.0, base + rng.uniform(-2, 2) + 5 * i)), 2) for i, metric in enumerate(INSTANCE_METRICS)}
+    row["hit@10"] = 100.0
+    return {"model": model, "query_mode": query, "combination": "", "index": "flat", "search": "Flat",
+            "search_recall": 100.0, "regions": regions, "n_queries": 200, "n_gallery": 1000, "n_distractors": 0,
+            "rerank": rerank, **row}
+
+
+def board_runs() -> list[tuple[str, str, dict]]:
+    """(dataset, run folder relative to the CSV, the row's other columns) of 30 runs, in time order."""
+    runs = []
+    sweep = "multirun/2026-05-01_10-00-00"
+    for job, (model, query) in enumerate([(m, q) for m in ("effnet_lite0", "dinov2_vits14") for q in ("box", "mask")]):
+        runs.append(("instre", f"{sweep}/instre/{model}-{query}-{job}", _instance_row(model, query, "", "none", job)))
+    sweep = "multirun/2026-05-02_09-00-00"
+    for job, rerank in enumerate(["", "verify", "verify+aqe"]):
+        runs.append(("instre", f"{sweep}/instre/dinov2_vits14-box-{job}", _instance_row("dinov2_vits14", "box", rerank, "none", 10 + job)))
+    for n in range(2):  # the same configuration as the first sweep's first job, run twice more: same numbers
+        runs.append(("instre", f"outputs/instre/effnet_lite0-box/2026-05-04_1{n}-00-00", _instance_row("effnet_lite0", "box", "", "none", 0)))
+    runs.append(("instre", "outputs/instre/dinov2_vits14-mask/2026-05-04_12-00-00", _instance_row("dinov2_vits14", "mask", "", "grid", 20)))
+
+    def oxford(model: str, index: str, rerank: str, seed: int) -> dict:
+        rng = np.random.default_rng(seed)
+        base = {"clip_vit_b16": 30.0, "dinov2_vits14": 40.0, "dinov2_vitb14": 48.0}[model] + (6.0 if rerank else 0.0)
+        base -= 1.5 if index == "hnsw" else 0.0
+        row = {"model": model, "query_mode": "box", "combination": "", "index": index, "regions": "none",
+               "search": "Flat" if index == "flat" else "HNSW32 efSearch=64", "search_recall": 100.0 if index == "flat" else 97.1,
+               "n_queries": 70, "n_gallery": 4993, "n_distractors": 0, "rerank": rerank}
+        for setup, drop in (("easy", -20.0), ("medium", 0.0), ("hard", 25.0)):
+            row[f"{setup}/mAP"] = round(base - drop + rng.uniform(-1, 1), 2)
+            row[f"{setup}/mP@10"] = round(base - drop + 10 + rng.uniform(-1, 1), 2)
+        return row
+
+    sweep = "multirun/2026-05-03_08-00-00"
+    for job, (model, index) in enumerate([(m, i) for m in ("clip_vit_b16", "dinov2_vits14", "dinov2_vitb14") for i in ("flat", "hnsw")]):
+        runs.append(("roxford5k", f"{sweep}/roxford5k/{model}-box-{job}", oxford(model, index, "", 30 + job)))
+    for n in range(3):
+        runs.append(("roxford5k", f"outputs/roxford5k/dinov2_vitb14-box/2026-05-05_0{n}-00-00", oxford("dinov2_vitb14", "flat", "", 34)))
+    runs.append(("roxford5k", "outputs/roxford5k/dinov2_vitb14-box/2026-05-05_09-00-00", oxford("dinov2_vitb14", "flat", "aqe", 34)))
+
+    speeds = {"clip_vit_b16": 90.0, "clip_vit_b32": 260.0, "dinov2_vits14": 120.0, "dinov2_vitb14": 45.0, "effnet_lite0": 900.0}
+    for n in range(2):
+        for i, (model, speed) in enumerate(speeds.items()):
+            hit = {"clip_vit_b16": 70.0, "clip_vit_b32": 62.0, "dinov2_vits14": 74.0, "dinov2_vitb14": 81.0, "effnet_lite0": 45.0}[model]
+            runs.append(("pitts30k", f"outputs/pitts30k/{model}-full/2026-05-06_0{n}-0{i}-00", {
+                "model": model, "query_mode": "full", "combination": "", "index": "flat", "search": "Flat",
+                "search_recall": 100.0, "regions": "none", "n_queries": 6816, "n_gallery": 10000, "n_distractors": 0,
+                "rerank": "", "images_per_s": speed * (1 + 0.05 * n), "queries_per_s": 50 * speed,
+                "hit@1": hit, "hit@5": hit + 9, "hit@10": hit + 12}))
+    return runs
+
+
+def board_csv(root: Path) -> Path:
+    """`root/leaderboard.csv` of `board_runs()`, written by the appender evaluate uses; sweep
+    folders with their multirun.yaml (the third sweep's folder is gone), and a report for the
+    first sweep's runs."""
+    from retrieval.leaderboard import append_row
+
+    for folder, overrides in SWEEPS.items():
+        if overrides is not None:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / "multirun.yaml").write_text(
+                json.dumps({"hydra": {"overrides": {"hydra": ["hydra.mode=MULTIRUN"], "task": overrides}}}))
+    csv_path = root / "leaderboard.csv"
+    for n, (dataset, run_dir, columns) in enumerate(board_runs()):
+        if run_dir.startswith("multirun/2026-05-01"):
+            (root / run_dir).mkdir(parents=True, exist_ok=True)
+            (root / run_dir / "report.html").write_text("<!doctype html><title>report</title>")
+        append_row(csv_path, {"date": f"2026-05-{1 + n // 6:02d}T{n % 24:02d}:00:00+00:00", "dataset": dataset,
+                              "commit": "0123456789ab", "run_dir": run_dir, **columns})
+    return csv_path
