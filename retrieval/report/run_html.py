@@ -19,7 +19,7 @@ ASSETS = "report"
 SKIPPED_SHOWN = 500
 
 
-def _percent(value: Any) -> str:
+def percent(value: Any) -> str:
     """Metrics are fractions; papers and the leaderboard quote them as percentages."""
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else escape(str(value))
 
@@ -48,7 +48,7 @@ def _summary_tables(summary: dict[str, dict[str, Any]], baseline: dict[str, dict
             rows += [(f"{label}, whole image", values, ' class="baseline"') for label, values in baseline.items()]
         body = "".join(
             f"<tr{css}><th>{escape(label)}</th>"
-            + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
+            + "".join(f"<td>{percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
             + "</tr>"
             for label, values, css in rows
         )
