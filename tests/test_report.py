@@ -4,9 +4,11 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from html import unescape as html_unescape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -569,3 +571,19 @@ def board_csv(root: Path) -> Path:
         append_row(csv_path, {"date": f"2026-05-{1 + n // 6:02d}T{n % 24:02d}:00:00+00:00", "dataset": dataset,
                               "commit": "0123456789ab", "run_dir": run_dir, **columns})
     return csv_path
+
+
+def make_verified_run(make_cfg: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, lite0: Any, out: Path) -> Path:
+    """A real run re-ranked by geometric verification, on the fixtures' tiny photo set (each
+    query is also in the gallery, so verification confirms at least that image)."""
+    from retrieval import pipeline
+    from retrieval.models import create_model
+    from retrieval.stages import evaluate, extract
+
+    monkeypatch.setattr(extract, "create_model", lambda family, **options: (
+        lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
+    monkeypatch.setattr(evaluate, "git_commit", lambda: "test")
+    cfg = make_cfg("query=box", "rerank=[verify]", "rerank.verify.resize=320", "rerank.verify.query_resize=320",
+                   "rerank.verify.min_inliers=8", "eval.report=true")
+    pipeline.evaluate(cfg, out)
+    return out

@@ -149,7 +149,7 @@ def _charts(data: DatasetBoard, board: Leaderboard) -> str:
 def _section(data: DatasetBoard, board: Leaderboard, style: dict[str, str], csv_dir: Path, out_dir: Path) -> str:
     sweeps = {run.sweep.key: {"label": run.sweep.label, "swept": run.sweep.swept} for run in data.runs if run.sweep.key}
     configs = len({run.config for run in data.runs})
-    counts = f"{len(data.runs)} runs · {configs} configurations" + (f" · {len(sweeps)} sweeps" if sweeps else "")
+    counts = f"{len(data.runs)} runs · {configs} configurations" + (f" · {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''}" if sweeps else "")
     fixed = " · ".join(
         f'{escape(HEADINGS.get(c, c))} <b{" class=warn" if c == "weights" and v == "random" else ""}>{escape(v)}</b>'
         for c, v in data.fixed.items() if v != "")

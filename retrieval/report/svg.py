@@ -104,7 +104,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** np.floor(np.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     ticks = [float(np.floor(low / step) * step)]
-    while ticks[-1] < high - 1e-9:
+    while ticks[-1] < high - 1e-9 or len(ticks) < 2:
         ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
