@@ -1,4 +1,5 @@
-"""The HTML report of a run and the leaderboard page, built from a small synthetic run folder."""
+"""The HTML report of a run, the run-versus-run page and the leaderboard page, built from small
+synthetic run folders and leaderboards (and one real verified run, for the browser test)."""
 from __future__ import annotations
 
 import csv

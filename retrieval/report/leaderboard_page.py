@@ -105,7 +105,7 @@ def _table(data: DatasetBoard, board: Leaderboard, style: dict[str, str], csv_di
     return f'<table class="board"><thead><tr>{head}</tr></thead><tbody class="source">{body}</tbody></table>'
 
 
-def _charts(data: DatasetBoard, board: Leaderboard) -> str:
+def _charts(data: DatasetBoard) -> str:
     """Per main metric: a bar per configuration (its latest run) and, where the CSV has speeds,
     accuracy against speed with the front of configurations nothing beats on both."""
     latest = data.latest()
@@ -159,7 +159,7 @@ def _section(data: DatasetBoard, board: Leaderboard, style: dict[str, str], csv_
         f'<h2>{escape(name)} <small>{counts}</small></h2>'
         + (f'<p class="fixed">every run: {fixed}</p>' if fixed else "")
         + f'<div class="board-wrap">{_table(data, board, style, csv_dir, out_dir)}</div>'
-        + _charts(data, board)
+        + _charts(data)
         + "</section>"
     )
 
@@ -172,8 +172,7 @@ def build_leaderboard_page(csv_path: Path, out: Path | None = None) -> Path:
     rows = [run.row for data in board.datasets for run in data.runs]
     style = _styles(board, rows)
     sections = "".join(_section(data, board, style, csv_path.parent, out.parent) for data in board.datasets)
-    options = "".join(f'<option value="{escape(d.name)}">{escape(d.name or "(no dataset)")}</option>'
-                      for d in board.datasets)
+    options = "".join(f'<option value="{escape(d.name)}">{escape(d.name)}</option>' for d in board.datasets if d.name)
     n_configs = sum(len({run.config for run in d.runs}) for d in board.datasets)
     html = f"""<!doctype html>
 <html lang="en">

@@ -4,7 +4,9 @@ A query is shown as its image, its words (query=text), or both (query=composed).
 
 The page is static: `report.html` holds the summary and the charts, `report/data.js` the
 queries (a script that sets a global, because browsers refuse fetch() on file:// pages), and
-`report/run.js` draws one page of queries at a time, so it opens fast with thousands.
+`report/run.js` draws one page of queries at a time, so it opens fast with thousands;
+`report/lightbox.js` opens a result large with its box and mask drawn over the original.
+A result that geometric verification confirmed is marked, its score shown as inliers.
 """
 from __future__ import annotations
 

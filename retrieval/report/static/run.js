@@ -249,7 +249,6 @@
   }
 
   readHash();
-  list.style.setProperty("--k", D.topK);
   toolbar();
   render();
 })();
