@@ -363,6 +363,17 @@ def test_counts_and_timings_read_as_text(run: Path) -> None:
     assert '<span class="step none">no re-rank</span>' in build_run_report(run).read_text()
 
 
+def test_report_names_the_weights_and_warns_of_random_ones(run: Path) -> None:
+    assert "weights" not in build_run_report(run).read_text().split("</header>")[0]  # older runs: no field
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "weights": "laion2b_s34b_b79k"}))
+    head = build_run_report(run).read_text().split("</header>")[0]
+    assert "weights <b>laion2b_s34b_b79k</b>" in head and "random-weights" not in head
+    (run / "metrics.json").write_text(json.dumps({**metrics, "weights": "random"}))
+    head = build_run_report(run).read_text().split("</header>")[0]
+    assert "weights <b class=warn>random</b>" in head and 'id="random-weights"' in head
+
+
 def test_verified_results_are_marked_with_their_inliers(tmp_path: Path) -> None:
     run = make_run(tmp_path, verify=True)
     html = build_run_report(run, top_k=6).read_text()

@@ -65,7 +65,7 @@ def _run_card(run: RunInputs, letter: str, label: str, run_dir: Path, out_dir: P
     href = quote(Path(os.path.relpath(report, out_dir.resolve())).as_posix())
     steps = "".join(f'<span class="step rerank">{escape(step_text(step)[0])}</span>' for step in rerank_steps(run.ranking))
     steps = steps or '<span class="step none">no re-rank</span>'
-    facts = [("model", metrics.get("model", "")), ("query", metrics.get("query_mode", "")),
+    facts = [("model", metrics.get("model", "")), ("weights", metrics.get("weights", "")), ("query", metrics.get("query_mode", "")),
              ("index", metrics.get("index", "")), ("regions", metrics.get("regions", ""))]
     shown = " · ".join(f"{k} <b>{escape(str(v))}</b>" for k, v in facts if v not in ("", None))
     primary = (metrics.get("summary", {}).get(setup) or {}).get("mAP")

@@ -16,6 +16,8 @@ from retrieval.report.inputs import RunInputs
 from retrieval.report.svg import histogram_chart, pr_chart
 
 ASSETS = "report"
+RANDOM = "random"
+"""metrics.json's `weights` of a model built without trained weights."""
 SKIPPED_SHOWN = 500
 
 
@@ -131,6 +133,14 @@ def _charts(run: RunInputs, setups: dict[str, dict[str, Any]], default: str) -> 
     )
 
 
+def _random_notice(weights: str) -> str:
+    """A visible line when the model had no trained weights, so its numbers are not read as a model's."""
+    if weights != RANDOM:
+        return ""
+    return ('<p class="notice warn-notice" id="random-weights">random weights: the model was built without '
+            "trained weights, so these numbers say nothing about it</p>")
+
+
 def _search_notice(search: dict[str, Any] | None) -> str:
     """A visible line when the ranking came from an approximate index, so its numbers are not
     mistaken for exact ones: `approximate search: recall@100 0.962 against exact (...)`."""
@@ -143,7 +153,9 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
     metrics, dataset = run.metrics, run.dataset
     name = metrics.get("dataset") or dataset.get("name", "")
     model = metrics.get("model", "")
+    weights = str(metrics.get("weights") or "")
     facts = {
+        "weights": weights,
         "query mode": metrics.get("query_mode", ""),
         "combination": metrics.get("combination", ""),
         "index": metrics.get("index", ""),
@@ -153,7 +165,9 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
         "ranking depth": run.ranking.k,
         "run": when(run.created),
     }
-    subtitle = " · ".join(f"{k} <b>{escape(str(v))}</b>" for k, v in facts.items() if v != "")
+    subtitle = " · ".join(
+        f'{k} <b{" class=warn" if k == "weights" and v == RANDOM else ""}>{escape(str(v))}</b>'
+        for k, v in facts.items() if v != "")
     provenance = (
         f"<details><summary>Provenance of the ranking</summary>"
         f"<pre>{escape(json.dumps(run.ranking.provenance, indent=2))}</pre></details>"
@@ -172,6 +186,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
   <h1>{escape(name)} <span class="model">{escape(model)}</span></h1>
   <p class="subtitle">{subtitle}</p>
   {_steps(run)}
+  {_random_notice(weights)}
   {_search_notice(metrics.get("search"))}
 </header>
 <main>
