@@ -30,10 +30,11 @@ from retrieval.regions.grid import grid
 from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
 from retrieval.regions.segments import segments
-from retrieval.blockwise import BlockPlan
-from retrieval.search import ImageHits, exact_search, group_by_image
+from retrieval.search.exact import BlockPlan, exact_search
+from retrieval.search.finish import ranking_masks
+from retrieval.search.images import ImageHits, group_by_image
 from retrieval.stages import extract, search
-from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
+from retrieval.stages.common import load_features, regions_enabled, store_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ETH80 = REPO.parent / "shared" / "data" / "eth80"

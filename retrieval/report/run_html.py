@@ -8,7 +8,7 @@ import json
 from html import escape
 from typing import Any
 
-from retrieval.approximate.recall import describe
+from retrieval.search.approximate.recall import describe
 from retrieval.report.curves import ap_histogram, mean_pr_curve
 from retrieval.report.inputs import RunInputs
 from retrieval.report.svg import histogram_chart, pr_chart

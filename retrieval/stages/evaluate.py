@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import artifacts
-from retrieval.approximate.recall import describe
+from retrieval.search.approximate.recall import describe
 from retrieval.datasets.distractors import distractor_count, labelled
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
@@ -23,7 +23,7 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
-from retrieval.composed import combination_settings
+from retrieval.search.composed import combination_settings
 from retrieval.queries.spec import QuerySpec
 from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
 

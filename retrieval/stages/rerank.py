@@ -25,8 +25,9 @@ from retrieval.errors import UserError
 from retrieval.masks import decode, tight_box
 from retrieval.queries import get_query_mode
 from retrieval.rerank import QueryCutout, RerankInputs, Step, create_step
+from retrieval.search.finish import finish_ranking
 from retrieval.stages.common import (
-    RANKING, dataset_from_config, depth, finish_ranking, items_of, load_features, plain, query_of, rank,
+    RANKING, dataset_from_config, depth, items_of, load_features, plain, query_of, rank,
 )
 
 log = logging.getLogger(__name__)
