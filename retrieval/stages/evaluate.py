@@ -216,14 +216,19 @@ def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _search_meta(ranking_path: Path) -> dict[str, Any]:
-    """The meta of the search that a ranking descends from (through any re-rank steps)."""
+    """The meta of the search that a ranking descends from: a re-rank step's meta names the
+    ranking it re-ranked (`input_ranking`), followed back to the search's (whose `search` is
+    the dict describing it). Empty when the ranking is not a cached artifact (`eval.ranking`
+    from elsewhere), or its chain does not lead to one."""
     folder = ranking_path.parent
-    if not artifacts.is_complete(folder):
-        return {}
-    meta = artifacts.read_meta(folder)
-    if "step" in meta and meta.get("search"):
-        return artifacts.read_meta(Path(meta["search"]))
-    return meta
+    while artifacts.is_complete(folder):
+        meta = artifacts.read_meta(folder)
+        if "step" not in meta:
+            return meta
+        if "input_ranking" not in meta:
+            return {}
+        folder = Path(meta["input_ranking"]).parent
+    return {}
 
 
 def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:
