@@ -31,10 +31,11 @@ from retrieval.regions.grid import grid
 from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
 from retrieval.regions.segments import segments
-from retrieval.blockwise import BlockPlan
-from retrieval.search import ImageHits, exact_search, group_by_image
+from retrieval.search.exact import BlockPlan, exact_search
+from retrieval.search.finish import ranking_masks
+from retrieval.search.images import ImageHits, group_by_image
 from retrieval.stages import extract, search
-from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
+from retrieval.stages.common import load_features, regions_enabled, store_folder
 
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)

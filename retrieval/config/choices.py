@@ -34,7 +34,7 @@ def image_modes() -> Iterable[str]:
 
 
 def combinations() -> Iterable[str]:
-    from retrieval.composed import COMBINATIONS
+    from retrieval.search.composed import COMBINATIONS
 
     return COMBINATIONS.available()
 
@@ -47,7 +47,7 @@ def poolings() -> Iterable[str]:
 
 
 def aggregations() -> Iterable[str]:
-    from retrieval.search import AGGREGATIONS
+    from retrieval.search.images import AGGREGATIONS
 
     return AGGREGATIONS
 

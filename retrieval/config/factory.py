@@ -53,7 +53,7 @@ def check_index(
             known = [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
             raise ConfigError(unknown(f"index.search_params.{name}", f"index.factory={factory}", known)) from None
     if target_recall is not None and factory != "Flat":
-        from retrieval.approximate.knobs import knob_to_tune
+        from retrieval.search.approximate.knobs import knob_to_tune
 
         knob_to_tune(index, factory, target_recall)
 

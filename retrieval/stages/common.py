@@ -1,6 +1,6 @@
 """What several stages share: the dataset of a config, what its items are and where their
-vectors live, the ranking depth, the model check, and finishing a ranking. Stages import
-this module, never each other.
+vectors live, the ranking depth, the model check, and the search the config asks for (thin
+wrappers of `retrieval.search`). Stages import this module, never each other.
 
 Splits of items: `gallery` (images, or their regions), `queries` (the vectors the search
 reads for each query: image cut-outs, or the words of a text query) and `texts` (the words
@@ -19,9 +19,6 @@ import faiss
 import numpy as np
 
 from retrieval import artifacts
-from retrieval.approximate.measured import Options, Run, prepare
-from retrieval.approximate.saved import index_folder, saved_index
-from retrieval.blockwise import OutOfRangeScores
 from retrieval.datasets import load_dataset
 from retrieval.datasets.distractors import list_distractors, with_distractors
 from retrieval.errors import UserError
@@ -33,11 +30,14 @@ from retrieval.models.identity import weights_identity
 from retrieval.queries import get_query_mode
 from retrieval.queries.files import with_query_file
 from retrieval.queries.spec import QuerySpec, query_spec
-from retrieval.ranking import Ranking
 from retrieval.records import Dataset
 from retrieval.representations import REPRESENTATIONS, Representation, create_representation
 from retrieval.device import resolve_device
-from retrieval.search import AGGREGATIONS, ImageHits, rank_images, rows_per_query
+from retrieval.search.approximate import measured
+from retrieval.search.exact import OutOfRangeScores
+from retrieval.search.composed import composed_search
+from retrieval.search.images import AGGREGATIONS, ImageHits
+from retrieval.search.rank import rank_images
 from retrieval.sizes import parse_size
 
 log = logging.getLogger(__name__)
@@ -315,66 +315,28 @@ def approximate_index(
     """The configured approximate index of the gallery (saved under `<cache>/indexes/`, built
     on first use), ready to search for `queries`, and the report of its measured recall."""
     index_cfg = plain(cfg["index"])
-    factory, options = index_cfg["factory"], Options.of(index_cfg)
-    cache = Path(cfg["paths"]["cache"]).expanduser()
-    folder = index_folder(cache, stored(cfg, gallery_store, "gallery"), factory, options.train_size, options.seed)
-    index = saved_index(folder, gallery.vectors, factory, options.train_size, options.seed, index_cfg["gpu"])
-    k = depth(cfg, len(gallery.keys))
-    rescore = index_cfg.get("rescore")
-    k_rows = rows_per_query(gallery.row_image, k, aggregation(cfg)["k_regions"], rescore)
-    run = Run(queries.per_image(), queries.valid, gallery, k, k_rows, rescore=bool(rescore))
-    device = resolve_device(plain(cfg["extract"])["device"])
-    return prepare(index, folder, factory, run, index_cfg["search_params"] or {}, options, index_cfg["gpu"], device)
+    return measured.approximate_index(
+        Path(cfg["paths"]["cache"]).expanduser(),
+        stored(cfg, gallery_store, "gallery"),
+        queries,
+        gallery,
+        index_cfg["factory"],
+        depth(cfg, len(gallery.keys)),
+        k_regions=aggregation(cfg)["k_regions"],
+        rescore_rows=index_cfg.get("rescore"),
+        search_params=index_cfg["search_params"] or {},
+        options=measured.Options.of(index_cfg),
+        use_gpu=index_cfg["gpu"],
+        device=resolve_device(plain(cfg["extract"])["device"]),
+    )
 
 
 def rank_composed(cfg: Mapping[str, Any], images: np.ndarray, texts: np.ndarray, gallery: Features) -> ImageHits:
     """Search `gallery` for composed queries (image and text vectors), combined as the
-    config's `query.combine` and `query.lambda` say; always exact (`retrieval.composed`)."""
-    from retrieval.composed import composed_search
-
+    config's `query.combine` and `query.lambda` say; always exact (`retrieval.search.composed`)."""
     query = query_of(cfg)
     return composed_search(images, texts, gallery.vectors, gallery.row_image, len(gallery.keys), depth(cfg, len(gallery.keys)),
                            query.combine, query.weight, device=resolve_device(plain(cfg["extract"])["device"]))
-
-
-def finish_ranking(
-    hits: ImageHits, queries: Features, gallery: Features, k: int, provenance: list[dict[str, Any]]
-) -> Ranking:
-    """A ranking of exactly `k` columns: skipped queries get an empty row (a miss, AP 0, so the
-    mean stays over every query of the benchmark and comparable with published numbers),
-    short rows are padded, and a localising gallery adds each entry's box and mask."""
-    images, scores, rows = hits.images.copy(), hits.scores.copy(), hits.rows.copy()
-    pad = k - images.shape[1]
-    if pad > 0:
-        images, rows = (np.pad(a, ((0, 0), (0, pad)), constant_values=-1) for a in (images, rows))
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    skipped = ~queries.valid
-    images[skipped], rows[skipped], scores[skipped] = -1, -1, -np.inf
-    ranking = Ranking(
-        indices=images,
-        scores=scores.astype(np.float32),
-        query_ids=np.asarray(queries.keys),
-        gallery_ids=np.asarray(gallery.keys),
-        provenance=provenance,
-    )
-    if gallery.localises:
-        found = rows >= 0
-        ranking.boxes = np.full((*images.shape, 4), np.nan, dtype=np.float32)
-        ranking.boxes[found] = gallery.boxes[rows[found]]
-        ranking.mask_ids, ranking.mask_table = ranking_masks(rows, gallery)
-    return ranking
-
-
-def ranking_masks(rows: np.ndarray, gallery: Features) -> tuple[np.ndarray, list[dict]]:
-    """Per ranking entry, the row of its mask in the returned table (-1: the row has no mask,
-    or the entry is padding); each distinct returned mask is in the table once."""
-    has_mask = np.fromiter((bool(m) for m in gallery.masks), dtype=bool, count=len(gallery.masks))
-    returned = np.unique(rows[rows >= 0])
-    kept = returned[has_mask[returned]]
-    row_of = np.full(len(gallery.masks), -1, dtype=np.int64)
-    row_of[kept] = np.arange(len(kept))
-    ids = np.where(rows >= 0, row_of[np.clip(rows, 0, None)], -1)
-    return ids, [json.loads(gallery.masks[r]) for r in kept.tolist()]
 
 
 def skipped_list(features: Features) -> list[list[str]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import artifacts
-from retrieval.approximate.recall import describe
+from retrieval.search.approximate.recall import describe
 from retrieval.datasets.distractors import distractor_count, labelled
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
@@ -24,7 +24,7 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
-from retrieval.composed import combination_settings
+from retrieval.search.composed import combination_settings
 from retrieval.queries.spec import QuerySpec
 from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
 
@@ -217,14 +217,19 @@ def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _search_meta(ranking_path: Path) -> dict[str, Any]:
-    """The meta of the search that a ranking descends from (through any re-rank steps)."""
+    """The meta of the search that a ranking descends from: a re-rank step's meta names the
+    ranking it re-ranked (`input_ranking`), followed back to the search's (whose `search` is
+    the dict describing it). Empty when the ranking is not a cached artifact (`eval.ranking`
+    from elsewhere), or its chain does not lead to one."""
     folder = ranking_path.parent
-    if not artifacts.is_complete(folder):
-        return {}
-    meta = artifacts.read_meta(folder)
-    if "step" in meta and meta.get("search"):
-        return artifacts.read_meta(Path(meta["search"]))
-    return meta
+    while artifacts.is_complete(folder):
+        meta = artifacts.read_meta(folder)
+        if "step" not in meta:
+            return meta
+        if "input_ranking" not in meta:
+            return {}
+        folder = Path(meta["input_ranking"]).parent
+    return {}
 
 
 def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:

@@ -3,8 +3,10 @@
     main(cfg, ranking, queries, gallery) -> ranking.npz of the last step (the input when none)
 
 Each step's output is an artifact keyed by its input ranking's key, the step and its
-options, so changing a later step never redoes an earlier one. The step gets only the
-inputs it declares; a step that changes the gallery's vectors passes them to the next.
+options, so changing a later step never redoes an earlier one; its meta.json names the
+ranking it re-ranked (`input_ranking`), the chain evaluate follows back to the search's
+meta. The step gets only the inputs it declares; a step that changes the gallery's vectors
+passes them to the next.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from retrieval.errors import UserError
 from retrieval.masks import decode, tight_box
 from retrieval.queries import get_query_mode
 from retrieval.rerank import QueryCutout, RerankInputs, Step, create_step
+from retrieval.search.finish import finish_ranking
 from retrieval.stages.common import (
-    RANKING, dataset_from_config, depth, finish_ranking, items_of, load_features, plain, query_of, rank,
+    RANKING, dataset_from_config, depth, items_of, load_features, plain, query_of, rank,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ def main(cfg: Mapping[str, Any], ranking: Path, queries: Path, gallery: Path) ->
     for name, step in steps:
         settings = {"stage": "rerank", "input": current.parent.name, "step": name, "options": step.settings()}
         folder = artifacts.artifact_dir(Path(cfg["paths"]["cache"]).expanduser(), "rankings", settings)
-        artifacts.build_once(folder, lambda out: _run(name, step, Ranking.load(current), inputs, out, Path(ranking).parent), f"rerank {name}")
+        artifacts.build_once(folder, lambda out: _run(name, step, current, inputs, out), f"rerank {name}")
         if step.updates_gallery:  # later steps see the new vectors, loaded only if one asks
             inputs.loaders["gallery"] = _with_vectors(inputs.loaders["gallery"], folder / GALLERY_VECTORS)
             inputs.forget("gallery")
@@ -111,8 +114,10 @@ def _mask_box(mask: Any) -> tuple[int, int, int, int] | None:
         return None
 
 
-def _run(name: str, step: Step, ranking: Ranking, inputs: RerankInputs, folder: Path, search: Path) -> None:
+def _run(name: str, step: Step, source: Path, inputs: RerankInputs, folder: Path) -> None:
+    """Re-rank the ranking at `source` into `folder`."""
     log.info("rerank %s %s", name, step.settings())
+    ranking = Ranking.load(source)
     inputs.allowed = step.needs
     start = time.perf_counter()
     output = step(ranking, inputs)
@@ -124,4 +129,4 @@ def _run(name: str, step: Step, ranking: Ranking, inputs: RerankInputs, folder: 
             with open(tmp, "wb") as handle:
                 np.save(handle, output.gallery_vectors)
     log.info("rerank %s: %.1f s%s", name, seconds, "".join(f", {key} {value}" for key, value in output.report.items()))
-    artifacts.write_meta(folder, step=name, options=step.settings(), search=str(search), seconds=seconds, **output.report)
+    artifacts.write_meta(folder, step=name, options=step.settings(), input_ranking=str(source), seconds=seconds, **output.report)

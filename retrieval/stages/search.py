@@ -7,7 +7,7 @@ an image scores as its best row, exactly and blockwise by default or through any
 factory, whose index is saved with the gallery (`<cache>/indexes/`) and reused, and whose
 recall@K against exact search is measured and written into meta.json and the provenance. Text queries are searched the same way (their `queries` store holds text vectors).
 Composed queries add `texts`, the store of their words, and are ranked exactly by the
-configured combination of the two similarities (`retrieval.composed`). The ranking is cached
+configured combination of the two similarities (`retrieval.search.composed`). The ranking is cached
 under a key of everything it depends on, the content of the listed files included (through
 their item keys), and for composed queries the combination (lambda only where it is read).
 """
@@ -23,9 +23,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from retrieval import artifacts
-from retrieval.composed import combination_settings
 from retrieval.errors import UserError
 from retrieval.features import Features
+from retrieval.search.composed import combination_settings
+from retrieval.search.finish import finish_ranking
 from retrieval.stages.common import (
     RANKING,
     aggregation,
@@ -33,7 +34,6 @@ from retrieval.stages.common import (
     check_same_model,
     depth,
     dataset_from_config,
-    finish_ranking,
     load_features,
     plain,
     query_of,

@@ -14,11 +14,10 @@ import torch
 
 from conftest import ComposeFn
 from retrieval import pipeline
-from retrieval.blockwise import BlockPlan, GalleryShape, block_bytes, blockwise_top_k, plan_blocks
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows
 from retrieval.features.store import MissingVectors, ShardRows, Store, shard_name, write_shard
-from retrieval.search import exact_search
+from retrieval.search.exact import BlockPlan, GalleryShape, block_bytes, blockwise_top_k, exact_search, plan_blocks
 from retrieval.sizes import format_size, parse_size
 from retrieval.ranking import Ranking
 from retrieval.rerank.expansion import alpha_query_expansion

@@ -17,11 +17,11 @@ from scipy.stats import norm
 
 from conftest import REPO, ComposeFn
 from retrieval import pipeline
-from retrieval.composed import COMBINATIONS, combination_settings, composed_search
 from retrieval.config import ConfigError
 from retrieval.leaderboard import read_rows
 from retrieval.ranking import Ranking
 from retrieval.registry import UnknownName
+from retrieval.search.composed import COMBINATIONS, combination_settings, composed_search
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage
 from retrieval.stages.common import load_features, store_folder

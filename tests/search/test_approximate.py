@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import index as index_module
 from retrieval import pipeline
-from retrieval.approximate import measured
-from retrieval.approximate.measured import Options, Run, prepare
-from retrieval.approximate.recall import held_out_samples, recall_at_k
-from retrieval.approximate.saved import INDEX, read_mapped, saved_index
+from retrieval.search import index as index_module
+from retrieval.search.approximate import measured
+from retrieval.search.approximate.measured import Options, Run, prepare
+from retrieval.search.approximate.recall import held_out_samples, recall_at_k
+from retrieval.search.approximate.saved import INDEX, read_mapped, saved_index
+from retrieval.search.approximate.shortlist import approximate_search, rescore
 from retrieval.config import ConfigError
 from retrieval.features import Features
 from retrieval.ranking import Ranking
-from retrieval.search import approximate_search, build_row_index, rescore
+from retrieval.search.index import build_row_index
 from retrieval.stages.common import load_features, store_folder
 
 from conftest import ComposeFn
@@ -99,7 +100,7 @@ def test_a_second_tuning_is_read_back_not_redone(tmp_path: Path, monkeypatch: py
     options = Options(target_recall=0.8, tune_queries=20)
     first = prepare(saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False), tmp_path, "IVF8,Flat", run, {}, options, False,
                     torch.device("cpu"))[1]
-    monkeypatch.setattr("retrieval.approximate.tuning.cheapest", lambda *args: pytest.fail("tuned again"))
+    monkeypatch.setattr("retrieval.search.approximate.tuning.cheapest", lambda *args: pytest.fail("tuned again"))
     again = prepare(read_mapped(tmp_path / INDEX), tmp_path, "IVF8,Flat", run, {}, options, False, torch.device("cpu"))[1]
     assert again == first
 
@@ -117,7 +118,7 @@ def test_a_mapped_ivf_index_searches_like_the_one_in_memory(tmp_path: Path, capl
         for got, want in zip(mapped.search(queries, 10), built.search(queries, 10)):
             np.testing.assert_array_equal(got, want)
     faiss.write_index(build_row_index(vectors, "HNSW8", use_gpu=False), str(tmp_path / "hnsw.faiss"))
-    with caplog.at_level(logging.INFO, logger="retrieval.approximate.saved"):
+    with caplog.at_level(logging.INFO, logger="retrieval.search.approximate.saved"):
         read_mapped(tmp_path / "hnsw.faiss")
     assert "IndexHNSWFlat, read into memory (faiss memory-maps only IVF inverted lists)" in caplog.text
 
