@@ -1,4 +1,4 @@
-"""Pure ranking metrics (FORMATS.md sections 2, 3 and 5).
+"""Pure ranking metrics (docs/formats.md sections 2, 3 and 5).
 
 Every per-query function takes `ranked` (gallery indices, best first; -1 entries are padding),
 `positives` and `junk` (gallery indices). Junk and padding are removed before scoring, as if
@@ -8,7 +8,7 @@ NaN for a query without positives: it has no defined value, and the table functi
 such queries out of the means (and count them) unless a compatibility mode says otherwise.
 
 Reference modes reproduce a published evaluator on every input it accepts, quirks included
-(FORMATS.md sections 2, 3 and 5): `revisitop_reference` (revisitop `compute_map`),
+(docs/formats.md sections 2, 3 and 5): `revisitop_reference` (revisitop `compute_map`),
 `gl3d_reference_ap` (MIRorR `compute_overlap_benchmark.py`) and `per_query_metrics(ap="fyn")`
 (SoIR `calculate_map` / `get_recalls`). They count a repeated ranking entry at each occurrence,
 and the first two divide by the positives as the ground-truth file lists them (`ListedTruth`).
@@ -141,7 +141,7 @@ def trapezoid_ap_from_hits(hits: np.ndarray, npos: int) -> float:
 
 
 def _trapezoid_ap_at(positions: np.ndarray, normaliser: int) -> float:
-    """Trapezoid AP from the 0-based positions r_0 <= r_1 <= ... of the hits (FORMATS.md
+    """Trapezoid AP from the 0-based positions r_0 <= r_1 <= ... of the hits (docs/formats.md
     section 2): sum_j ((1 if r_j = 0 else j / r_j) + (j + 1) / (r_j + 1)) / 2 / normaliser."""
     if normaliser == 0:
         return float("nan")

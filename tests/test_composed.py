@@ -53,7 +53,7 @@ def best_row_similarities(queries: np.ndarray, vectors: np.ndarray, row_image: n
 
 
 def reference_scores(method: str, image: np.ndarray, text: np.ndarray, weight: float) -> np.ndarray:
-    """FORMATS.md section 6, longhand: z over the images that have rows, unbiased std, Phi."""
+    """docs/formats.md section 6, longhand: z over the images that have rows, unbiased std, Phi."""
     has_rows = np.isfinite(image[0])
 
     def phi(s: np.ndarray) -> np.ndarray:

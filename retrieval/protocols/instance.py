@@ -1,4 +1,4 @@
-"""Instance retrieval (FORMATS.md section 3): mAP, mAP@K, P@K, recall@K and hit@K."""
+"""Instance retrieval (docs/formats.md section 3): mAP, mAP@K, P@K, recall@K and hit@K."""
 from __future__ import annotations
 
 from collections.abc import Sequence
