@@ -341,6 +341,21 @@ def test_every_page_is_listed_in_the_index() -> None:
             assert f"({page.name})" in index, page.name
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_arrives() -> None:
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", page.read_text()):
+            linked = (page.parent / target).resolve() if target else page
+            assert linked.exists(), f"{page.name}: {target}"
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                assert anchor in {slug(heading) for heading in headings}, f"{page.name}: {target}#{anchor}"
+
+
 def test_the_readme_is_a_first_screen() -> None:
     readme = (REPO / "README.md").read_text()
     assert len(readme.encode()) < 15_000
@@ -446,9 +461,20 @@ def test_the_too_few_points_warning_suggests_an_override_that_parses(caplog: pyt
     assert factories(words) == ["IVF16,Flat"] and hydra_problems(["index=ivfpq", *words]) == []
 
 
+def test_the_refusal_of_a_factory_faiss_rejects_suggests_overrides_that_parse() -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.check_index("IVF12,Bogus")
+    words = suggested_overrides(str(refused.value))
+    assert words[:2] == ["index=flat", "index=hnsw"] and factories(words) == ["IVF1024,PQ32"]
+    assert hydra_problems(words[:1]) == hydra_problems(words[1:2]) == hydra_problems(["index=ivfpq", words[2]]) == []
+
+
 def suggested_overrides(message: str) -> list[str]:
-    """The override words of a message's advice (after its `;`), as bash hands them over."""
-    return [word for word in shlex.split(message.split("; ", 1)[1]) if "=" in word]
+    """The override words of a message's advice (after its `;`), as bash hands them over; a
+    factory it names outside an override (`such as IVF8,PQ32x3`) would not paste."""
+    words = [word.rstrip(",.") for word in shlex.split(message.split("; ", 1)[1])]
+    assert not [word for word in words if re.search(r"IVF\d|PQ\d", word) and "=" not in word], message
+    return [word for word in words if "=" in word]
 
 
 def factories(words: list[str]) -> list[str]:
