@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import itertools
@@ -49,7 +50,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from retrieval import config
-from retrieval.config import values
+from retrieval.config import values as config_values
 from retrieval.index import TooFewTrainingVectors, trained_index
 
 from conftest import REPO
@@ -91,8 +92,8 @@ class Line:
 
 
 def command_lines(markdown: str, name: str) -> Iterator[Line]:
-    """Each logical line of each ```bash block (continuations joined), then each inline
-    `python ...` entry-point command of the prose, in page order."""
+    """Each logical line of each ```bash block (continuations joined) and each entry-point
+    command quoted inline in the prose (`python evaluate.py ...`), in page order."""
     inside, pending, start = None, "", 0
     for number, line in enumerate(markdown.splitlines(), 1):
         fence = line.strip().startswith("```")
@@ -158,7 +159,7 @@ def hydra_problems(args: list[str]) -> list[str]:
     if problems:
         return problems
     for job in itertools.product(*(job_values(override) for override in overrides)):
-        problems += [f"job {' '.join(job)}: {problem}" if multirun else problem for problem in job_problems(list(job))]
+        problems += [f"job {' '.join(job)}: {problem}" if multirun else problem for problem in job_problems(job)]
     return problems
 
 
@@ -184,23 +185,25 @@ def job_values(override: Override) -> list[str]:
     return [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
 
 
-def job_problems(job: list[str]) -> list[str]:
-    """What Hydra's composition, then the config schema, refuse in one job's overrides. What
-    belongs to the reader's machine is left out: whether a path the command names exists, and
-    what the schema finds missing here (an optional package, a GPU)."""
+@functools.lru_cache(maxsize=None)
+def job_problems(job: tuple[str, ...]) -> tuple[str, ...]:
+    """What Hydra's composition, then the config schema, refuse in one job's overrides (pages
+    repeat jobs, and composing is the slow part). What belongs to the reader's machine is left
+    out: whether a path the command names exists, and what the schema finds missing here (an
+    optional package, a GPU)."""
     with initialize_config_dir(version_base=None, config_dir=str(CONF)):
         try:
-            cfg = compose("config", overrides=job, return_hydra_config=True)
+            cfg = compose("config", overrides=list(job), return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as error:
-            return [f"Hydra refuses it: {first_line(error)}"]
+            return (f"Hydra refuses it: {first_line(error)}",)
     tree = OmegaConf.to_container(cfg, resolve=False)
     del tree["hydra"]
     try:
-        with mock.patch.object(values, "_existence_problem", lambda value, kind: None):
+        with mock.patch.object(config_values, "_existence_problem", lambda value, kind: None):
             config.check(OmegaConf.create(tree))
     except config.ConfigError as error:
-        return [] if MACHINE.search(str(error)) else [str(error)]
-    return []
+        return () if MACHINE.search(str(error)) else (str(error),)
+    return ()
 
 
 class ArgumentsParsed(Exception):
@@ -263,7 +266,8 @@ def command_problems(words: list[str], text: str) -> list[str]:
         return [] if known else [f"bash finds no command {words[0]}"]
     redirections = [word for word in words if word in ("<", ">", "(", ")")]
     if redirections:
-        return [f"bash reads {redirections[0]} as shell syntax here: write placeholders without angle brackets"]
+        return [f"bash reads {redirections[0]} as shell syntax here (a redirection or a subshell): quote it, "
+                "or write placeholders without angle brackets"]
     globs = unquoted_globs(words, text)
     if globs:
         return [f"{globs[0]} is unquoted: bash may expand it as a glob and zsh refuses it; quote it ('{globs[0]}')"]
