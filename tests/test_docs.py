@@ -227,10 +227,12 @@ def module_problems(module: str, args: list[str]) -> list[str]:
         parse_args(parser, *given, **named)
         raise ArgumentsParsed
 
+    main = f"{module}.__main__" if spec.submodule_search_locations else module
     stderr = io.StringIO()
     with (mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop),
           mock.patch.object(sys, "argv", [module, *args]), contextlib.redirect_stderr(stderr),
           contextlib.redirect_stdout(io.StringIO())):
+        sys.modules.pop(main, None)  # run afresh, as `python -m` does (runpy warns of an imported one)
         try:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         except ArgumentsParsed:
