@@ -126,7 +126,7 @@ def test_format_choices_are_the_registered_formats() -> None:
 def test_an_index_factory_faiss_rejects_is_named(factory: str, reason: str) -> None:
     assert error_of(composed(f"index.factory='{factory}'")) == (
         f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=7680 ({reason}); "
-        "use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
+        "use index=flat, index=hnsw or another faiss index_factory string, such as \"index.factory='IVF1024,PQ32'\""
     )
 
 

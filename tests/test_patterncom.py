@@ -1,4 +1,4 @@
-"""PatternCom adapter and protocol (FORMATS.md section 6), checked against longhand readings.
+"""PatternCom adapter and protocol (docs/formats.md section 6), checked against longhand readings.
 
 The expected queries and positives are computed here from the CSV text the test writes, the
 way the rscir reference's `evaluate.py` does it (string labels, `str.replace` fixes, a

@@ -29,7 +29,7 @@ from tests.test_metrics import bf_mp, bf_trapezoid, random_reference_case
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
-    """FORMATS.md section 2 table, written out longhand."""
+    """docs/formats.md section 2 table, written out longhand."""
     easy, hard, junk = set(entry["easy"]), set(entry["hard"]), set(entry["junk"])
     if setup == "easy":
         return easy, junk | hard
@@ -128,7 +128,7 @@ def test_out_of_range_index_is_an_error(tmp_path):
 
 
 def trapezoid_ap(ranked: list[int], positives: set[int], junk: set[int]) -> float:
-    """FORMATS.md section 2, longhand: junk dropped, N = all positives."""
+    """docs/formats.md section 2, longhand: junk dropped, N = all positives."""
     kept = [g for g in ranked if g not in junk]
     ranks = [r for r, g in enumerate(kept) if g in positives]
     total = 0.0

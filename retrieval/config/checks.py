@@ -64,7 +64,7 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
         )
     if query.composed and tree.get("rerank"):
         steps = ",".join(tree["rerank"])
-        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[{steps}]")
+        raise ConfigError(f"query=composed has two vectors per query, which re-rank steps cannot expand: use 'rerank=[]', not rerank=[{steps}]")
 
 
 def _text_presets() -> str:

@@ -42,7 +42,8 @@ def check_index(
     except RuntimeError as error:
         raise ConfigError(
             f"index.factory={factory} is not valid: faiss cannot build it for inner product at d={dim} "
-            f"({_faiss_reason(error)}); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
+            f"({_faiss_reason(error)}); use index=flat, index=hnsw or another faiss index_factory string, "
+            "such as \"index.factory='IVF1024,PQ32'\""
         ) from None
     space = faiss.ParameterSpace()
     for name, value in (search_params or {}).items():

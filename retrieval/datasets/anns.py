@@ -1,4 +1,4 @@
-"""VoxDet-SoIR `anns.pt` reader (FORMATS.md section 1).
+"""VoxDet-SoIR `anns.pt` reader (docs/formats.md section 1).
 
 The file is a pickle written by the reference builder: paths are absolute on the machine that
 built it, query masks use the builder's own (sometimes inverted) row-major RLE, query boxes are

@@ -1,7 +1,7 @@
 """GL3D matchable-image retrieval (MIRorR benchmark): an image list plus a ground-truth pair list.
 
 Every image is a query and the whole list is the gallery, the query included, as the reference
-pipeline retrieves it (FORMATS.md section 5). The query itself is put in its own junk so it is
+pipeline retrieves it (docs/formats.md section 5). The query itself is put in its own junk so it is
 dropped before scoring. Pairs are directed: line `i j` makes j a positive of i only. A pair on
 several lines is one positive; for images with such duplicated lines, `extra["listed_positives"]`
 keeps how many lines list their positives, which the protocol's `ap=reference` divides by.

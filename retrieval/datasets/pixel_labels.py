@@ -5,7 +5,7 @@ The release holds `<city>_pair2labelpath.npy`, a pickled dict "{query}_{gallery 
 LabelMe JSON path (relative to the release folder), and those JSON files, whose polygons
 (`shapes[*].points`, pixel [x, y]) together outline the landmark. Here each pair becomes an
 `Instance` of the query's id in the gallery image, with the union of its polygons as mask,
-so the localisation metrics (FORMATS.md sections 7 and 8) score region-level rankings on it.
+so the localisation metrics (docs/formats.md sections 7 and 8) score region-level rankings on it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Revisited Oxford and Paris (revisitop): `<root>/<name>/gnd_<name>.pkl` plus `jpg/`.
 
-The ground truth is resolved here into the three published setups (FORMATS.md section 2), so
+The ground truth is resolved here into the three published setups (docs/formats.md section 2), so
 the scoring protocol only ever sees positives and junk:
 
 | setup  | positives   | junk        |

@@ -1,6 +1,6 @@
 """Visual place recognition folders: a database and a query folder, positives by position.
 
-Three ways to find positives (FORMATS.md section 4):
+Three ways to find positives (docs/formats.md section 4):
 - `utm`: file names `@easting@northing@...@.jpg` (the VPR-datasets-downloader layout that
   VPR-methods-evaluation and AnyLoc read); positives within `radius_m` (25) in 2-D.
 - `vpr_bench`: `ref/<int>.jpg`, `query/<int>.jpg` and `ground_truth_new.npy` (VPR-Bench).

@@ -1,4 +1,4 @@
-"""GL3D matchable-image retrieval (FORMATS.md section 5): mAP@200.
+"""GL3D matchable-image retrieval (docs/formats.md section 5): mAP@200.
 
 Every image is a query against the whole set, itself included, as the reference pipeline
 retrieves it; the adapter gives each query itself as junk. The top `depth` entries of the raw

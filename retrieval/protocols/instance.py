@@ -1,4 +1,4 @@
-"""Instance retrieval (FORMATS.md section 3): mAP, mAP@K, P@K, recall@K and hit@K, and the
+"""Instance retrieval (docs/formats.md section 3): mAP, mAP@K, P@K, recall@K and hit@K, and the
 Find-your-Needle (SoIR) reference mode."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PatternCom composed retrieval (FORMATS.md section 6): mAP per attribute and their plain mean.
+"""PatternCom composed retrieval (docs/formats.md section 6): mAP per attribute and their plain mean.
 
 Each query is one (query image, text) pair; its positives come from the adapter
 (`retrieval.datasets.patterncom`) and its group is its attribute. AP is the non-interpolated

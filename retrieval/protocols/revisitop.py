@@ -1,9 +1,9 @@
-"""Revisited Oxford and Paris (FORMATS.md section 2): trapezoid mAP and mP@k per setup.
+"""Revisited Oxford and Paris (docs/formats.md section 2): trapezoid mAP and mP@k per setup.
 
 The dataset adapter resolves the Easy / Medium / Hard positives and junk into
 `dataset.truth["easy" | "medium" | "hard"]`, so this module only scores. Localisation is
 scored with the same trapezoid AP, and the `pixel_reference` option adds the PROxford /
-PRParis reference evaluation's own numbers (FORMATS.md section 8).
+PRParis reference evaluation's own numbers (docs/formats.md section 8).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
 AP_MODES = ("standard", "reference")
-"""`standard`: FORMATS.md section 2 on the ranking with each item once; `reference`: revisitop's
+"""`standard`: docs/formats.md section 2 on the ranking with each item once; `reference`: revisitop's
 `compute_map` itself (repeated entries counted at each occurrence)."""
 
 
@@ -89,7 +89,7 @@ def revisitop_per_query(
 def pixel_reference_summary(
     ranking: Ranking, dataset: Dataset, ious: Mapping[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
-    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (FORMATS.md
+    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (docs/formats.md
     section 8, compatibility): box IoU, strict IoU > t, queries with no passing positive
     dropped per threshold, its two ignored queries kept in the denominator; mIoU skipping
     unpredicted easy positives in Medium. Of `ious` (per kind), the reference uses boxes."""

@@ -1,4 +1,4 @@
-"""Visual place recognition (FORMATS.md section 4): hit@N.
+"""Visual place recognition (docs/formats.md section 4): hit@N.
 
 VPR papers call this metric Recall@N; it is hit@N (a query counts if any of its top N is a
 positive), so it is named hit@N here to keep it apart from true recall.

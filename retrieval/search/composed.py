@@ -9,7 +9,7 @@ registered by name in `COMBINATIONS`, makes the score:
     image     s_img
     text      s_txt
     average   (s_img + s_txt) / 2
-    weicom    (1 - lambda) * Phi(z(s_img)) + lambda * Phi(z(s_txt))       (FORMATS.md section 6)
+    weicom    (1 - lambda) * Phi(z(s_img)) + lambda * Phi(z(s_txt))       (docs/formats.md section 6)
 
 z standardises a query's similarity vector over every gallery image that has rows, with its
 mean and unbiased std (a constant vector, or a gallery of one image, standardises to 0), and

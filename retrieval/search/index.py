@@ -72,8 +72,10 @@ def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, 
     the sample covers the whole gallery and not just its first files.
 
     Fewer training vectors than a k-means of the factory has centroids (IVF<lists>; PQ<m>x<bits>
-    has 2**bits per sub-quantiser) is a TooFewTrainingVectors naming a factory that fits, raised
-    before faiss fails; fewer than faiss's minimum per centroid is a warning naming one."""
+    has 2**bits per sub-quantiser) is a TooFewTrainingVectors, raised before faiss fails; fewer
+    than faiss's minimum per centroid is a warning. Both name a factory whose k-means get that
+    minimum (so it trains without the warning), as an override that pastes into a shell, or
+    index=flat alone when the vectors are too few for any."""
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         n_train = min(len(vectors), train_size)
@@ -103,20 +105,27 @@ def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, 
         fitting = smaller(n_train // per_centroid)  # trains without faiss's warnings
         if short(factory, n_train):
             part, centroids = short(factory, n_train)[0]
-            fitting = fitting or smaller(n_train)
-            advice = f"use index=flat or a smaller factory such as {fitting}" if fitting else "use index=flat"
+            advice = "use index=flat"
+            if fitting:
+                advice += f" or a smaller factory such as {factory_override(fitting)}"
             raise TooFewTrainingVectors(f"{part} needs at least {centroids} training vectors, {have}; {advice}")
         if short(factory, n_train // per_centroid):
             part, centroids = short(factory, n_train // per_centroid)[0]
             log.warning(
                 "%s trains %d centroids on %d vectors, under faiss's %d per centroid, so recall suffers%s",
-                part, centroids, n_train, per_centroid, f"; {fitting} fits" if fitting else "",
+                part, centroids, n_train, per_centroid, f"; {factory_override(fitting)} fits" if fitting else "",
             )
         rows = np.arange(len(vectors))
         if len(vectors) > train_size:
             rows = np.sort(np.random.default_rng(seed).choice(len(vectors), train_size, replace=False))
         index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
     return index
+
+
+def factory_override(factory: str) -> str:
+    """The command-line word that sets index.factory to `factory`, quoted for both bash and
+    Hydra: Hydra reads a bare comma as a sweep, and bash strips the inner quotes unprotected."""
+    return f"\"index.factory='{factory}'\""
 
 
 def set_search_params(index: faiss.Index, params: Mapping[str, float]) -> None:

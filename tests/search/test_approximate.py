@@ -176,7 +176,8 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     [
         (["index.factory='IVF12,Bogus'"],
          "index.factory=IVF12,Bogus is not valid: faiss cannot build it for inner product at d=7680 (could not parse code "
-         "description Bogus in IVF12,Bogus); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"),
+         "description Bogus in IVF12,Bogus); use index=flat, index=hnsw or another faiss index_factory string, "
+         "such as \"index.factory='IVF1024,PQ32'\""),
         (["index=ivfpq", "index.factory=PQ32", "~index.search_params", "index.target_recall=0.95"],
          "index.target_recall=0.95 needs a search-time knob to tune, and index.factory=PQ32 has none: use an IVF or HNSW "
          "factory (nprobe, efSearch), or index.target_recall=null"),

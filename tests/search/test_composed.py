@@ -53,7 +53,7 @@ def best_row_similarities(queries: np.ndarray, vectors: np.ndarray, row_image: n
 
 
 def reference_scores(method: str, image: np.ndarray, text: np.ndarray, weight: float) -> np.ndarray:
-    """FORMATS.md section 6, longhand: z over the images that have rows, unbiased std, Phi."""
+    """docs/formats.md section 6, longhand: z over the images that have rows, unbiased std, Phi."""
     has_rows = np.isfinite(image[0])
 
     def phi(s: np.ndarray) -> np.ndarray:
@@ -310,7 +310,8 @@ def test_hydra_sweeps_lambda(make_cfg: ComposeFn, source: tuple[torch.nn.Module,
     "overrides, message",
     [
         (["index=hnsw"], "query=composed is ranked exactly over the whole gallery: use index=flat, not index=hnsw"),
-        (["rerank=[aqe]"], "query=composed has two vectors per query, which re-rank steps cannot expand: drop rerank=[aqe]"),
+        (["rerank=[aqe]"],
+         "query=composed has two vectors per query, which re-rank steps cannot expand: use 'rerank=[]', not rerank=[aqe]"),
         (["query.lambda=1.5"], "query.lambda=1.5 is not valid: use a number from 0 to 1"),
         (["query.combine=sum"], "query.combine=sum is not valid: choose average, image, text or weicom"),
         (["query.cut=crop"], "query.cut=crop is not valid: choose box, full, mask or square"),
