@@ -29,6 +29,8 @@ import numpy as np
 from retrieval.artifacts import atomic_path
 
 REDO = "run search again to rewrite it"
+RANKING_FILE = "ranking.npz"
+"""A ranking's name in its artifact folder (a search's, a re-rank step's) and in a run folder."""
 
 
 @dataclass

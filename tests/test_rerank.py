@@ -13,11 +13,11 @@ from hydra.errors import MissingConfigException
 from conftest import ComposeFn
 from retrieval import artifacts, pipeline
 from retrieval.models import Embedder, create_model
+from retrieval.plan import RunPlan
 from retrieval.ranking import Ranking
 from retrieval.rerank import steps as rerank_steps
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage
-from retrieval.stages.common import load_features, store_folder
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def cfg_of(make_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch, lite0: Embedder
 
 def vectors(cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     """(queries, gallery) vectors as float64, one row per image, from the run's stores."""
-    queries = load_features(cfg, store_folder(cfg, "queries"), "queries").per_image()
-    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery").per_image()
+    stores = RunPlan.from_config(cfg).stores
+    queries, gallery = stores["queries"].load().per_image(), stores["gallery"].load().per_image()
     return queries.astype(np.float64), gallery.astype(np.float64)
 
 
@@ -125,7 +125,7 @@ def test_each_step_names_its_input_and_evaluate_follows_them_to_the_search(cfg_o
     for ranking, source in ((first, searched), (final, first)):
         meta = artifacts.read_meta(ranking.parent)
         assert meta["input_ranking"] == str(source) and "search" not in meta
-    metrics = json.loads(evaluate_stage.main(cfg, final, tmp_path / "run").read_text())
+    metrics = json.loads(evaluate_stage.main(RunPlan.from_config(cfg), final, tmp_path / "run").read_text())
     assert metrics["search"] == search_meta["search"] and metrics["rerank"] == "aqe+alpha_qe"
     assert metrics["timings"]["search_seconds"] == search_meta["search_seconds"]
 

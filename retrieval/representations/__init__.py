@@ -17,6 +17,7 @@ the key of the feature store they live in.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,9 +50,10 @@ class Representation:
     embeds_words: bool = False
     """Whether items are texts for the model's text tower (whose store the image preprocessing
     does not key)."""
+    encodes_queries: bool = False
+    """Whether query cut-outs are encoded by this representation too (with the query's mode);
+    False: by `global`, one whole-image vector each."""
     source_names: list[str] = []
-    options: tuple[str, ...] = ()
-    """Names of the `regions` config keys the constructor takes besides proposals and max_pixels."""
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -71,6 +73,27 @@ register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
 
 
-def create_representation(name: str, **options: Any) -> Representation:
-    """The representation registered as `name`, with its options."""
-    return REPRESENTATIONS.get(name)(**options)
+CONTEXT = ("max_pixels", "proposals", "mode", "mode_options", "tokenizer")
+"""Constructor parameters the run supplies, not the user: the pixel cap, the regions' proposers,
+a query's image mode with its options, the text tower's tokenizer. Every other parameter is an
+option of the representation's config node (`representation.<name>`)."""
+
+
+def create_representation(name: str, **arguments: Any) -> Representation:
+    """The representation registered as `name`, with its options and context."""
+    return REPRESENTATIONS.get(name)(**arguments)
+
+
+def _parameters(name: str) -> dict[str, inspect.Parameter]:
+    return {key: p for key, p in inspect.signature(REPRESENTATIONS.get(name)).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options of representation `name`: its constructor's parameters besides the context."""
+    return tuple(key for key in _parameters(name) if key not in CONTEXT)
+
+
+def takes(name: str, parameter: str) -> bool:
+    """Whether representation `name` takes `parameter` (e.g. `proposals`: it describes regions)."""
+    return parameter in _parameters(name)

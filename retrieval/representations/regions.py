@@ -110,7 +110,6 @@ class RoiRegions(RegionRepresentation):
     """Regions ROI-aligned out of a few backbone passes over an image pyramid (dense models)."""
 
     pooling = "roi"
-    options = ("input_sizes", "roi_size")
 
     def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, input_sizes: Sequence[int], roi_size: int):
         super().__init__(proposals, max_pixels)
@@ -170,7 +169,6 @@ class CropRegions(RegionRepresentation):
     """Every region cut out (segments: background filled) and embedded like a query (any model)."""
 
     pooling = "crop"
-    options = ("crop_size",)
 
     def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, crop_size: int | None):
         super().__init__(proposals, max_pixels)

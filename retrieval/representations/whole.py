@@ -46,6 +46,8 @@ class WholeImages(torch.utils.data.Dataset):
 class GlobalRepresentation(Representation):
     """One vector per image: the model's own descriptor of the whole image (or the query's cut-out)."""
 
+    encodes_queries = True
+
     def __init__(self, max_pixels: int, mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None):
         self.max_pixels = int(max_pixels)
         self.mode = mode

@@ -25,7 +25,7 @@ from retrieval.config import ConfigError
 from retrieval.features import Features
 from retrieval.ranking import Ranking
 from retrieval.search.index import build_row_index
-from retrieval.stages.common import load_features, store_folder
+from retrieval.plan import RunPlan
 
 from conftest import ComposeFn
 
@@ -161,8 +161,8 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     assert len(list((tmp_path / "cache" / "rankings").iterdir())) == 3  # three rankings, one index
 
     cfg = make_cfg(*index)
-    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery")
-    queries = load_features(cfg, store_folder(cfg, "queries"), "queries")
+    gallery = RunPlan.from_config(cfg).stores["gallery"].load()
+    queries = RunPlan.from_config(cfg).stores["queries"].load()
     fresh = build_row_index(gallery.vectors, "IVF2,Flat", {"nprobe": 2}, use_gpu=False, train_size=8)
     hits = approximate_search(fresh, queries.per_image(), gallery.row_image, 5, 5)
     np.testing.assert_array_equal(again.indices, hits.images)  # the reused index searches as a fresh build

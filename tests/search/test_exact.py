@@ -21,7 +21,7 @@ from retrieval.search.exact import BlockPlan, GalleryShape, block_bytes, blockwi
 from retrieval.sizes import format_size, parse_size
 from retrieval.ranking import Ranking
 from retrieval.rerank.expansion import alpha_query_expansion
-from retrieval.stages.common import load_features, store_folder
+from retrieval.plan import RunPlan
 
 
 def brute_force(queries: np.ndarray, vectors: np.ndarray, row_image: np.ndarray, n_images: int, k: int):
@@ -219,7 +219,7 @@ def test_search_and_rerank_under_a_budget_rank_as_without(make_cfg: ComposeFn, t
     shutil.rmtree(tmp_path / "cache" / "rankings")
     in_memory = Ranking.load(pipeline.ranking(plain_cfg))
     assert np.array_equal(on_disk.indices, in_memory.indices) and np.array_equal(on_disk.scores, in_memory.scores)
-    assert isinstance(load_features(budget_cfg, store_folder(budget_cfg, "gallery"), "gallery").vectors, MappedRows)
+    assert isinstance(RunPlan.from_config(budget_cfg).stores["gallery"].load().vectors, MappedRows)
 
 
 def test_query_expansion_reads_a_mapped_gallery_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
