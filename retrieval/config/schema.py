@@ -48,7 +48,7 @@ class Extract:
     dtype: str = opt(choices=lambda: DTYPES)
     max_pixels: int = opt(low=1)
     engine: str = opt(choices=engines, test=engine_problem)
-    ray: RayEngine = opt()
+    ray: RayEngine = opt(optional=True)
 
 
 @dataclass
