@@ -39,7 +39,7 @@ from retrieval.stages import extract, search
 
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
-FAST = ["regions.input_sizes=[256]", "regions.proposals.grid.scales=[0.5,0.3]"]
+FAST = ["regions.proposals.grid.scales=[0.5,0.3]"]
 """Small scenes, few windows: keeps each extraction to a second or two."""
 
 

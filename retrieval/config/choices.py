@@ -39,11 +39,10 @@ def combinations() -> Iterable[str]:
     return COMBINATIONS.available()
 
 
-def poolings() -> Iterable[str]:
-    """The representations that describe an image by its regions (the ones that localise)."""
+def representations() -> Iterable[str]:
     from retrieval.representations import REPRESENTATIONS
 
-    return [name for name in REPRESENTATIONS.available() if REPRESENTATIONS.get(name).localises]
+    return REPRESENTATIONS.available()
 
 
 def aggregations() -> Iterable[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from retrieval.config.arguments import parameters
 from retrieval.config.choices import (
-    combinations, device_problem, families, formats, image_modes, modes, resize_modes, sam_model_types,
+    combinations, device_problem, families, formats, image_modes, modes, representations, resize_modes, sam_model_types,
 )
 from retrieval.config.nodes import check_present
 from retrieval.config.rules import Option, Rule, Schema, dataclass_schema, opt
@@ -87,6 +87,11 @@ class ModelCommon:
 
 
 @dataclass
+class RepresentationCommon:
+    name: str = opt(choices=representations)
+
+
+@dataclass
 class QueryCommon:
     name: str = opt(choices=modes)
 
@@ -134,6 +139,15 @@ def query_schema(key: str, node: Mapping[str, Any]) -> Schema:
     options = _signature_options(MODES.get(cut), key, skip=("image", "instance"))
     weight = Option(float, Rule(low=0, high=1))  # `lambda` cannot name a dataclass field
     return Schema(f"query={name} with cut={cut}", {**options, **words, **composed, "lambda": weight})
+
+
+def representation_schema(key: str, node: Mapping[str, Any]) -> Schema:
+    """A representation's options: its constructor's parameters besides what the run supplies."""
+    from retrieval.representations import CONTEXT, REPRESENTATIONS
+
+    common = dataclass_schema(RepresentationCommon, key)
+    name = _selector(key, node, "name", common)
+    return Schema(f"representation {name}", {**_signature_options(REPRESENTATIONS.get(name), key, skip=CONTEXT), **common.options})
 
 
 def proposals_schema(key: str, node: Mapping[str, Any]) -> Schema:

@@ -9,7 +9,6 @@ The stages take a plan and read its fields; none of them reads the config.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,25 +17,24 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval import config
+from retrieval import artifacts, config
 from retrieval.datasets.distractors import labelled
 from retrieval.features import Features
-from retrieval.features.keys import gallery_items, query_items, text_items
+from retrieval.features.keys import Item, gallery_items, query_items, text_items
 from retrieval.plan.dataset import run_dataset
 from retrieval.plan.identity import RunIdentity, combination
 from retrieval.plan.model import ModelSpec
 from retrieval.plan.search import SearchSpec
 from retrieval.plan.settings import EvalSpec, ExtractSpec, Paths
-from retrieval.plan.stores import StoreSpec, chosen_store, features_folder, store_settings
+from retrieval.plan.stores import FitSpec, StoreSpec, chosen_store, features_folder, store_settings
 from retrieval.queries import get_query_mode
 from retrieval.queries.spec import QuerySpec, query_spec
 from retrieval.records import Dataset
-from retrieval.representations import REPRESENTATIONS, Representation, create_representation, options_of, takes
+from retrieval.representations import REPRESENTATIONS, Representation, create_representation, takes
+from retrieval.representations.fitting import Sample, fit_settings, sample_items
 from retrieval.rerank import Step, create_step
 from retrieval.search.exact import OutOfRangeScores
 from retrieval.search.images import ImageHits
-
-log = logging.getLogger(__name__)
 
 WHOLE_IMAGE = "global"
 """The representation of one vector per image: a region-level run's baseline, and how queries
@@ -81,7 +79,7 @@ class RunPlan:
         paths = Paths.of(tree["paths"])
         regions = tree.get("regions") or NO_REGIONS
         regional = regions["name"] != NO_REGIONS["name"]
-        gallery = gallery_node(tree)
+        gallery = tree["representation"]
         k = len(dataset.gallery) if tree["dataset"].get("k") is None else min(int(tree["dataset"]["k"]), len(dataset.gallery))
         search = SearchSpec.of(tree["index"], tree["search"], k, regions.get("aggregate") if regional else None,
                                regions.get("k_regions") if regional else None, extract.device)
@@ -132,21 +130,36 @@ class RunPlan:
         splits = {"queries": self._query_representation(name, options), "gallery": self.representation(name, options, proposals)}
         if self.query.composed:
             splits["texts"] = self._text_representation()
-        stores = {}
+        stores: dict[str, StoreSpec] = {}
+        fits: dict[Sample, list[Item]] = {}
         for split, representation in splits.items():
             listed = items[split].items if items else self._items(split)
             given = chosen.get(split)
+            fit = self._fit(representation, fits)
             stores[split] = StoreSpec(
                 split=split,
-                folder=chosen_store(split, given) if given else self.folder_of(representation),
+                folder=chosen_store(split, given) if given else self.folder_of(representation, fit),
                 representation=representation,
                 items=listed,
                 record_keys=[record.key for record in (self.dataset.gallery if split == "gallery" else self.dataset.queries)],
                 shard_size=gallery_shards if split == "gallery" else self.extract.shard_size,
                 chosen=bool(given),
                 mapped=split == "gallery" and self.search.memory_budget is not None,
+                fit=fit,
             )
         return dataclasses.replace(self, stores=stores)
+
+    def _fit(self, representation: Representation, samples: dict[Sample, list[Item]]) -> FitSpec | None:
+        """Where the state of a learning representation is kept, and its sample (listed once per
+        sample, in `samples`); None for one that learns nothing."""
+        sample = representation.learns()
+        if sample is None:
+            return None
+        if sample not in samples:
+            samples[sample] = sample_items(sample, self.dataset.gallery, self.dataset.root)
+        described = {**self.model.image_settings(), **representation.settings(), "dtype": self.extract.dtype}
+        settings = fit_settings(sample, samples[sample], described)
+        return FitSpec(artifacts.artifact_dir(self.paths.cache, "fits", settings), samples[sample])
 
     def representation(self, name: str, options: Mapping[str, Any], proposals: Mapping[str, Any] | None = None,
                        query: bool = False) -> Representation:
@@ -172,7 +185,7 @@ class RunPlan:
     def _text_representation(self) -> Representation:
         return create_representation("text", tokenizer=self.model.tokenizer())
 
-    def _items(self, split: str) -> list:
+    def _items(self, split: str) -> list[Item]:
         if split == "gallery":
             return gallery_items(self.dataset.gallery, self.dataset.root)
         if self.reads_words(split):
@@ -184,9 +197,10 @@ class RunPlan:
         """Whether the split's items are query texts (embedded by the text tower)."""
         return split == "texts" or (split == "queries" and self.query.image_mode is None)
 
-    def folder_of(self, representation: Representation) -> Path:
-        """The store of this run's model and storage for `representation`."""
-        return features_folder(self.paths.cache, store_settings(self.model, representation, self.extract.dtype))
+    def folder_of(self, representation: Representation, fit: FitSpec | None = None) -> Path:
+        """The store of this run's model and storage for `representation` (embedding with the
+        state `fit` keeps, for one that learns)."""
+        return features_folder(self.paths.cache, store_settings(self.model, representation, self.extract.dtype, fit))
 
     # ---------------------------------------------------------------- searching
 
@@ -197,12 +211,3 @@ class RunPlan:
             return self.search.rank(queries, gallery, index)
         except OutOfRangeScores as error:
             raise self.stores["gallery"].set_aside_corrupt(gallery, error) from error
-
-
-def gallery_node(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """The node of the gallery's representation: its name and options."""
-    regions = tree.get("regions") or NO_REGIONS
-    if regions["name"] == NO_REGIONS["name"]:
-        return {"name": WHOLE_IMAGE}
-    pooling = regions["pooling"]
-    return {"name": pooling, **{key: regions[key] for key in options_of(pooling)}}

@@ -28,12 +28,13 @@ class MismatchError(UserError, ValueError):
     """Inputs of a stage that were not made to go together."""
 
 
-def store_settings(model: ModelSpec, representation: Representation, dtype: str) -> dict[str, Any]:
+def store_settings(model: ModelSpec, representation: Representation, dtype: str, fit: FitSpec | None = None) -> dict[str, Any]:
     """Exactly what determines the rows of any item: model (weights, and for images their
     preprocessing; for texts the text tower's weights, the tokenizer being the representation's),
-    representation and storage."""
+    representation (and the state it learnt) and storage."""
     described = model.text_settings() if representation.embeds_words else model.image_settings()
-    return {"stage": "features", **described, **representation.settings(), "dtype": dtype}
+    fitted = {} if fit is None else {"fit": fit.folder.name}
+    return {"stage": "features", **described, **representation.settings(), **fitted, "dtype": dtype}
 
 
 def features_folder(cache: Path, settings: dict[str, Any]) -> Path:
@@ -47,6 +48,17 @@ def chosen_store(split: str, folder: Path) -> Path:
     if not (folder / "config.yaml").is_file():
         raise MismatchError(f"search.{split}={folder} is not a feature store (no config.yaml); run python extract.py first")
     return folder
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What a learning representation fits its state on, and where the state is kept
+    (`retrieval.representations.fitting`)."""
+
+    folder: Path
+    """The state's artifact, keyed by the sample and what the rows it learns from depend on."""
+    items: list[Item]
+    """The sample."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,8 @@ class StoreSpec:
     """Given by `search.<split>` (an existing store, not extracted into)."""
     mapped: bool = False
     """Vectors left in their shards when loaded (a gallery under `search.memory_budget`)."""
+    fit: FitSpec | None = None
+    """The state the representation embeds with, for one that learns one."""
 
     @property
     def item_keys(self) -> list[str]:

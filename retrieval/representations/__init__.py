@@ -14,13 +14,24 @@ extraction loop (`retrieval.features.extract`) drives:
 
 `settings()` is exactly what determines the rows besides the model and the storage dtype:
 the key of the feature store they live in.
+
+A representation may learn a state first (a codebook, a PCA-whitening) from a seeded sample of
+images: `learns()` returns its `Sample`, `fit(inputs)` the state, `fitted(state)` the
+representation that embeds with it (`retrieval.representations.fitting`). Queries are cut out
+by the query mode and encoded by the gallery's representation when it `encodes_queries`, else
+by `global`. One that does not localise gives rows without boxes.
+
+Its options are its constructor's parameters besides the run's context (`CONTEXT`), each
+typed and limited beside it (`Annotated[int, Rule(low=1)]`): the `representation` config
+node's schema, checked on every construction too.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +39,9 @@ import torch
 from retrieval.features.keys import Item
 from retrieval.models.base import Embedder
 from retrieval.registry import Registry
+
+if TYPE_CHECKING:
+    from retrieval.representations.fitting import FitInputs, Sample
 
 
 @dataclass
@@ -55,8 +69,25 @@ class Representation:
     False: by `global`, one whole-image vector each."""
     source_names: list[str] = []
 
+    state: dict[str, np.ndarray] | None = None
+    """What `fit` learnt, once `fitted` gives it."""
+
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def learns(self) -> "Sample | None":
+        """The sample this representation learns its state from (None: it learns nothing)."""
+        return None
+
+    def fit(self, inputs: "FitInputs") -> dict[str, np.ndarray]:
+        """The state learnt from the sample `learns()` names."""
+        raise NotImplementedError
+
+    def fitted(self, state: dict[str, np.ndarray]) -> "Representation":
+        """A copy that embeds with `state`."""
+        clone = copy.copy(self)
+        clone.state = state
+        return clone
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         raise NotImplementedError
@@ -68,7 +99,9 @@ class Representation:
         raise NotImplementedError
 
 
-REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, ("whole", "regions", "text"))
+REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry(
+    "representation", __name__, ("whole", "regions", "text"), checked="representation"
+)
 register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
 

@@ -7,17 +7,23 @@ images under a moved dataset root, or leave-one-out queries cut out as the galle
 images) all reuse what exists; a query text is embedded once per text tower. Which items and
 which store: the plan's (`retrieval.plan.stores`). Who builds the shards is `extract.engine`
 (with the options of `extract.<engine>`), which the store's key leaves out: the same shards,
-whoever built them.
+whoever built them. A representation that learns a state (`representation.whiten`) is fitted
+first, on its sample, unless its state is already kept (`retrieval.representations.fitting`).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from retrieval.features import Features
 from retrieval.features.extract import fill_store
+from retrieval.features.keys import Item
 from retrieval.features.store import Store
 from retrieval.models import create_model, create_text_model
+from retrieval.models.base import Embedder
 from retrieval.plan import SPLITS, MismatchError, RunPlan
+from retrieval.representations import Representation
+from retrieval.representations.fitting import FitInputs, fitted_state
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +47,40 @@ def main(plan: RunPlan, split: str) -> Path:
         )
     build = create_text_model if spec.representation.embeds_words else create_model
     model = build(plan.model.family, **plan.model.options)
+    representation, fit = spec.representation, spec.fit
+    if fit is not None:
+        inputs = FitInputs(fit.items, lambda helper: _sample_rows(plan, model, helper, fit.items))
+        representation = representation.fitted(fitted_state(fit.folder, lambda: spec.representation.fit(inputs)))
+    log.info("%s of %s: %s with %s on %s -> %s", split, plan.dataset.name, type(representation).__name__,
+             plan.model.name, plan.extract.device, spec.folder)
+    stats = _fill(plan, store, spec.items, representation, model, spec.shard_size, split)
+    log.info("%s: embedded %d items in %.1f s", split, stats["embedded"], stats["seconds"])
+    return spec.folder
+
+
+def _fill(plan: RunPlan, store: Store, items: list[Item], representation: Representation, model: Embedder,
+          shard_size: int, desc: str) -> dict:
     run = plan.extract
-    log.info("%s of %s: %s with %s on %s -> %s", split, plan.dataset.name, type(spec.representation).__name__,
-             plan.model.name, run.device, spec.folder)
-    stats = fill_store(
+    return fill_store(
         store,
-        spec.items,
-        spec.representation,
+        items,
+        representation,
         model,
         device=run.device,
         precision=run.precision,
         batch_size=run.batch_size,
         workers=run.workers,
-        shard_size=spec.shard_size,
+        shard_size=shard_size,
         dtype=run.dtype,
-        desc=split,
+        desc=desc,
         engine=run.engine,
         engine_options=run.engine_options,
     )
-    log.info("%s: embedded %d items in %.1f s", split, stats["embedded"], stats["seconds"])
-    return spec.folder
+
+
+def _sample_rows(plan: RunPlan, model: Embedder, representation: Representation, items: list[Item]) -> Features:
+    """The rows of a fit's sample as `representation` embeds them, from (and into) its store."""
+    store = Store(plan.folder_of(representation))
+    _fill(plan, store, items, representation, model, plan.extract.shard_size, "fit sample")
+    keys = [item.key for item in items]
+    return store.gather(keys, keys)
