@@ -22,6 +22,7 @@ from PIL import Image
 
 from conftest import ETH80, REPO
 from retrieval import artifacts, pipeline
+from retrieval.config import ConfigError
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features import Features
 from retrieval.models import create_model
@@ -125,7 +126,7 @@ def test_whole_image_comes_first_and_registry_describes_entries():
 
 
 def test_sam_without_weights_says_what_to_pass():
-    with pytest.raises(FileNotFoundError, match="regions.proposals.sam.checkpoint"):
+    with pytest.raises(ConfigError, match=r"^regions.proposals.sam.checkpoint=null is not valid: use the path of an existing file$"):
         propose(np.zeros((32, 32, 3), np.uint8), {"sam": {"checkpoint": None}})
 
 

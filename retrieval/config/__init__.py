@@ -47,9 +47,22 @@ The modules, each building on the ones above it:
     paths.py     `~` expanded in every path option
     checks.py    check, check_groups, check_dataset and resolve
 """
-from retrieval.config.checks import check, check_dataset, check_groups, resolve
-from retrieval.config.factory import check_index
-from retrieval.config.paths import expand_paths
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from retrieval.config.rules import ConfigError
 
-__all__ = ["ConfigError", "check", "check_dataset", "check_groups", "check_index", "expand_paths", "resolve"]
+_LAZY = {"check": "checks", "check_dataset": "checks", "check_groups": "checks", "resolve": "checks",
+         "check_index": "factory", "expand_paths": "paths"}
+"""Imported on first use: plug-ins import `retrieval.config.rules` to annotate their parameters,
+and the checks import the plug-in registries."""
+
+__all__ = ["ConfigError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

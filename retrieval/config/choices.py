@@ -51,12 +51,6 @@ def aggregations() -> Iterable[str]:
     return AGGREGATIONS
 
 
-def resize_modes() -> Iterable[str]:
-    from retrieval.models.base import RESIZE_MODES
-
-    return RESIZE_MODES
-
-
 def sam_model_types() -> Iterable[str]:
     """Segment Anything's own registry of model types; the package is needed to use SAM at all."""
     try:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 from retrieval.artifacts import config_key
+from retrieval.config.rules import Rule
 from retrieval.datasets import load_dataset, register
 from retrieval.records import Dataset
 from retrieval.scenes.write import compose, set_params
@@ -21,7 +23,7 @@ def demo_dataset_root(cache: Path, seed: int = 0) -> Path:
 
 
 @register("demo")
-def load(root: str | Path | None = None, cache: str | Path = "cache/datasets", seed: int = 0,
+def load(root: str | Path | None = None, cache: str | Path = "cache/datasets", seed: Annotated[int, Rule(low=0)] = 0,
          name: str = "demo") -> Dataset:
     """The built-in demo set: 8 objects cut from scikit-image photos, 40 composed scenes.
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.datasets.listing import is_image_name, visible_entries
 from retrieval.images import ImageError, not_regular, open_image
@@ -49,7 +51,7 @@ def _find_mask(root: Path, image: Path, skipped: list[tuple[str, str]]) -> Path 
 @register("folder")
 def load_folder(
     root: str | Path,
-    queries: str | None = None,
+    queries: Annotated[str | None, Rule(path=True)] = None,
     name: str = "folder",
     use_masks: bool = True,
 ) -> Dataset:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.images import require_files
 from retrieval.protocols import LISTED_POSITIVES
@@ -68,8 +70,8 @@ def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], list[int]]:
 @register("gl3d")
 def load(
     root: str | os.PathLike,
-    image_list: str = "eval_img_list.txt",
-    pairs: str = "gl3d_gt_pairs",
+    image_list: Annotated[str, Rule(path=True)] = "eval_img_list.txt",
+    pairs: Annotated[str, Rule(path=True)] = "gl3d_gt_pairs",
     image_root: str | os.PathLike | None = None,
     name: str = "gl3d",
 ) -> Dataset:

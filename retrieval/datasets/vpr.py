@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.datasets.listing import image_files
 from retrieval.datasets.safe_pickle import load_npy
@@ -193,13 +195,13 @@ def _camera_positives(root: Path, queries: str, database: str, cameras: dict[str
 @register("vpr")
 def load(
     root: str | os.PathLike,
-    queries: str = "queries",
-    database: str = "database",
-    positives: str = "utm",
-    radius_m: float | None = None,
-    ground_truth: str = "ground_truth_new.npy",
-    query_cameras: str = "query_gt",
-    database_cameras: str = "training_gt",
+    queries: Annotated[str, Rule(path=True)] = "queries",
+    database: Annotated[str, Rule(path=True)] = "database",
+    positives: Annotated[str, Rule(choices=lambda: POSITIVES)] = "utm",
+    radius_m: Annotated[float | None, Rule(above=0)] = None,
+    ground_truth: Annotated[str, Rule(path=True)] = "ground_truth_new.npy",
+    query_cameras: Annotated[str, Rule(path=True)] = "query_gt",
+    database_cameras: Annotated[str, Rule(path=True)] = "training_gt",
     name: str | None = None,
 ) -> Dataset:
     """Place recognition folders (UTM names, VPR-Bench ground_truth_new.npy, or .camera poses)."""

@@ -32,9 +32,7 @@ from retrieval.registry import Registry
 
 Constructor = Callable[..., Embedder]
 
-FAMILIES: Registry[Constructor] = Registry(
-    "model family", __name__, ("effnet_lite", "openclip", "timm_models")
-)
+FAMILIES: Registry[Constructor] = Registry("model family", __name__, modules=None)
 PREPROCESSING: dict[str, Callable[..., Preprocess]] = {}
 """Family name -> its preprocessing resolver, which takes some of the constructor's options
 (by the same names, without defaults) and is what the constructor itself calls."""

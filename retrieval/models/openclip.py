@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from retrieval.models import register_family, register_text_tower
-from retrieval.models.base import Embedder, Preprocess, TextEncoder, offline_hint
+from retrieval.models.base import Checkpoint, Embedder, InputSize, Preprocess, Resize, TextEncoder, offline_hint
 
 # open_clip's eval resize modes that have an exact equivalent here; its "longest" pads with
 # its own fill colour and rounding, so it is left to an explicit model.resize.
@@ -110,9 +110,9 @@ def embed_dim(arch: str) -> int:
 def open_clip_tower(
     arch: str = "ViT-B-32",
     pretrained: str | None = "openai",
-    checkpoint: str | None = None,
-    input_size: int | None = None,
-    resize: str | None = None,
+    checkpoint: Checkpoint = None,
+    input_size: InputSize = None,
+    resize: Resize = None,
 ) -> Embedder:
     """open_clip image tower: `arch` + `pretrained` tag, or `checkpoint` (a local file); None = random."""
     preprocess = open_clip_preprocess(arch, pretrained, checkpoint, input_size, resize)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem, offline_hint
+from retrieval.models.base import Checkpoint, Embedder, InputSize, Preprocess, Resize, gem, offline_hint
 
 # timm's eval crop modes that have an exact equivalent here ("squash" only without a crop
 # margin); its "border" pads with its own rounding, so it is left to an explicit model.resize.
@@ -80,9 +80,9 @@ def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None
 def timm_backbone(
     arch: str = "vit_small_patch14_dinov2",
     pretrained: str | None = "lvd142m",
-    checkpoint: str | None = None,
-    input_size: int | None = None,
-    resize: str | None = None,
+    checkpoint: Checkpoint = None,
+    input_size: InputSize = None,
+    resize: Resize = None,
 ) -> Embedder:
     """timm model `arch` with hub tag `pretrained`, or `checkpoint` (a local file); None = random.
     Preprocessing is the tag's pretrained_cfg (the architecture's default tag when random);

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
 from retrieval.metrics import (
     Indices,
@@ -115,7 +117,10 @@ def pixel_reference_summary(
 
 @register("revisitop", LocalisationSpec(ap="trapezoid", options={"pixel_reference": pixel_reference_summary}))
 def revisitop(
-    ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10), ap: str = "standard"
+    ranking: Ranking,
+    dataset: Dataset,
+    ks: Annotated[Sequence[int], Rule(low=1)] = (1, 5, 10),
+    ap: Annotated[str, Rule(choices=lambda: AP_MODES)] = "standard",
 ) -> ProtocolResult:
     """Revisited Oxford/Paris: trapezoid mAP and mP@k per setup, junk removed (ap='reference':
     revisitop's compute_map).
@@ -127,8 +132,6 @@ def revisitop(
     adapter's `extra["listed_positives"]`). Papers report 100 x mAP rounded to 2 decimals;
     the reporting layer does that.
     """
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     if ap == "reference":
         dataset = with_listed_positives(dataset)
     return evaluate_setups(ranking, dataset, partial(revisitop_per_query, ks=tuple(ks), ap=ap))

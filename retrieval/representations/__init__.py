@@ -99,9 +99,7 @@ class Representation:
         raise NotImplementedError
 
 
-REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry(
-    "representation", __name__, ("whole", "regions", "text"), checked="representation"
-)
+REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, modules=None, checked="representation")
 register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
 

@@ -9,7 +9,6 @@ import pytest
 from conftest import ComposeFn
 from retrieval import config
 from retrieval.config.arguments import parameters
-from retrieval.config.plugins import REFINEMENTS
 from retrieval.config.rules import ConfigError, Rule
 from retrieval.registry import Registry
 from retrieval.rerank import STEPS
@@ -33,7 +32,6 @@ def bounded_options() -> list[tuple[str, str, float]]:
 def test_every_bounded_step_option_is_found() -> None:
     found = {(name, option) for name, option, _ in bounded_options()}
     assert {("aqe", "k"), ("alpha_qe", "alpha"), ("dba", "k"), ("verify", "top_n"), ("verify", "threshold")} <= found
-    assert not [key for key in REFINEMENTS if key.startswith("rerank.")], "a step's limits are stated beside its parameters"
 
 
 @pytest.mark.parametrize(("name", "option", "value"), bounded_options())
@@ -68,3 +66,28 @@ def test_a_checked_registry_checks_functions_and_classes() -> None:
     with pytest.raises(ConfigError, match=r"^toys.sized.label=c is not valid: choose a or b$"):
         Sized(3, label="c")
     assert parameters(Sized)["side"][1] == Rule(low=1, high=10) and parameters(scaled)["note"][1] is None
+
+
+def test_proposers_protocols_and_representations_check_their_calls_as_the_config_does(make_cfg: ComposeFn) -> None:
+    """Library calls of the other checked registries refuse what the config refuses, in its words."""
+    import numpy as np
+
+    from retrieval.protocols import get_protocol
+    from retrieval.regions.proposals import PROPOSERS
+    from retrieval.representations import create_representation
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    cases = [
+        (["regions=grid", "regions.proposals.grid.overlap=1.0"], lambda: PROPOSERS.get("grid")(image, overlap=1.0)),
+        (["regions=grid", "representation.crop_size=0"],
+         lambda: create_representation("crop", proposals={"grid": {}}, max_pixels=10, crop_size=0)),
+        (["representation.whiten=0"], lambda: create_representation("global", max_pixels=10, whiten=0)),
+    ]
+    for overrides, call in cases:
+        with pytest.raises(ConfigError) as from_config:
+            config.resolve(make_cfg(*overrides))
+        with pytest.raises(ConfigError) as from_library:
+            call()
+        assert str(from_library.value) == str(from_config.value)
+    with pytest.raises(ConfigError, match=r"^dataset.protocol_options.ks=\[0, 5\] is not valid: use a list of integers >= 1$"):
+        get_protocol("instance")(None, None, ks=[0, 5])
