@@ -50,18 +50,18 @@ RECALL_KS = (10, 100)
 
 def runs(crop_size: int | None, skip_crop: bool, ablations: bool) -> dict[str, list[str]]:
     """Name -> overrides. Defaults of each config group are used unless named here."""
-    roi = ["regions=grid", "regions.pooling=roi"]
+    roi = ["regions=grid", "representation=roi"]
     table = {"whole image": ["regions=none"], "grid, ROI": roi}
     if ablations:
         table.update({
-            "grid, ROI 640": [*roi, "regions.input_sizes=[640]"],
-            "grid, ROI 1280": [*roi, "regions.input_sizes=[1280]"],
-            "grid+segments, ROI": ["regions=grid_segments", "regions.pooling=roi"],
+            "grid, ROI 640": [*roi, "representation.input_sizes=[640]"],
+            "grid, ROI 1280": [*roi, "representation.input_sizes=[1280]"],
+            "grid+segments, ROI": ["regions=grid_segments", "representation=roi"],
             "grid, ROI, ivfpq": [*roi, "index=ivfpq"],
             "grid, ROI, hnsw": [*roi, "index=hnsw"],
         })
     if not skip_crop:
-        size = [f"regions.crop_size={crop_size or 'null'}"]
+        size = [f"representation.crop_size={crop_size or 'null'}"]
         table["grid, crop"] = ["regions=grid_crop", "extract.batch_size=64", *size]
         table["segments, crop"] = ["regions=segments", "extract.batch_size=64", *size]
         table["grid, crop (default)"] = ["regions=grid", "extract.batch_size=64"]
@@ -184,7 +184,7 @@ def main() -> None:
         rows[name].update({f"recall@{k}": overlap_at(approx, exact, k) for k in RECALL_KS})
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
-          f"ROI = regions.pooling=roi over the pyramid (passes of longer side 640 and 1280) unless a size is named; "
+          f"ROI = representation=roi over the pyramid (passes of longer side 640 and 1280) unless a size is named; "
           f"extraction seconds are wall-clock for the gallery; 'grid, crop (default)' embeds each window at the model's "
           f"input size (regions=grid), the other crop runs at crop_size={args.crop_size or 'model'}; "
           f"peak MiB: resident memory of the configuration's extraction + search, its process and its largest "

@@ -51,11 +51,11 @@ from retrieval.plan import RunPlan  # noqa: E402
 from retrieval.stages.rerank import query_cutouts  # noqa: E402
 
 BASES = {
-    "scenes": {"whole image": ["regions=none"], "grid, ROI": ["regions=grid", "regions.pooling=roi"]},
+    "scenes": {"whole image": ["regions=none"], "grid, ROI": ["regions=grid", "representation=roi"]},
     "demo": {"whole image": []},
     "eth80": {"whole image": []},
 }
-CROP = {"grid_crop": ["regions=grid_crop", "extract.batch_size=64", "regions.crop_size=160"]}
+CROP = {"grid_crop": ["regions=grid_crop", "extract.batch_size=64", "representation.crop_size=160"]}
 METRICS = ("mAP", "hit@1", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")
 
 
