@@ -96,6 +96,12 @@ def build_once(folder: Path, build: Callable[[Path], None], what: str) -> Path:
     return folder
 
 
+def rebuild_hint(path: Path) -> str:
+    """What to do about an unreadable file of a complete artifact: it is reused as it is, so
+    its folder must go for the stage to build it again."""
+    return f"delete {Path(path).parent} and run again to rebuild it"
+
+
 def read_meta(folder: Path) -> dict[str, Any]:
     return read_json(Path(folder) / META)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.errors import brief, unreadable
+from retrieval.features.store import UNREADABLE
 from retrieval.images import DEFAULT_MAX_PIXELS
 from retrieval.local_features import Extractor, LocalFeatures
 from retrieval.local_features.frames import Frame, FrameError, Prepared, prepare
@@ -67,12 +69,17 @@ class FeatureCache:
                 np.savez(handle, key=np.array(key), **arrays)
 
     def load(self, key: str) -> LocalFeatures | str:
-        """The features of an `ensure`d frame, or the reason it has none ("unreadable", "too_small")."""
-        with np.load(self.path(key), allow_pickle=False) as data:
-            if "reason" in data:
-                return str(data["reason"])
-            return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
-                                 _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
+        """The features of an `ensure`d frame, or the reason it has none ("unreadable", "too_small");
+        a damaged file is an UnreadableFile naming it (deleting it has the frame extracted again)."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "reason" in data:
+                    return str(data["reason"])
+                return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
+                                     _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
+        except UNREADABLE as error:
+            raise unreadable(path, "local-feature cache file", brief(error), "delete it and run again to extract it again") from error
 
 
 def _pair(values: np.ndarray) -> tuple[int, int]:

@@ -46,7 +46,7 @@ def load_run(run_dir: Path) -> RunInputs:
     if odd:
         raise ValueError(f"{run_dir}: {', '.join(odd)}; the run's artifacts must be regular files")
     inputs = RunInputs(
-        ranking=Ranking.load(run_dir / RANKING),
+        ranking=Ranking.load(run_dir / RANKING, "run evaluate again to rewrite the run folder"),
         dataset=json.loads((run_dir / DATASET).read_text()),
         metrics=json.loads((run_dir / METRICS).read_text()),
         per_query=_per_query(run_dir / PER_QUERY),
