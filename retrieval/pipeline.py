@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from retrieval import config
+from retrieval import artifacts, config
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
 from retrieval.stages.common import dataset_from_config, forget_datasets, plain, query_of, regions_enabled
@@ -72,6 +72,7 @@ def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def evaluate(cfg: Mapping[str, Any], out: Path) -> Path:
     """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
     cfg = _begin(cfg)
+    artifacts.writable(Path(cfg["paths"]["leaderboard"]).parent, "paths.leaderboard")  # written last: checked first
     given = plain(cfg["eval"]).get("ranking")
     if given:
         return evaluate_stage.main(cfg, Path(given).expanduser(), out)

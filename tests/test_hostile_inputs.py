@@ -21,6 +21,7 @@ from retrieval.artifacts import write_text
 from retrieval.datasets import load_dataset
 from retrieval.datasets.compose import folder_backgrounds
 from retrieval.datasets.safe_pickle import UnsafePickleError
+from retrieval.errors import UnreadableFile
 from retrieval.images import ImageError, load_rgb
 from retrieval.index import build_index
 from retrieval.leaderboard import append_row, read_rows
@@ -252,7 +253,7 @@ def test_vpr_bench_numeric_ground_truth_and_corrupt_file(tmp_path: Path) -> None
     dataset = load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
     assert [t.positives.tolist() for t in dataset.truth["all"]] == [[0], [2], [4], [6], [8]]
     (tmp_path / "ground_truth_new.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
-    with pytest.raises(ValueError, match=r"ground_truth_new\.npy is not a \.npy array file"):
+    with pytest.raises(UnreadableFile, match=r"ground_truth_new\.npy is not a readable \.npy array file: no \.npy header"):
         load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
 
 
@@ -265,7 +266,7 @@ def test_revisitop_ground_truth_payload_is_refused(tmp_path: Path) -> None:
         load_dataset("revisitop", root=tmp_path, name="roxford5k")
     assert not marker.exists()
     (tmp_path / "roxford5k" / "gnd_roxford5k.pkl").write_bytes(b"\x80\x04\x95")
-    with pytest.raises(ValueError, match=r"gnd_roxford5k\.pkl is corrupt or not a pickle"):
+    with pytest.raises(UnreadableFile, match=r"gnd_roxford5k\.pkl is not a readable pickle file: corrupt or not a pickle"):
         load_dataset("revisitop", root=tmp_path, name="roxford5k")
 
 
@@ -295,7 +296,7 @@ def test_ranking_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ranking.npz"
     with open(path, "wb") as handle:
         np.savez(handle, indices=np.array([Payload(marker)], dtype=object), scores=np.zeros((1, 1)))
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*run search again"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: .*allow_pickle.*; delete .* and run again"):
         Ranking.load(path)
     assert not marker.exists()
 
@@ -306,10 +307,10 @@ def test_ranking_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"", r"anns\.pt is empty \(0 bytes\); rebuild it"),
-        (b"id,path\n1,x.png\n", r"anns\.pt is not a torch file .* corrupt"),
-        (b"PK\x03\x04" + b"\x00" * 40, r"anns\.pt is corrupt \(RuntimeError"),
-        (pickle.dumps({"a": 1}, protocol=2), r"anns\.pt is corrupt"),
+        (b"", r"anns\.pt is not a readable VoxDet annotation file: it is empty \(0 bytes\); rebuild it"),
+        (b"id,path\n1,x.png\n", r"anns\.pt is not a readable VoxDet annotation file: not a torch file .*b'id,p'.* corrupt"),
+        (b"PK\x03\x04" + b"\x00" * 40, r"anns\.pt is not a readable VoxDet annotation file: corrupt \(RuntimeError"),
+        (pickle.dumps({"a": 1}, protocol=2), r"anns\.pt is not a readable VoxDet annotation file: corrupt"),
     ],
 )
 def test_corrupt_anns_is_called_corrupt_not_unsafe(tmp_path: Path, content: bytes, message: str) -> None:
@@ -321,7 +322,7 @@ def test_corrupt_anns_is_called_corrupt_not_unsafe(tmp_path: Path, content: byte
 
 def test_empty_anns_is_a_clear_error(tmp_path: Path) -> None:
     torch.save({}, tmp_path / "anns.pt")
-    with pytest.raises(ValueError, match=r"anns\.pt holds no annotations \(an empty dict\)"):
+    with pytest.raises(UnreadableFile, match=r"anns\.pt is not a readable VoxDet annotation file: it holds no annotations \(an empty dict\)"):
         load_dataset("anns", root=tmp_path)
 
 
@@ -429,7 +430,7 @@ def small_ranking(indices: list[list[int]]) -> Ranking:
 )
 def test_ranking_indices_outside_the_gallery_are_corrupt(tmp_path: Path, indices: list, message: str) -> None:
     path = small_ranking(indices).save(tmp_path / "ranking.npz")
-    with pytest.raises(ValueError, match=rf"ranking\.npz is corrupt: {message}"):
+    with pytest.raises(UnreadableFile, match=rf"ranking\.npz is not a readable ranking file: {message}"):
         Ranking.load(path)
     good = small_ranking([[0, 2], [1, -1]]).save(tmp_path / "good.npz")
     assert Ranking.load(good).indices.tolist() == [[0, 2], [1, -1]]
@@ -438,10 +439,10 @@ def test_ranking_indices_outside_the_gallery_are_corrupt(tmp_path: Path, indices
 def test_ranking_that_is_not_a_ranking_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "ranking.npz"
     path.write_text("not a zip")
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: not a \.npz archive \(it starts with b'not a zip'\)"):
         Ranking.load(path)
     np.savez(path, indices=np.zeros((1, 1), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*scores"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: .*scores"):
         Ranking.load(path)
 
 

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from retrieval.artifacts import config_key, read_json, write_json
+from retrieval.artifacts import config_key, read_json, writable, write_json
 from retrieval.datasets import is_hidden, load_dataset, register
 from retrieval.images import open_image
 from retrieval.records import Dataset
@@ -757,7 +757,10 @@ def demo_dataset_root(cache: Path, seed: int = 0) -> Path:
     """Root of the built-in demo set under `cache` (generated there on first use, ~2 s)."""
     objects, backgrounds = skimage_objects(), skimage_backgrounds()
     spec = replace(DEMO_SPEC, seed=seed)
-    out = Path(cache).expanduser() / "demo" / config_key(_params(objects, backgrounds, spec))
+    params = _params(objects, backgrounds, spec)
+    out = Path(cache).expanduser() / "demo" / config_key(params)
+    if not _is_current(out, params):
+        writable(out.parent)  # generated into the cache: a read-only one is one line
     return compose(objects, backgrounds, spec, out)
 
 

@@ -40,6 +40,8 @@ class FeatureCache:
         """Extract the frames not in the cache yet, `batch_size` at a time."""
         unique = {frame.key: frame for frame in frames}
         missing = [frame for key, frame in unique.items() if not self.path(key).exists()]
+        if missing:
+            artifacts.writable(self.folder)
         for start in range(0, len(missing), self.batch_size):
             self._extract(missing[start : start + self.batch_size])
         log.info("local features: %d frames extracted, %d cached in %s", len(missing), len(unique) - len(missing), self.folder)
