@@ -672,6 +672,7 @@ def test_query_list_that_is_not_utf8_names_the_line(folder_root: Path) -> None:
          r"the row from line 3 has a cell over 131,072 characters; a quote left open runs on to the end of the file: "
          r"close it, or shorten the cell"),
     ],
+    ids=["csv-not-utf8", "json-not-utf8", "csv-128k-cell"],
 )
 def test_query_file_that_cannot_be_read_names_file_and_line(folder_root: Path, tmp_path: Path, name: str, content: bytes,
                                                             reason: str) -> None:
