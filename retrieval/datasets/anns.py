@@ -75,7 +75,8 @@ def load(
         )
     entries = read_anns(anns_path, trusted=trusted)
     if not isinstance(entries, dict):
-        raise unreadable(anns_path, WHAT, f"it holds a {type(entries).__name__}, not a dict of image path -> annotation", REBUILD)
+        raise unreadable(anns_path, WHAT, f"it holds a {type(entries).__name__}, not a dict of image path -> annotation",
+                         REBUILD)
     if not entries:
         raise unreadable(anns_path, WHAT, "it holds no annotations (an empty dict)", REBUILD)
 
@@ -180,8 +181,8 @@ def _no_usable_entry(anns_path: Path, root: Path, skipped: list[tuple[str, str]]
     entry of the selected sets was skipped, so `skipped` is not empty)."""
     recorded, reason = skipped[0]
     return NoUsableEntry(
-        f"{anns_path} gives no usable image: every one of its {len(skipped)} entries was skipped (first: {recorded}: {reason}); "
-        f"set dataset.root (now {root}) to the folder its image paths lead to, or {REBUILD}"
+        f"{anns_path} gives no usable image: every one of its {len(skipped)} entries was skipped "
+        f"(first: {recorded}: {reason}); set dataset.root (now {root}) to the folder its image paths lead to, or {REBUILD}"
     )
 
 

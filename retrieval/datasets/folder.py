@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 from retrieval.datasets import IMAGE_SUFFIXES, register
-from retrieval.images import ImageError, not_regular, open_image
 from retrieval.errors import unreadable
+from retrieval.images import ImageError, not_regular, open_image
 from retrieval.records import Dataset, Instance, Record, truth_by_instance
 from retrieval.text_files import read_utf8
 
@@ -84,7 +84,8 @@ def load_folder(
         self_matches = list(range(len(gallery)))
         protocol_note = "leave-one-out: every image queries all others"
     else:
-        list_file = Path(queries).expanduser() if Path(queries).expanduser().is_absolute() else root / queries
+        given = Path(queries).expanduser()
+        list_file = given if given.is_absolute() else root / given
         problem = not_regular(list_file)
         if problem:
             where = f"no file at {list_file}" if problem == "missing file" else f"{list_file} {problem}"
@@ -92,8 +93,8 @@ def load_folder(
         keys = [line.strip() for line in read_utf8(list_file, "query list").splitlines() if line.strip()]
         unknown = [key for key in keys if key not in by_key]
         if unknown:
-            raise unreadable(list_file, "query list", f"{len(unknown)} of its {len(keys)} paths are not images under images/ "
-                             f"(first: {unknown[0]})", QUERY_LIST)
+            reason = f"{len(unknown)} of its {len(keys)} paths are not images under images/ (first: {unknown[0]})"
+            raise unreadable(list_file, "query list", reason, QUERY_LIST)
         query_records = [gallery[by_key[key]] for key in keys]
         self_matches = [by_key[key] for key in keys]
         protocol_note = f"queries from {list_file.name}; each excluded from its own results"

@@ -29,6 +29,7 @@ PLAIN_GLOBALS = frozenset({("_codecs", "encode")})
 
 
 REDOWNLOAD = "re-download it from its publisher"
+"""What to do about a damaged ground-truth file."""
 
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):
@@ -86,7 +87,8 @@ def load_npy(path: Path) -> np.ndarray:
             try:
                 return np.load(handle, allow_pickle=False)
             except (OSError, ValueError, EOFError) as error:  # cut short after its header
-                raise unreadable(path, what, f"its {dtype} array of shape {shape} cannot be read ({brief(error)})", REDOWNLOAD) from error
+                reason = f"its {dtype} array of shape {shape} cannot be read ({brief(error)})"
+                raise unreadable(path, what, reason, REDOWNLOAD) from error
         array = _restricted_load(handle, path, what)
     if not isinstance(array, np.ndarray) or array.shape != shape:
         raise unreadable(path, what, f"the pickled array does not match its header (shape {shape})", REDOWNLOAD)

@@ -157,7 +157,8 @@ def _vpr_bench_positives(root: Path, queries: str, database: str, ground_truth: 
         try:
             listed = [int(v) for v in np.asarray(table[number][1]).reshape(-1)]
         except (TypeError, ValueError) as error:
-            raise unreadable(gt_file, what, f"row {number} does not list reference numbers ({error})", REDOWNLOAD) from error
+            reason = f"row {number} does not list reference numbers ({error})"
+            raise unreadable(gt_file, what, reason, REDOWNLOAD) from error
         kept = sorted({position[v] for v in listed if v in position})
         ignored += sum(v not in position for v in listed)
         positives.append(np.asarray(kept, dtype=np.int64))

@@ -81,7 +81,8 @@ class FeatureCache:
                 return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
                                      _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
         except UNREADABLE as error:
-            raise unreadable(path, "local-feature cache file", brief(error), "delete it and run again to extract it again") from error
+            raise unreadable(path, "local-feature cache file", brief(error),
+                             "delete it and run again to extract it again") from error
 
 
 def _pair(values: np.ndarray) -> tuple[int, int]:

@@ -74,8 +74,9 @@ def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
             start = reader.line_num + 1
     except csv.Error as error:
         if "field larger than field limit" in str(error):
-            raise unreadable(path, WHAT, f"the row from line {start} has a cell over {csv.field_size_limit():,} characters",
-                             "a quote left open runs on to the end of the file: close it, or shorten the cell") from None
+            reason = f"the row from line {start} has a cell over {csv.field_size_limit():,} characters"
+            raise unreadable(path, WHAT, reason, "a quote left open runs on to the end of the file: close it, "
+                             "or shorten the cell") from None
         raise unreadable(path, WHAT, f"the row from line {start} cannot be read ({error})", "fix that row") from None
     return rows
 
