@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from retrieval import config
+from retrieval import artifacts, config
 from retrieval.features.store import ShardSetAside
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
@@ -91,6 +91,7 @@ def whole_image(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def evaluate(cfg: Mapping[str, Any], out: Path) -> Path:
     """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
     cfg = _begin(cfg)
+    artifacts.writable(Path(cfg["paths"]["leaderboard"]).parent, "paths.leaderboard")  # written last: checked first
     given = plain(cfg["eval"]).get("ranking")
     if given:
         return evaluate_stage.main(cfg, Path(given).expanduser(), out)

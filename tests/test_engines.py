@@ -19,6 +19,7 @@ import torch
 
 from conftest import REPO, ComposeFn, copy_eth80
 from retrieval import config, pipeline
+from retrieval.cli import is_user_error
 from retrieval.errors import UserError
 from retrieval.features.engines.ray_tasks import INSTALL, ShardsFailed, check_answers, cluster
 from retrieval.features.extract import fill_store
@@ -152,8 +153,11 @@ def test_a_failed_shard_is_retried_alone_and_boundedly(photos: list[Item], lite0
     for path in tries.iterdir():
         path.unlink()
     poisoned = Store(tmp_path / "poisoned")
-    with pytest.raises(ShardsFailed, match=rf"1 shard\(s\) failed after 3 tries each \(first: {names[1]}.*run again"):
+    with pytest.raises(ShardsFailed, match=rf"1 shard\(s\) failed after 3 tries each \(first: {names[1]}.*run again") as failed:
         fill(poisoned, photos, FailingFirst(tries, always=keys[SHARD]), lite0, "ray", max_retries=2)
+    # at the command line one line (status 2): the shard and its cause's first line, no traceback
+    assert is_user_error(failed.value) and "\n" not in str(failed.value)
+    assert f"(first: {names[1]}: RuntimeError: simulated failure of {names[1]}); " in str(failed.value)
     assert tries_by_shard(tries) == {names[0]: 2, names[1]: 3, names[2]: 2}
     assert sorted(stamps(poisoned.folder)) == sorted([names[0], names[2]])  # the finished shards are kept
 

@@ -20,7 +20,7 @@ from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
 from retrieval.percent import percent, percent_text
 from retrieval.protocols import score
-from retrieval.ranking import Ranking
+from retrieval.ranking import GIVEN, Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
@@ -118,7 +118,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     out.mkdir(parents=True, exist_ok=True)
     dataset = dataset_from_config(cfg)
     ranking_path = Path(ranking_path)
-    ranking = Ranking.load(ranking_path)
+    ranking = Ranking.load(ranking_path, GIVEN if plain(cfg["eval"]).get("ranking") else None)
     options = plain(cfg["dataset"]).get("protocol_options") or {}
     scoring, localising = split_options(dataset.protocol, options)
     # box/mask metrics when the ranking localises and the gallery has truth

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+from retrieval import artifacts
 from retrieval.device import resolve_device
 from retrieval.features.extract import fill_store
 from retrieval.features.store import Store
@@ -53,6 +54,7 @@ def main(cfg: Mapping[str, Any], split: str) -> Path:
             f"search.{split}={folder} holds {len(set(i.key for i in items)) - len(missing)} of the {len(items)} {split} "
             f"of dataset {dataset.name}; drop search.{split} to extract them (python extract.py)"
         )
+    artifacts.writable(folder)  # before the model: a read-only cache is one line, not a lost load
     family, options = model_options(cfg)
     model = create_text_model(family, **options) if reads_words(cfg, split) else create_model(family, **options)
     run = plain(cfg["extract"])

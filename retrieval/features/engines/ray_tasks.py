@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[ray]'"
 
 
-class ShardsFailed(RuntimeError):
-    """Shards whose every try failed; the others are in the store."""
+class ShardsFailed(UserError, RuntimeError):
+    """Shards whose every try failed; the others are in the store. One line at the command
+    line (the shard and its cause's first line): the tasks' tracebacks are in Ray's log."""
 
 
 def import_ray() -> ModuleType:
