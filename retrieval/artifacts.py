@@ -23,6 +23,8 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+LOCK = ".lock"
+"""The file lock of an artifact's folder, held while it is built."""
 
 
 def config_key(settings: dict[str, Any], length: int = 12) -> str:
@@ -59,6 +61,15 @@ def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (files of any size, in little memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -88,7 +99,7 @@ def build_once(folder: Path, build: Callable[[Path], None], what: str) -> Path:
     A file lock makes concurrent runs (Hydra multirun jobs) build it once: the others wait,
     then reuse it. `build` must finish with `write_meta`, which marks the folder complete."""
     if not is_complete(folder):
-        with FileLock(str(Path(folder) / ".lock")):
+        with FileLock(str(Path(folder) / LOCK)):
             if not is_complete(folder):
                 build(folder)
                 return folder

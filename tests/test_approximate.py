@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from retrieval import artifacts, pipeline
 from retrieval import index as index_module
-from retrieval import pipeline
 from retrieval.approximate import measured
 from retrieval.approximate.measured import Options, Run, prepare
 from retrieval.approximate.recall import held_out_samples, recall_at_k
@@ -120,6 +121,63 @@ def test_a_mapped_ivf_index_searches_like_the_one_in_memory(tmp_path: Path, capl
     with caplog.at_level(logging.INFO, logger="retrieval.approximate.saved"):
         read_mapped(tmp_path / "hnsw.faiss")
     assert "IndexHNSWFlat, read into memory (faiss memory-maps only IVF inverted lists)" in caplog.text
+
+
+def damage_index(folder: Path, how: str) -> None:
+    """Damage the saved index in `folder` as a disk, a person or a stray copy would."""
+    path = folder / INDEX
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":  # one bit of one stored vector: faiss reads it without complaint
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(data)
+    else:  # another gallery's index, its meta.json copied along with it
+        other = clustered(300, np.random.default_rng(1).standard_normal((4, 8)), seed=2)
+        faiss.write_index(build_row_index(other, "IVF4,Flat", use_gpu=False, train_size=300), str(path))
+        meta = json.loads((folder / "meta.json").read_text())
+        meta.update(index_bytes=path.stat().st_size, sha256=artifacts.file_digest(path))
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("deleted", "is missing"),
+    ("truncated", r"has \d+ bytes where \d+ were written"),
+    ("flipped", "does not match the digest written with it"),
+    ("another", "holds 300 vectors of 8 dimensions, the gallery 400 of 8"),
+])
+def test_a_damaged_saved_index_is_set_aside_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str, reason: str
+) -> None:
+    centres = np.random.default_rng(12).standard_normal((8, 8))
+    vectors, queries = clustered(400, centres, seed=13), clustered(20, centres, seed=14)
+    expected = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False).search(queries, 5)
+    damage_index(tmp_path, how)
+    with caplog.at_level(logging.WARNING, logger="retrieval.approximate.saved"):
+        rebuilt = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
+    (record,) = caplog.records
+    kept = "" if how == "deleted" else r" \(the damaged file is kept as index.faiss.damaged\)"
+    assert re.fullmatch(rf"index: {re.escape(str(tmp_path / INDEX))} {reason}; rebuilding it{kept}", record.getMessage())
+    assert (tmp_path / "index.faiss.damaged").is_file() == (how != "deleted")
+    for got, want in zip(rebuilt.search(queries, 5), expected):
+        np.testing.assert_array_equal(got, want)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="retrieval.approximate.saved"):
+        saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
+    assert not caplog.records  # the rebuilt index is read back as it is
+
+
+def test_a_run_after_the_index_was_truncated_rebuilds_it(make_cfg: ComposeFn, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    index = ["index=ivfpq", "index.factory='IVF2,Flat'", "index.train_size=8", "index.tune_queries=4"]
+    first = Ranking.load(pipeline.ranking(make_cfg(*index, "index.search_params.nprobe=2")))
+    (folder,) = (tmp_path / "cache" / "indexes").iterdir()
+    damage_index(folder, "truncated")
+    with caplog.at_level(logging.WARNING):
+        again = Ranking.load(pipeline.ranking(make_cfg(*index, "index.search_params.nprobe=2", "dataset.k=5")))
+    assert f"index: {folder / INDEX} has " in caplog.text and "rebuilding it" in caplog.text
+    np.testing.assert_array_equal(again.indices, first.indices[:, :5])
 
 
 def test_prepare_moves_the_index_to_every_gpu_and_sets_knobs_through_the_gpu_space(
