@@ -31,7 +31,7 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError unless the groups of a valid config work together: queries with words
     need a model with a text tower; composed queries are ranked exactly from two vectors each,
     so no approximate index and no re-rank step (which expands one). A Ray cluster's address
-    must answer before any listing or model load. Each re-rank step is
+    must answer Ray's handshake before any listing or model load. Each re-rank step is
     built from its options, so options that only fail together (`rerank.verify.model=fundamental`
     with `min_inliers` under 8) are refused before any work, not when the step runs."""
     from retrieval.models import has_text_tower
