@@ -232,8 +232,21 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     "overrides, message",
     [
         (["index.factory='IVF12,Bogus'"],
-         "index.factory=IVF12,Bogus is not valid: faiss cannot build it for inner product at d=7680 (could not parse code "
+         "index.factory=IVF12,Bogus is not valid: faiss cannot build it for inner product at d=1280 (could not parse code "
          "description Bogus in IVF12,Bogus); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"),
+        (["model=dinov2_vits14", "index.factory='IVF16,PQ10'"],  # 10 divides 7680, not DINOv2-S's 384
+         "index.factory=IVF16,PQ10 is not valid: faiss cannot build it for inner product at d=384 (The dimension of the "
+         "vector (d) should be a multiple of the number of subquantizers (M)); use a faiss index_factory string such as "
+         "Flat, HNSW32 or IVF1024,PQ32"),
+        (["index=ivfpq", "index.factory='IVF2,Flat'", "index.search_params.nprobe=-3"],
+         "index.search_params.nprobe=-3 is not valid: index.factory=IVF2,Flat has 2 inverted lists: use a whole number "
+         "from 1 to 2"),
+        (["index=ivfpq", "index.factory='IVF2,Flat'", "index.search_params.nprobe=4"],
+         "index.search_params.nprobe=4 is not valid: index.factory=IVF2,Flat has 2 inverted lists: use a whole number "
+         "from 1 to 2"),
+        (["index=hnsw", "index.search_params.efSearch=0"],
+         "index.search_params.efSearch=0 is not valid: use a whole number >= 1, and at least the k results each query "
+         "keeps (dataset.k) for the graph search to find them all"),
         (["index=ivfpq", "index.factory=PQ32", "~index.search_params", "index.target_recall=0.95"],
          "index.target_recall=0.95 needs a search-time knob to tune, and index.factory=PQ32 has none: use an IVF or HNSW "
          "factory (nprobe, efSearch), or index.target_recall=null"),

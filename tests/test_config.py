@@ -125,13 +125,19 @@ def test_format_choices_are_the_registered_formats() -> None:
 )
 def test_an_index_factory_faiss_rejects_is_named(factory: str, reason: str) -> None:
     assert error_of(composed(f"index.factory='{factory}'")) == (
-        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=7680 ({reason}); "
+        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=1280 ({reason}); "
         "use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
     )
 
 
+def test_the_factory_is_checked_at_the_models_dimension() -> None:
+    """ResNet-50's 2048 takes 1024 sub-quantizers, which 7680 (the size checked without a model) does not."""
+    config.check(composed("model=dinov2_vits14", "model.arch=resnet50", "model.pretrained=null", "index.factory='IVF16,PQ1024'"))
+    assert "at d=384 " in error_of(composed("model=dinov2_vits14", "index.factory='IVF16,PQ1024'"))
+
+
 def test_no_pq_size_valid_for_a_shipped_model_is_refused() -> None:
-    """The check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes."""
+    """Without a model, the check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes."""
     for m in sorted({m for dim in (384, 512, 768, 1280) for m in range(1, 129) if dim % m == 0}):
         config.check_index(f"IVF1024,PQ{m}")
 
