@@ -87,6 +87,10 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["dataset.k=0"], "dataset.k=0 is not valid: use an integer >= 1 or null"),
         (["search.memory_budget=lots"],
          "search.memory_budget=lots is not valid: 'lots' is not a size: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=4096"], "search.memory_budget=4096 is not valid: add a unit (4096MB?)"),
+        (["search.memory_budget=[4]"], "search.memory_budget=[4] is not valid: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=1KB"], "search.memory_budget=1KB is not valid: a search holds 16MB besides its blocks of "
+                                       "vectors; use more than that, or null"),
         (["dataset=vpr", "dataset.positives=gps"], "dataset.positives=gps is not valid: choose utm, vpr_bench or camera"),
         (["dataset=roxford5k", "dataset.crop_queries=maybe"], "dataset.crop_queries=maybe is not valid: use true or false"),
         (["regions=grid", "regions.input_sizes=[640,10]"], "regions.input_sizes=[640, 10] is not valid: use a list of integers >= 32"),
