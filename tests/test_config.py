@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retrieval import cli, config
 from retrieval.config import ConfigError
+from retrieval.config.command_line import check_command_line
 from retrieval.datasets import LOADERS, load_dataset
 
 from conftest import REPO, ComposeFn
@@ -248,6 +249,30 @@ def test_a_missing_file_is_named_with_its_expanded_path(tmp_path: Path, monkeypa
     assert error_of(composed("search.gallery='~/store'")) == f"search.gallery=~/store is not valid: no folder at {tmp_path}/store"
 
 
+# ------------------------------------------------------------------ the command line, before Hydra
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice"),
+        (["dataset=folder", "rerank=[dba, alpha_qe, dba]"], "rerank=[dba,alpha_qe,dba] lists dba twice"),
+        (["-m", "rerank=[aqe],[verify,verify]"], "rerank=[verify,verify] lists verify twice"),  # each job of a sweep
+        (["+rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba or verify"),
+        (["rerank=aqe,bogus", "-m"], "rerank=[bogus] is not valid: bogus is not a re-rank step"),
+    ],
+)
+def test_a_rerank_list_hydra_would_merge_or_cannot_load_is_refused(arguments: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_command_line(arguments)
+    assert str(caught.value).startswith(message)
+
+
+def test_every_rerank_preset_listed_once_passes_the_command_line_check() -> None:
+    steps = presets("rerank")
+    check_command_line([f"rerank=[{','.join(steps)}]", "rerank.aqe.k=3", "~rerank", "rerank=[]", "--cfg", "job", "rerank=[a"])
+
+
 # ------------------------------------------------------------------ cli.user_errors, in process
 
 
@@ -369,6 +394,9 @@ def run_evaluate(tmp_path: Path, folder_root: Path, *overrides: str) -> subproce
         (["extract.dtype=float61"], "extract.dtype=float61 is not valid: choose float32 or float16"),
         (["query=mask", "query.fill=blurr"], "query.fill=blurr is not valid: choose mean, blur or a number from 0 to 255"),
         (["query=mask", "dataset.use_masks=false"], "query=mask needs masks but dataset folder has none: use query=box or query=full"),
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice, but a step's options are one node (rerank.aqe), so it can "
+                               "run only once: list each step once"),
+        (["rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba or verify"),
     ],
 )
 def test_entry_point_wired_evaluate_refuses_a_bad_config_before_any_work(
