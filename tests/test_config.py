@@ -270,7 +270,7 @@ def test_a_rerank_list_hydra_would_merge_or_cannot_load_is_refused(arguments: li
 
 def test_every_rerank_preset_listed_once_passes_the_command_line_check() -> None:
     steps = presets("rerank")
-    check_command_line([f"rerank=[{','.join(steps)}]", "rerank.aqe.k=3", "~rerank", "rerank=[]", "--cfg", "job", "rerank=[a"])
+    check_command_line([f"rerank=[{','.join(steps)}]", "rerank.aqe.k=3", "~rerank", "rerank=[]", "rerank=null", "--cfg", "job", "rerank=[a"])
 
 
 # ------------------------------------------------------------------ cli.user_errors, in process

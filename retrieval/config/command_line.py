@@ -37,7 +37,8 @@ def check_command_line(arguments: Sequence[str]) -> None:
         if override.key_or_group != "rerank" or override.is_delete():
             continue
         for value in (override.sweep_iterator() if override.is_sweep_override() else [override.value()]):
-            _check_steps(value if isinstance(value, list) else [value])
+            if value is not None:  # rerank=null: no steps
+                _check_steps(value if isinstance(value, list) else [value])
 
 
 def _check_steps(names: list[Any]) -> None:

@@ -88,7 +88,7 @@ def _handshake_problem(target: str, client: bool, timeout: float) -> str | None:
         raise UserError(f"extract.ray.address needs grpcio to check the address: {INSTALL}") from None
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:  # straight there, as the socket went
         try:
             if client:
                 ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
