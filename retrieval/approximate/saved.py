@@ -6,10 +6,12 @@ changes only those reuses it. It is built once under a lock and written atomical
 build leaves nothing half-written to reuse), and read back memory-mapped where faiss can, so
 reruns neither rebuild nor copy the inverted lists into memory.
 
-Its meta.json records the file's size and digest, checked on every read: a file that is gone,
-truncated or damaged, or that is not the gallery's (faiss cannot read it, or it holds other
-rows or another dimension), is set aside as `index.faiss.damaged` and rebuilt, with a warning,
-as an unreadable shard is.
+Its meta.json records the file's size, modification time and digest. A read checks the size,
+and the digest whenever the file was modified since it was written (so an untouched index
+costs a rerun one stat, not a pass over its bytes): a file that is gone, truncated or
+written over, or that is not the gallery's (faiss cannot read it, or it holds other rows or
+another dimension), is set aside as `index.faiss.damaged` and rebuilt, with a warning, as an
+unreadable shard is.
 """
 from __future__ import annotations
 
@@ -53,9 +55,11 @@ def saved_index(folder: Path, vectors: np.ndarray, factory: str, train_size: int
         started = time.perf_counter()
         index = build_row_index(vectors, factory, use_gpu=use_gpu, train_size=train_size, seed=seed)
         save_index(index, out / INDEX)
+        written = (out / INDEX).stat()
         artifacts.write_meta(out, factory=factory, n_rows=n_rows, dim=dim, train_size=train_size,
                              seed=seed, build_seconds=round(time.perf_counter() - started, 3),
-                             index_bytes=(out / INDEX).stat().st_size, sha256=artifacts.file_digest(out / INDEX))
+                             index_bytes=written.st_size, index_mtime_ns=written.st_mtime_ns,
+                             sha256=artifacts.file_digest(out / INDEX))
 
     folder = Path(folder)
     artifacts.build_once(folder, build, "index")
@@ -84,9 +88,10 @@ def _rebuilt(folder: Path, build: Callable[[Path], None], n_rows: int, dim: int)
 
 def read_checked(folder: Path, n_rows: int, dim: int) -> faiss.Index:
     """The index saved in `folder` (`read_mapped`), after checking that it is the file its
-    meta.json describes (size, and digest where recorded) and that it holds `n_rows` vectors
-    of `dim` dimensions; a DamagedIndex saying what is wrong otherwise. The file is checked
-    before faiss reads it, since faiss may crash on a damaged file rather than raise."""
+    meta.json describes (its size; its digest, where recorded, once it was modified since)
+    and that it holds `n_rows` vectors of `dim` dimensions; a DamagedIndex saying what is
+    wrong otherwise. The file is checked before faiss reads it, since faiss may crash on a
+    damaged file rather than raise."""
     path = Path(folder) / INDEX
     try:
         meta = artifacts.read_meta(folder)
@@ -94,11 +99,12 @@ def read_checked(folder: Path, n_rows: int, dim: int) -> faiss.Index:
         raise DamagedIndex("has no meta.json (a rebuild was cut short)") from None
     if not path.is_file():
         raise DamagedIndex("is missing")
-    size = path.stat().st_size
-    if size != meta["index_bytes"]:
-        raise DamagedIndex(f"has {size} bytes where {meta['index_bytes']} were written")
-    if "sha256" in meta and artifacts.file_digest(path) != meta["sha256"]:
-        raise DamagedIndex("does not match the digest written with it")
+    found = path.stat()
+    if found.st_size != meta["index_bytes"]:
+        raise DamagedIndex(f"has {found.st_size} bytes where {meta['index_bytes']} were written")
+    modified = found.st_mtime_ns != meta.get("index_mtime_ns")
+    if modified and "sha256" in meta and artifacts.file_digest(path) != meta["sha256"]:
+        raise DamagedIndex("was modified and does not match the digest written with it")
     try:
         index = read_mapped(path)
     except RuntimeError as error:
