@@ -245,6 +245,9 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
         (["index=ivfpq", "index.factory='IVF2,Flat'", "index.search_params.nprobe=4"],
          "index.search_params.nprobe=4 is not valid: index.factory=IVF2,Flat has 2 inverted lists: use a whole number "
          "from 1 to 2"),
+        (["index=ivfpq", "index.factory='IVF4,Flat'"],  # the preset's nprobe (32) with a factory of fewer lists
+         "index.search_params.nprobe=32 is not valid: index.factory=IVF4,Flat has 4 inverted lists: use a whole number "
+         "from 1 to 4"),
         (["index=hnsw", "index.search_params.efSearch=0"],
          "index.search_params.efSearch=0 is not valid: use a whole number >= 1, and at least the k results each query "
          "keeps (dataset.k) for the graph search to find them all"),

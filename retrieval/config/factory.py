@@ -29,9 +29,12 @@ def check_index(
 ) -> None:
     """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim` (the
     model's descriptor size; REPRESENTATIVE_DIM when no model is known), accepts every search
-    parameter, with nprobe and efSearch in their range, and has a knob to tune when a
-    `target_recall` is set (exact `Flat` needs none)."""
+    parameter, with nprobe and efSearch in their range (but for the one a `target_recall`
+    tunes, whose value tuning replaces), and has a knob to tune when a `target_recall` is set
+    (exact `Flat` needs none)."""
     import faiss
+
+    from retrieval.approximate.knobs import knob_of
 
     bits = [int(b) for b in re.findall(r"x(\d+)", factory)]
     if bits and max(bits) > MAX_CODE_BITS:
@@ -46,6 +49,7 @@ def check_index(
             f"index.factory={factory} is not valid: faiss cannot build it for inner product at d={dim} "
             f"({_faiss_reason(error)}); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
         ) from None
+    tuned = knob_of(index) if target_recall is not None else None
     space = faiss.ParameterSpace()
     for name, value in (search_params or {}).items():
         try:
@@ -54,7 +58,7 @@ def check_index(
             space.initialize(index)
             known = [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
             raise ConfigError(unknown(f"index.search_params.{name}", f"index.factory={factory}", known)) from None
-        problem = _knob_problem(name, value, index, factory)
+        problem = None if tuned is not None and name == tuned.name else _knob_problem(name, value, index, factory)
         if problem:
             raise ConfigError(f"index.search_params.{name}={value:g} is not valid: {problem}")
     if target_recall is not None and factory != "Flat":
