@@ -30,6 +30,8 @@ from retrieval.errors import UserError
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+LOCK = ".lock"
+"""The file lock of an artifact's folder, held while it is built."""
 
 
 class NotWritable(UserError):
@@ -93,6 +95,15 @@ def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (files of any size, in little memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -126,7 +137,7 @@ def build_once(folder: Path, build: Callable[[Path], None], what: str) -> Path:
     then reuse it. `build` must finish with `write_meta`, which marks the folder complete."""
     if not is_complete(folder):
         writable(folder)  # a read-only cache fails here, in one line, before the build
-        with FileLock(str(Path(folder) / ".lock")):
+        with FileLock(str(Path(folder) / LOCK)):
             if not is_complete(folder):
                 build(folder)
                 return folder

@@ -4,11 +4,14 @@ alone, boundedly; bad addresses and a missing Ray package are one-line errors.""
 from __future__ import annotations
 
 import builtins
+import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,14 +181,56 @@ def test_an_address_that_does_not_answer_is_one_line_naming_the_fix() -> None:
         check_answers("head-node", timeout=1.0)
 
 
-def test_extract_py_with_an_address_that_does_not_answer_exits_2(folder_root: Path, tmp_path: Path) -> None:
-    address = f"127.0.0.1:{free_port()}"
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """A real local HTTP server (what `python -m http.server` runs), in a thread: its address."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"127.0.0.1:{server.server_port}"
+        server.shutdown()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_at_once(http_server: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=rf"^extract.ray.address={http_server} is not a Ray cluster: it answers, but not in "
+                                        r"gRPC \(an HTTP server, or another service\); give the head node's GCS address"):
+        check_answers(http_server, timeout=30.0)
+    assert time.perf_counter() - started < 15  # told apart by its answer, not by waiting out the timeout
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(UserError, match=rf"^extract.ray.address={address} is not a Ray cluster: it accepted a connection "
+                                            r"but gave no Ray answer within extract.ray.connect_timeout=1s"):
+            check_answers(address, timeout=1.0)
+
+
+def test_a_running_cluster_passes_the_check(ray_cluster: None) -> None:
+    gcs = ray.get_runtime_context().gcs_address
+    check_answers(gcs, timeout=10.0)
+    with pytest.raises(UserError, match=rf"^extract.ray.address=ray://{gcs} is not a Ray cluster: it speaks gRPC but has no "
+                                        r"Ray Client service; drop ray:// to reach a GCS$"):
+        check_answers(f"ray://{gcs}", timeout=10.0)
+
+
+@pytest.mark.parametrize("kind, message", [("silent", "does not answer"), ("http", "is not a Ray cluster")])
+def test_extract_py_with_an_address_that_is_no_cluster_exits_2(
+    folder_root: Path, tmp_path: Path, http_server: str, kind: str, message: str
+) -> None:
+    address = http_server if kind == "http" else f"127.0.0.1:{free_port()}"
     command = [sys.executable, "extract.py", "dataset=folder", f"dataset.root={folder_root}", f"paths.cache={tmp_path / 'cache'}",
-               "model.input_size=64", "extract.engine=ray", f"extract.ray.address={address}", "extract.ray.connect_timeout=1"]
+               "model.input_size=64", "extract.engine=ray", f"extract.ray.address={address}", "extract.ray.connect_timeout=5"]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert f"error: extract.ray.address={address} does not answer" in done.stderr and "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: extract.ray.address={address} {message}") and "Traceback" not in done.stderr
     assert not (tmp_path / "cache").exists()  # refused by the config check, before any listing or model load
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from retrieval import artifacts
-from retrieval.models import available, create_model, resolve_preprocess
+from retrieval.models import available, create_model, embedding_dim, resolve_preprocess
 from retrieval.models.base import Preprocess
 from retrieval.models.effnet_lite import LITE_PREPROCESS, load_lite_weights, packaged_checkpoint
 from retrieval.models.openclip import clip_preprocess
@@ -220,9 +220,12 @@ def library_preprocess(family: str, model: Any, options: dict[str, Any]) -> Prep
 @pytest.mark.usefixtures("no_downloads")
 def test_resolved_preprocess_is_the_models(family: str, options: dict[str, Any]) -> None:
     """Resolving from the configurations gives the built model's preprocess, which is also what
-    its library attached to the network it built (timm's pretrained_cfg, open_clip's preprocess_cfg)."""
+    its library attached to the network it built (timm's pretrained_cfg, open_clip's preprocess_cfg),
+    and its descriptors' size, which is that of the vectors it makes."""
     model = create_model(family, **options)
     assert resolve_preprocess(family, **options) == model.preprocess
+    with torch.inference_mode():  # 224: a size every one of these networks takes
+        assert embedding_dim(family, **options) == model.dim == model(torch.zeros(1, 3, 224, 224)).shape[1]
     if family != "effnet_lite":
         assert model.preprocess == library_preprocess(family, model, options)
 

@@ -16,7 +16,8 @@ from retrieval.config.plugins import dataset_schema, model_schema, proposals_sch
 from retrieval.config.rules import Schema, dataclass_schema, opt
 from retrieval.device import PRECISIONS
 from retrieval.features.extract import STORAGE
-from retrieval.sizes import size_problem
+from retrieval.blockwise import budget_problem
+from retrieval.sizes import Size
 
 DTYPES = tuple(STORAGE)
 
@@ -54,7 +55,7 @@ class Extract:
 @dataclass
 class Search:
     block_size: int = opt(low=1)
-    memory_budget: str | None = opt(test=size_problem, optional=True)
+    memory_budget: Size | None = opt(test=budget_problem, optional=True)
     queries: Path | None = opt(path=True, exists="folder", optional=True)
     gallery: Path | None = opt(path=True, exists="folder", optional=True)
 

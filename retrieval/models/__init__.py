@@ -4,7 +4,8 @@
 normalised images to one descriptor each, and carries the `Preprocess` its weights expect,
 so the transform always matches the weights (as in timm and open_clip).
 `resolve_preprocess(family, **options)` gives that same `Preprocess` from the configurations
-alone, without building the network or loading weights.
+alone, without building the network or loading weights, and `embedding_dim(family, **options)`
+the size of its descriptors (what an index is built for) as cheaply.
 
 Families whose weights include a text tower (open_clip) also register it:
 `create_text_model(family, **options)` returns a `TextEncoder` of the same weights, taking the
@@ -38,6 +39,9 @@ FAMILIES: Registry[Constructor] = Registry(
 PREPROCESSING: dict[str, Callable[..., Preprocess]] = {}
 """Family name -> its preprocessing resolver, which takes some of the constructor's options
 (by the same names, without defaults) and is what the constructor itself calls."""
+DIMS: dict[str, Callable[..., int]] = {}
+"""Family name -> the resolver of its descriptors' size, which takes some of the constructor's
+options as the preprocessing resolver does, and loads no weights."""
 available = FAMILIES.available
 RANDOM_INIT_SEED = 0
 """The seed of the CPU generator while a model is built: its random initialisation."""
@@ -53,11 +57,15 @@ def seeded_initialisation() -> Iterator[None]:
         yield
 
 
-def register_family(name: str, preprocess: Callable[..., Preprocess]) -> Callable[[Constructor], Constructor]:
-    """Register a family's constructor under `name`, with the resolver of its preprocessing."""
+def register_family(
+    name: str, preprocess: Callable[..., Preprocess], dim: Callable[..., int]
+) -> Callable[[Constructor], Constructor]:
+    """Register a family's constructor under `name`, with the resolvers of its preprocessing
+    and of its descriptors' size."""
 
     def decorate(constructor: Constructor) -> Constructor:
         PREPROCESSING[name] = preprocess
+        DIMS[name] = dim
         return FAMILIES.register(name)(constructor)
 
     return decorate
@@ -144,8 +152,16 @@ def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     return resolver(**_taken_by(resolver, bound))
 
 
+def embedding_dim(family: str, **options: Any) -> int:
+    """The size of the descriptors `create_model(family, **options)` makes (its `dim`), from
+    the configurations alone: options are checked and defaulted as the constructor does."""
+    bound = _bound(family, options)
+    resolver = DIMS[family]
+    return resolver(**_taken_by(resolver, bound))
+
+
 __all__ = [
-    "Embedder", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model", "has_text_tower",
-    "register_family", "register_text_tower", "resolve_preprocess", "seeded_initialisation", "text_options",
-    "tokenizer_settings",
+    "Embedder", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model",
+    "embedding_dim", "has_text_tower", "register_family", "register_text_tower", "resolve_preprocess",
+    "seeded_initialisation", "text_options", "tokenizer_settings",
 ]

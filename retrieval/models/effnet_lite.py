@@ -7,6 +7,10 @@ import torch
 
 from retrieval.models import register_family
 from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.timm_models import num_features
+
+LITE_ARCH = "efficientnet_lite0"
+"""timm's architecture of the packaged weights."""
 
 # The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
 # ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
@@ -67,7 +71,12 @@ def lite_preprocess(input_size: int | None, resize: str | None) -> Preprocess:
     return LITE_PREPROCESS.with_options(input_size, resize)
 
 
-@register_family("effnet_lite", preprocess=lite_preprocess)
+def lite_dim() -> int:
+    """GeM pools the last feature map, so a descriptor has its channels."""
+    return num_features(LITE_ARCH)
+
+
+@register_family("effnet_lite", preprocess=lite_preprocess, dim=lite_dim)
 def effnet_lite(
     checkpoint: str | None = None,
     pretrained: bool = True,
@@ -79,7 +88,7 @@ def effnet_lite(
     import timm
 
     preprocess = lite_preprocess(input_size, resize)
-    backbone = timm.create_model("efficientnet_lite0", pretrained=False)
+    backbone = timm.create_model(LITE_ARCH, pretrained=False)
     if checkpoint or pretrained:
         load_lite_weights(backbone, Path(checkpoint) if checkpoint else packaged_checkpoint())
     backbone.reset_classifier(0)

@@ -54,8 +54,7 @@ def pretrained_tag(arch: str, pretrained: str | None, checkpoint: str | None) ->
     does not know is accepted only as the name of the weights in a `checkpoint` file."""
     import open_clip
 
-    if arch not in open_clip.list_models():
-        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+    _check_arch(arch)
     if pretrained and not checkpoint and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         valid = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
         raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.")
@@ -98,15 +97,23 @@ def load_clip(arch: str, pretrained: str | None, checkpoint: str | None) -> torc
         )
 
 
+def _check_arch(arch: str) -> None:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+
+
 def embed_dim(arch: str) -> int:
     """The size of the space where image and text embeddings meet (the model config's
     embed_dim): open_clip's own towers and timm trunks (which have no output_dim) alike."""
     import open_clip
 
+    _check_arch(arch)
     return open_clip.get_model_config(arch)["embed_dim"]
 
 
-@register_family("open_clip", preprocess=open_clip_preprocess)
+@register_family("open_clip", preprocess=open_clip_preprocess, dim=embed_dim)
 def open_clip_tower(
     arch: str = "ViT-B-32",
     pretrained: str | None = "openai",

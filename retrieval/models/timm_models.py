@@ -65,8 +65,7 @@ def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None
     for `create_model`, and the data config timm makes of it at `input_size` (None = the tag's)."""
     import timm
 
-    if not timm.list_models(arch):
-        raise ValueError(f"Unknown timm architecture {arch!r}; list names with timm.list_models('*dinov2*').")
+    _check_arch(arch)
     try:
         weights = timm.models.resolve_pretrained_cfg(arch, pretrained_cfg=pretrained)
     except RuntimeError as error:  # timm's error for a tag the architecture lacks
@@ -76,7 +75,24 @@ def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None
     return timm_preprocess(config, resize)
 
 
-@register_family("timm", preprocess=weights_preprocess)
+def _check_arch(arch: str) -> None:
+    import timm
+
+    if not timm.list_models(arch):
+        raise ValueError(f"Unknown timm architecture {arch!r}; list names with timm.list_models('*dinov2*').")
+
+
+def num_features(arch: str) -> int:
+    """The descriptor size of timm architecture `arch` (its `num_features`), from a copy built
+    on the meta device: no memory for its parameters, no weights read."""
+    import timm
+
+    _check_arch(arch)
+    with torch.device("meta"):
+        return timm.create_model(arch, pretrained=False, num_classes=0).num_features
+
+
+@register_family("timm", preprocess=weights_preprocess, dim=num_features)
 def timm_backbone(
     arch: str = "vit_small_patch14_dinov2",
     pretrained: str | None = "lvd142m",
