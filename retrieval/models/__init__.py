@@ -155,7 +155,7 @@ def resolve_preprocess(family: str, **options: Any) -> Preprocess:
 def embedding_dim(family: str, **options: Any) -> int:
     """The size of the descriptors `create_model(family, **options)` makes (its `dim`), from
     the configurations alone: options are checked and defaulted as the constructor does."""
-    bound = _bound(family, options)
+    bound = bound_options(family, options)
     resolver = DIMS[family]
     return resolver(**_taken_by(resolver, bound))
 
