@@ -461,7 +461,7 @@ def test_ivf_on_too_few_vectors_says_which_factory_fits() -> None:
         build_index(vectors, "IVF1024,PQ32", use_gpu=False)
     assert str(error.value) == (
         "IVF1024 needs at least 1024 training vectors, the gallery has 500; "
-        "use index=flat or a smaller factory such as \"index.factory='IVF8,PQ32x3'\""
+        "use index=flat or a smaller factory such as \"index.factory='IVF8,PQ32x3'\" index.search_params.nprobe=8"
     )
     index = build_index(vectors, "IVF8,PQ32x3", use_gpu=False)
     assert index.ntotal == 500
