@@ -50,7 +50,7 @@ def load_state(path: Path, kind: str, names: tuple[str, ...]) -> tuple[dict[str,
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
-            arrays = {name: data[name] for name in names}
+            arrays = {name: data[name] for name in names} if header.get("kind") == kind else {}
     except UNREADABLE as error:
         raise ValueError(f"{path} is not a readable {kind} state ({type(error).__name__}: {error}); delete it to refit") from error
     if header.get("kind") != kind:
