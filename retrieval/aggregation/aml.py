@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from retrieval.aggregation.dense import cells_to_pixels, check_map
 
-WINDOWS_PER_PASS = 4096
-"""Windows scored at once: bounds the (windows x channels) float64 block."""
+WINDOWS_PER_PASS = 1024
+"""Windows scored at once: bounds the (windows x channels) float64 blocks."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,15 @@ class Localisation:
 
 
 class _WindowScorer:
-    """Cosine similarity of a query to windows' generalised sums, from integral images."""
+    """Cosine similarity of a query to windows' generalised sums, from integral images (kept
+    as one row of channels per corner, so a window's four corners are four row look-ups)."""
 
     def __init__(self, query: torch.Tensor, feature_map: torch.Tensor, power: float):
         values = feature_map.double().clamp(min=0)
         values = values / values.max().clamp(min=torch.finfo(torch.float64).tiny)
-        self.integral = F.pad(values.pow(power).cumsum(1).cumsum(2), (1, 0, 1, 0))
+        integral = F.pad(values.pow(power).cumsum(1).cumsum(2), (1, 0, 1, 0))
+        self.stride = integral.shape[2]
+        self.integral = integral.flatten(1).T.contiguous()
         self.query = F.normalize(query.double().to(feature_map.device), dim=0)
         self.power = power
         self.count = 0
@@ -57,11 +60,11 @@ class _WindowScorer:
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         """(n,) similarities of (n, 4) windows (x1, y1, x2, y2), cells, ends exclusive."""
         x1, y1, x2, y2 = windows.to(self.integral.device).T
-        table = self.integral
-        sums = table[:, y2, x2] - table[:, y1, x2] - table[:, y2, x1] + table[:, y1, x1]
+        table, stride = self.integral, self.stride
+        sums = table[y2 * stride + x2] - table[y1 * stride + x2] - table[y2 * stride + x1] + table[y1 * stride + x1]
         pooled = sums.clamp(min=0).pow(1 / self.power)
         self.count += len(windows)
-        return (self.query @ pooled) / pooled.norm(dim=0).clamp(min=torch.finfo(torch.float64).tiny)
+        return (pooled @ self.query) / pooled.norm(dim=1).clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def _grid_windows(height: int, width: int, step: int) -> np.ndarray:

@@ -38,7 +38,10 @@ def check_map(feature_map: torch.Tensor) -> tuple[int, int]:
         raise ValueError(f"expected one C x h x w feature map, got shape {tuple(feature_map.shape)}")
     height, width = feature_map.shape[-2:]
     if height == 0 or width == 0:
-        raise UserError(f"the feature map is empty ({height}x{width} cells): its image is smaller than one patch of the model")
+        raise UserError(
+            f"the feature map is empty ({height}x{width} cells): its image is smaller than one patch of the model; "
+            "drop such images or embed them at a larger input size"
+        )
     return height, width
 
 
