@@ -66,6 +66,22 @@ class Embedder(nn.Module):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no pooling head")
 
+    @property
+    def blocks(self) -> int:
+        """How many transformer blocks `block_map` can read: 0 for models without them."""
+        return 0
+
+    @property
+    def patch_size(self) -> int | None:
+        """Side in pixels of the patch each feature-map cell embeds (ViTs), None for CNNs,
+        whose padded convolutions give a map for any input size."""
+        return None
+
+    def block_map(self, images: torch.Tensor, layer: int, facet: str) -> torch.Tensor:
+        """Dense features (B x C x h x w) of one inner block, as AnyLoc reads DINOv2: the
+        block's output tokens ("token") or its attention's "query", "key" or "value"."""
+        raise NotImplementedError(f"{type(self).__name__} has no transformer blocks to read")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.feature_map(images))
 

@@ -59,6 +59,37 @@ class TimmBackbone(Embedder):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         return gem(features)
 
+    @property
+    def _vit(self) -> bool:
+        return hasattr(self.model, "blocks") and hasattr(self.model, "forward_intermediates")
+
+    @property
+    def blocks(self) -> int:
+        return len(self.model.blocks) if self._vit else 0
+
+    @property
+    def patch_size(self) -> int | None:
+        return max(self.model.patch_embed.patch_size) if self._vit else None
+
+    def block_map(self, images: torch.Tensor, layer: int, facet: str) -> torch.Tensor:
+        """Block `layer`'s output tokens (before the final norm), or its attention's query, key
+        or value: the slice of the fused qkv projection (heads concatenated), read by a hook;
+        the pass stops after that block. Prefix tokens are dropped, patches folded to a grid."""
+        if facet == "token":
+            (tokens,) = self.model.forward_intermediates(images, indices=[layer], stop_early=True, intermediates_only=True)
+            return tokens
+        captured: list[torch.Tensor] = []
+        hook = self.model.blocks[layer].attn.qkv.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        try:
+            self.model.forward_intermediates(images, indices=[layer], stop_early=True, intermediates_only=True)
+        finally:
+            hook.remove()
+        qkv = captured[0][:, self.prefix_tokens :]
+        width = qkv.shape[-1] // 3
+        part = qkv[..., ("query", "key", "value").index(facet) * width :][..., :width]
+        height, cols = self.model.patch_embed.dynamic_feat_size(images.shape[-2:])
+        return part.transpose(1, 2).reshape(len(images), width, height, cols)
+
 
 def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None, resize: str | None) -> Preprocess:
     """The tag's pretrained_cfg (the architecture's default tag when None) as timm resolves it
