@@ -38,10 +38,10 @@ JOB_FILES = ".hydra/overrides.yaml"
 
 def run_folder(overrides: str, number: int | str) -> str:
     """A job's folder name: its overrides (Hydra's `override_dirname`) made safe, then `-<job>`.
-    Lists lose their brackets (`rerank=[verify,aqe]` -> `rerank=verify,aqe`, `[]` -> `none`);
-    any other run of unsafe characters becomes one `_`; a name longer than `MAX_NAME` keeps
-    its start and ends in a digest of the whole."""
-    name = UNSAFE.sub("_", overrides.replace("[]", "none").replace("[", "").replace("]", "")).strip("_")
+    Lists lose their brackets (`rerank=[verify,aqe]` -> `rerank=verify,aqe`, `[]` -> `none`)
+    and quoted values their quotes; any other run of unsafe characters becomes one `_`; a
+    name longer than `MAX_NAME` keeps its start and ends in a digest of the whole."""
+    name = UNSAFE.sub("_", re.sub(r"['\"\[\]]", "", overrides.replace("[]", "none"))).strip("_")
     if len(name) > MAX_NAME:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:MAX_NAME - 9].rstrip('_,=')}~{digest}"
