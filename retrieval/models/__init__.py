@@ -17,7 +17,8 @@ the feature store of query texts.
 Every model is built under one fixed seed (`RANDOM_INIT_SEED`), so random weights
 (`pretrained=null` and no checkpoint) are the same network in every stage and process that
 builds them; loaded weights replace all of it. What identifies the weights in a store's key
-is `retrieval.models.identity`.
+is `retrieval.models.identity`; what results call them, and the check that hub weights can be
+had here before any work, `retrieval.models.weights`.
 """
 from __future__ import annotations
 
