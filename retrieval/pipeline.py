@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from retrieval import artifacts, config
 from retrieval.features.store import ShardSetAside
+from retrieval.models.weights import check_weights
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract, rerank, search
 from retrieval.stages.common import dataset_from_config, forget_datasets, plain, query_of, regions_enabled
@@ -28,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def _begin(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked config (paths expanded), before any work: a bad value costs no model load
-    and leaves no leaderboard row. The dataset is listed afresh, since one listed by an
-    earlier call in this process (an earlier job of a sweep) may have changed on disk."""
+    """The checked config (paths expanded), before any work: a bad value, or weights that
+    cannot be had, cost no model load and leave no leaderboard row. The dataset is listed
+    afresh, since one listed by an earlier call in this process (an earlier job of a sweep)
+    may have changed on disk."""
     resolved = config.resolve(cfg)
+    if not resolved["eval"].get("ranking"):  # a given ranking needs no model
+        check_weights(resolved["model"])
     forget_datasets()
     config.check_dataset(resolved, dataset_from_config(resolved))
     return resolved

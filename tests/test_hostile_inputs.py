@@ -3,6 +3,7 @@ clear error or a counted skip, never a crash, a hang, or code run from a data fi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import re
@@ -714,3 +715,25 @@ def test_damaged_cached_vectors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(cache.path(frame.key)))} is not a readable local-feature "
                                              r"cache file: BadZipFile: .*; delete it and run again to extract it again$"):
         cache.load(frame.key)
+
+
+def test_a_region_extraction_says_its_regions_per_image_and_how_long_it_will_take(
+    make_cfg: Callable[..., Any], folder_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Large gallery images make hundreds of grid windows each, many seconds per image on a CPU:
+    the run says how many before it starts (counted on the first image, whose size sets the
+    grid) and, after the first image, how long the rest will take."""
+    from retrieval import pipeline
+
+    first = folder_root / "images" / "apple1" / "apple1-000-000.png"
+    Image.open(first).resize((640, 480), Image.BICUBIC).save(first)  # the first gallery image, enlarged
+    cfg = make_cfg("regions=grid", "regions.proposals.grid.scales=[0.5]")
+    with caplog.at_level(logging.INFO):
+        pipeline.features(cfg)
+    said = [record.getMessage() for record in caplog.records]
+    # 240 px windows overlapping by half on 640 x 480: 5 x 3 of them, and the whole image
+    plan = ("gallery: 16 regions per image (1 whole image + 15 grid; counted on apple1-000-000.png, 640x480), "
+            "each cut out and embedded alone: about 192 regions for 12 images")
+    estimates = [line for line in said if line.startswith("gallery: 1 of 12 items done in ")]
+    assert len(estimates) == 1 and re.search(r"; the other 11 will take about \d+ (s|min|h)$", estimates[0])
+    assert plan in said and said.index(plan) < said.index(estimates[0])

@@ -116,8 +116,9 @@ def load(
     crop_queries: bool = True,
     pixel_labels: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk;
-    with `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
+    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk.
+
+    With `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
     positive, so region-level rankings get localisation metrics. R1M: `dataset.distractors`
     (`retrieval.datasets.distractors`), as for every dataset."""
     root = Path(root).expanduser()

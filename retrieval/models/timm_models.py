@@ -1,13 +1,15 @@
 """Any timm backbone (DINOv2 ViTs by default) by hub name, or a local checkpoint file."""
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem, offline_hint
+from retrieval.models.base import Embedder, HubWeights, Preprocess, Pretrained, gem, offline_hint, safetensors_first
 
 # timm's eval crop modes that have an exact equivalent here ("squash" only without a crop
 # margin); its "border" pads with its own rounding, so it is left to an explicit model.resize.
@@ -91,18 +93,24 @@ class TimmBackbone(Embedder):
         return part.transpose(1, 2).reshape(len(images), width, height, cols)
 
 
-def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None, resize: str | None) -> Preprocess:
+def pretrained_cfg(arch: str, pretrained: str | None) -> dict[str, Any]:
     """The tag's pretrained_cfg (the architecture's default tag when None) as timm resolves it
-    for `create_model`, and the data config timm makes of it at `input_size` (None = the tag's)."""
+    for `create_model`."""
     import timm
 
     _check_arch(arch)
     try:
-        weights = timm.models.resolve_pretrained_cfg(arch, pretrained_cfg=pretrained)
+        return timm.models.resolve_pretrained_cfg(arch, pretrained_cfg=pretrained).to_dict()
     except RuntimeError as error:  # timm's error for a tag the architecture lacks
         valid = ", ".join(name.split(".", 1)[1] for name in timm.list_pretrained(f"{arch}.*"))
         raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.") from error
-    config = timm.data.resolve_data_config({"img_size": input_size}, pretrained_cfg=weights.to_dict())
+
+
+def weights_preprocess(arch: str, pretrained: str | None, input_size: int | None, resize: str | None) -> Preprocess:
+    """The data config timm makes of the tag's pretrained_cfg at `input_size` (None = the tag's)."""
+    import timm
+
+    config = timm.data.resolve_data_config({"img_size": input_size}, pretrained_cfg=pretrained_cfg(arch, pretrained))
     return timm_preprocess(config, resize)
 
 
@@ -123,7 +131,27 @@ def num_features(arch: str) -> int:
         return timm.create_model(arch, pretrained=False, num_classes=0).num_features
 
 
-@register_family("timm", preprocess=weights_preprocess, dim=num_features)
+
+
+def hub_weights(arch: str, pretrained: str) -> Pretrained:
+    """The tag's weights as timm's `load_pretrained` fetches them: from the pretrained_cfg's hub
+    repository (its safetensors copy first), else from its URL into torch's hub cache."""
+    from timm.models._hub import HF_OPEN_CLIP_SAFE_WEIGHTS_NAME, HF_OPEN_CLIP_WEIGHTS_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = pretrained_cfg(arch, pretrained)
+    what = f"timm {arch}.{pretrained}"
+    if cfg.get("hf_hub_id"):
+        copies = {HF_WEIGHTS_NAME: HF_SAFE_WEIGHTS_NAME, HF_OPEN_CLIP_WEIGHTS_NAME: HF_OPEN_CLIP_SAFE_WEIGHTS_NAME}
+        files = safetensors_first(cfg.get("hf_hub_filename") or HF_WEIGHTS_NAME, copies)
+        return Pretrained(pretrained, HubWeights(what, repo=cfg["hf_hub_id"].split("@")[0], files=files))
+    url = cfg.get("url") or ""
+    if not url:
+        return Pretrained(pretrained)
+    cached_as = Path(torch.hub.get_dir()) / "checkpoints" / posixpath.basename(urlparse(url).path)
+    return Pretrained(pretrained, HubWeights(what, url=url, cached_as=cached_as))
+
+
+@register_family("timm", preprocess=weights_preprocess, dim=num_features, pretrained=hub_weights)
 def timm_backbone(
     arch: str = "vit_small_patch14_dinov2",
     pretrained: str | None = "lvd142m",

@@ -26,7 +26,8 @@ from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
 from retrieval.composed import combination_settings
 from retrieval.queries.spec import QuerySpec
-from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
+from retrieval.models.weights import weights_label
+from retrieval.stages.common import dataset_from_config, model_options, plain, query_of, region_config
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     }
     label = labelled(dataset)  # the name, with "+<n>" when distractors follow the gallery
     model_name = plain(cfg["model"])["name"]
+    family, model_settings = model_options(cfg)
+    weights = weights_label(family, **model_settings)
     query_mode = plain(cfg["query"])["name"]
     combined = combination(query_of(cfg))
     index_name = plain(cfg["index"])["name"]
@@ -143,6 +146,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     metrics = {
         "dataset": label,
         "model": model_name,
+        "weights": weights,
         "query_mode": query_mode,
         "combination": combined,
         "index": index_name,
@@ -171,6 +175,7 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": label,
         "model": model_name,
+        "weights": weights,
         "query_mode": query_mode,
         "combination": combined,
         "index": index_name,
@@ -188,8 +193,8 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
     report = _report(cfg, out, leaderboard)
     n_skipped = sum(len(v) for v in skipped.values())
     log.info(
-        "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
-        label, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
+        "%s | %s (weights %s) | query=%s | index=%s | regions=%s (%% below)\n%s",
+        label, model_name, weights, query_mode, index_name, regions_name, print_summary(result.summary),
     )
     approximate = describe(search)
     if approximate:
