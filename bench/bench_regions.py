@@ -43,7 +43,7 @@ from retrieval.features.store import Store
 from retrieval.percent import percent_text
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
-from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder
+from retrieval.plan import RunPlan
 
 RECALL_KS = (10, 100)
 
@@ -107,19 +107,19 @@ def extraction_seconds(store: Path, keys: list[str]) -> float | None:
 def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path) -> dict[str, Any]:
     """One configuration: extraction + search (their peak memory taken right after), then its
     evaluation and the statistics of its gallery rows. Run it in a process of its own."""
-    cfg = config(root, cache, out, overrides)
-    gallery_keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), "gallery")]
-    store = store_folder(cfg, "gallery")
+    plan = RunPlan.from_config(config(root, cache, out, overrides))
+    gallery_store = plan.stores["gallery"]
+    gallery_keys, store = gallery_store.item_keys, gallery_store.folder
     cached = not Store(store).missing(gallery_keys)
     _, before = peak_mib()  # children so far: helpers forked while importing (torch), not workers
-    ranking = pipeline.ranking(cfg)
+    ranking = pipeline.ranking(plan)
     peak, workers_peak = peak_mib()
     # The table compares with the "whole image" row: no baseline ranking per run (an approximate
     # index's whole-image baseline would also need as many gallery images as the index trains on).
-    metrics = json.loads(evaluate.main(cfg, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
+    metrics = json.loads(evaluate.main(plan, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
     summary, timings = metrics["summary"]["all"], metrics["timings"]
     row = {key: summary.get(key) for key in ("mAP", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")}
-    gallery = load_features(cfg, store, "gallery")
+    gallery = gallery_store.load()
     counts = np.bincount(gallery.row_image, minlength=len(gallery.keys))[gallery.valid]
     row.update(
         regions_per_image=float(counts.mean()) if counts.size else 0.0,

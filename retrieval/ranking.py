@@ -39,6 +39,8 @@ def _head(path: Path, size: int = 16) -> bytes:
     """The first bytes of a file, to say what it is when it is not a ranking."""
     with open(path, "rb") as handle:
         return handle.read(size)
+RANKING_FILE = "ranking.npz"
+"""A ranking's name in its artifact folder (a search's, a re-rank step's) and in a run folder."""
 
 
 @dataclass

@@ -20,15 +20,23 @@ class UnknownName(UserError, ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str, modules: Iterable[str] = ()):
+    def __init__(self, kind: str, package: str, modules: Iterable[str] = (), checked: str | None = None):
+        """`checked`: the config key of an entry's options, `{name}` standing for the entry's
+        name ("rerank.{name}"); then every call of an entry first checks its arguments against
+        the rules its parameters are annotated with (`retrieval.config.arguments`)."""
         self.kind = kind
         self._package = package
         self._modules = tuple(modules)
+        self._checked = checked
         self._entries: dict[str, T] = {}
         self._imported = False
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(entry: T) -> T:
+            if self._checked is not None:
+                from retrieval.config.arguments import with_checked_arguments
+
+                entry = with_checked_arguments(entry, self._checked.format(name=name))
             self._entries[name] = entry
             return entry
 

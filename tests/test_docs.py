@@ -51,7 +51,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from retrieval import config
 from retrieval.config import values as config_values
-from retrieval.index import TooFewTrainingVectors, trained_index
+from retrieval.search.index import TooFewTrainingVectors, trained_index
 
 from conftest import REPO
 
@@ -448,14 +448,14 @@ def test_the_ivf_refusal_suggests_an_override_that_parses_and_trains_cleanly(
     assert factories(words) == ([suggested] if suggested else [])
     if suggested:
         assert hydra_problems(["index=ivfpq", *words[1:]]) == []
-        with caplog.at_level(logging.WARNING, logger="retrieval.index"):
+        with caplog.at_level(logging.WARNING, logger="retrieval.search.index"):
             assert trained_index(vectors, suggested).is_trained
         assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_the_too_few_points_warning_suggests_an_override_that_parses(caplog: pytest.LogCaptureFixture) -> None:
     vectors = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
-    with caplog.at_level(logging.WARNING, logger="retrieval.index"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.search.index"):
         trained_index(vectors, "IVF64,Flat")
     words = suggested_overrides(caplog.records[-1].getMessage())
     assert factories(words) == ["IVF16,Flat"] and hydra_problems(["index=ivfpq", *words]) == []

@@ -31,7 +31,7 @@ from retrieval.features.store import SHARD_GLOB, Store, shard_name
 from retrieval.models import Embedder
 from retrieval.records import Record
 from retrieval.representations.whole import GlobalRepresentation
-from retrieval.stages.common import dataset_from_config, load_features
+from retrieval.plan import RunPlan
 
 ray = pytest.importorskip("ray")
 SHARD = 4
@@ -75,11 +75,10 @@ def test_ray_builds_the_shards_of_the_local_engine_byte_for_byte(make_cfg: Compo
 
     assert local_store.name == ray_store.name  # the engine is no part of the store's key
     built = shard_arrays(ray_store)
-    n_images = len(dataset_from_config(config.resolve(ray_cfg)).gallery)
+    n_images = len(RunPlan.from_config(ray_cfg).dataset.gallery)
     assert len(built) == -(-n_images // SHARD)
     assert built == shard_arrays(local_store)
-    merged = {name: load_features(config.resolve(cfg), store, "gallery")
-              for name, cfg, store in (("local", local_cfg, local_store), ("ray", ray_cfg, ray_store))}
+    merged = {name: RunPlan.from_config(cfg).stores["gallery"].load() for name, cfg in (("local", local_cfg), ("ray", ray_cfg))}
     for field in ("vectors", "row_image", "valid"):
         a, b = getattr(merged["local"], field), getattr(merged["ray"], field)
         assert (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes()), field

@@ -29,7 +29,7 @@ from retrieval.scenes import folder_backgrounds
 from retrieval.datasets.safe_pickle import UnsafePickleError
 from retrieval.errors import UnreadableFile
 from retrieval.images import ImageError, load_rgb
-from retrieval.index import build_index
+from retrieval.search.index import build_row_index
 from retrieval.leaderboard import append_row, read_rows
 from retrieval.queries import QueryError, get_query_mode
 from retrieval.queries.files import with_query_file
@@ -459,15 +459,15 @@ def test_ranking_that_is_not_a_ranking_names_the_file(tmp_path: Path) -> None:
 def test_ivf_on_too_few_vectors_says_which_factory_fits() -> None:
     vectors = np.random.default_rng(0).standard_normal((500, 64)).astype(np.float32)
     with pytest.raises(ValueError) as error:
-        build_index(vectors, "IVF1024,PQ32", use_gpu=False)
+        build_row_index(vectors, "IVF1024,PQ32", use_gpu=False)
     assert str(error.value) == (
         "IVF1024 needs at least 1024 training vectors, the gallery has 500; "
         "use index=flat or a smaller factory such as \"index.factory='IVF8,PQ32x3'\" index.search_params.nprobe=8"
     )
-    index = build_index(vectors, "IVF8,PQ32x3", use_gpu=False)
+    index = build_row_index(vectors, "IVF8,PQ32x3", use_gpu=False)
     assert index.ntotal == 500
     with pytest.raises(ValueError, match="IVF2 needs at least 2 training vectors, the gallery has 1; use index=flat$"):
-        build_index(vectors[:1], "IVF2,Flat", use_gpu=False)
+        build_row_index(vectors[:1], "IVF2,Flat", use_gpu=False)
 
 
 # Item 8j beyond folder datasets: hidden files are no one's images in VPR and composed sets either.

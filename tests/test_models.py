@@ -29,7 +29,8 @@ from retrieval.models.openclip import clip_preprocess
 from retrieval.models.timm_models import timm_preprocess
 from retrieval.models.weights import check_weights, weights_label
 from retrieval.representations import create_representation
-from retrieval.stages.common import store_settings
+from retrieval.plan.model import ModelSpec
+from retrieval.plan.stores import store_settings
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285  # ImageNet-1k class indices
 
@@ -42,7 +43,10 @@ def prepare(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
 
 
 def test_families_are_listed() -> None:
-    assert set(available()) == {"effnet_lite", "open_clip", "timm"}
+    """The shipped families are listed, each with its description (more may be registered)."""
+    listed = available()
+    assert {"effnet_lite", "open_clip", "timm"} <= set(listed)
+    assert all(listed[name] for name in listed)
 
 
 def test_unknown_family_lists_valid_names() -> None:
@@ -275,14 +279,13 @@ def test_feature_store_follows_the_resolved_preprocessing(monkeypatch: pytest.Mo
     """Same model settings, another preprocessing from the library (as after an upgrade that
     changes a tag's config): another feature store, so stale vectors are never reused."""
     model = {"name": "clip_vit_b32", "family": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"}
-    cfg = {"model": model, "extract": {"dtype": "float16"}}
     representation = create_representation("global", max_pixels=10**8)
-    before = store_settings(cfg, representation)
+    before = store_settings(ModelSpec.of(model), representation, "float16")
     expected = resolve_preprocess("open_clip", arch="ViT-B-32", pretrained="openai")
     assert before["preprocess"] == dataclasses.asdict(expected)
     tag = {**open_clip.get_pretrained_cfg("ViT-B-32", "openai"), "interpolation": "bilinear"}
     monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, name: tag)
-    after = store_settings(cfg, representation)
+    after = store_settings(ModelSpec.of(model), representation, "float16")
     assert after["model"] == before["model"] and after["preprocess"]["interpolation"] == "bilinear"
     assert artifacts.config_key(after) != artifacts.config_key(before)
 

@@ -148,8 +148,17 @@ def test_instance_fyn_mode_and_validation():
 
 
 def test_score_uses_dataset_protocol():
-    dataset, indices = instance_case(seed=2)
-    assert score(make_ranking(indices, dataset), dataset).summary["all"]["mAP"] >= 0
+    """`score` is the protocol the dataset names: the same ranks score one way as `instance` (AP
+    over each query's positives) and another as `revisitop` (trapezoidal AP, junk skipped)."""
+    ranked, positives, junk = [[4, 0, 9, 5, 3, 8, 1, 7, 2, 6]], [0, 3, 7], [5]
+    instance = make_dataset({"all": [truth(positives)]}, n_gallery=10)
+    result = score(make_ranking(ranked, instance), instance)
+    assert result.summary["all"]["mAP"] == pytest.approx(bf_ap(ranked[0], set(positives)))
+    revisitop = make_dataset({setup: [truth(positives, junk)] for setup in ("easy", "medium", "hard")}, 10, protocol="revisitop")
+    result = score(make_ranking(ranked, revisitop), revisitop)
+    assert set(result.summary) == {"easy", "medium", "hard"}
+    assert result.summary["medium"]["mAP"] == pytest.approx(bf_trapezoid(ranked[0], set(positives), set(junk)))
+    assert bf_trapezoid(ranked[0], set(positives), set(junk)) != pytest.approx(bf_ap(ranked[0], set(positives)))
 
 
 # revisitop

@@ -34,7 +34,7 @@ def check_index(
     (exact `Flat` needs none)."""
     import faiss
 
-    from retrieval.approximate.knobs import knob_of
+    from retrieval.search.approximate.knobs import knob_of
 
     bits = [int(b) for b in re.findall(r"x(\d+)", factory)]
     if bits and max(bits) > MAX_CODE_BITS:
@@ -63,7 +63,7 @@ def check_index(
         if problem:
             raise ConfigError(f"index.search_params.{name}={value:g} is not valid: {problem}")
     if target_recall is not None and factory != "Flat":
-        from retrieval.approximate.knobs import knob_to_tune
+        from retrieval.search.approximate.knobs import knob_to_tune
 
         knob_to_tune(index, factory, target_recall)
 
@@ -71,7 +71,7 @@ def check_index(
 def _knob_problem(name: str, value: float, index, factory: str) -> str | None:
     """What to use instead of `value` for knob `name` of `index`, or None when it fits:
     nprobe from 1 to the lists the factory has, efSearch a whole number from 1."""
-    from retrieval.approximate.knobs import inner_index
+    from retrieval.search.approximate.knobs import inner_index
 
     whole = float(value).is_integer()
     if name == "nprobe":

@@ -1,23 +1,24 @@
 """The options of the nodes whose entries are plug-ins: a dataset's format, a model's family, a
 query's mode, the region proposers, the re-rank steps and the protocol. Each takes its
 entry's keyword parameters, typed by their hints, so that adding a plug-in extends the
-schema without touching it; REFINEMENTS adds what a hint cannot say (bounds, choices, paths).
+schema without touching it. A parameter's limits (bounds, choices, paths) are stated beside it,
+`Annotated[int, Rule(low=1)]` (`retrieval.config.arguments`, which the entry's calls check too);
+REFINEMENTS holds those of the entries that do not state them yet.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
 import functools
-import inspect
 import sys
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.config.arguments import parameters
 from retrieval.config.choices import (
-    combinations, device_problem, families, formats, image_modes, modes, resize_modes, sam_model_types,
+    combinations, device_problem, families, formats, image_modes, modes, representations, resize_modes, sam_model_types,
 )
 from retrieval.config.nodes import check_present
 from retrieval.config.rules import Option, Rule, Schema, dataclass_schema, opt
@@ -55,20 +56,6 @@ REFINEMENTS: dict[str, Rule] = {
     "regions.proposals.*.max_side": Rule(low=1),
     "regions.proposals.*.points_per_side": Rule(low=1),
     "regions.proposals.*.max_regions": Rule(low=1),
-    "rerank.*.k": Rule(low=1),
-    "rerank.*.alpha": Rule(low=0),
-    "rerank.verify.features": Rule(choices=lambda: _verify_choices("features")),
-    "rerank.verify.model": Rule(choices=lambda: _verify_choices("model")),
-    "rerank.verify.gallery_view": Rule(choices=lambda: _verify_choices("gallery_view")),
-    "rerank.verify.top_n": Rule(low=1),
-    "rerank.verify.max_keypoints": Rule(low=1),
-    "rerank.verify.resize": Rule(low=32),
-    "rerank.verify.query_resize": Rule(low=32),
-    "rerank.verify.threshold": Rule(above=0),
-    "rerank.verify.min_inliers": Rule(low=3),
-    "rerank.verify.match_threshold": Rule(above=0),
-    "rerank.verify.context": Rule(low=0),
-    "rerank.verify.batch_size": Rule(low=1),
     "dataset.protocol_options.*": Rule(low=1),
 }
 """Rules of the options read from registered entries' signatures, by dotted key (`*` = any
@@ -97,6 +84,11 @@ class DatasetCommon:
 class ModelCommon:
     name: str = opt()
     family: str = opt(choices=families)
+
+
+@dataclass
+class RepresentationCommon:
+    name: str = opt(choices=representations)
 
 
 @dataclass
@@ -149,20 +141,19 @@ def query_schema(key: str, node: Mapping[str, Any]) -> Schema:
     return Schema(f"query={name} with cut={cut}", {**options, **words, **composed, "lambda": weight})
 
 
+def representation_schema(key: str, node: Mapping[str, Any]) -> Schema:
+    """A representation's options: its constructor's parameters besides what the run supplies."""
+    from retrieval.representations import CONTEXT, REPRESENTATIONS
+
+    common = dataclass_schema(RepresentationCommon, key)
+    name = _selector(key, node, "name", common)
+    return Schema(f"representation {name}", {**_signature_options(REPRESENTATIONS.get(name), key, skip=CONTEXT), **common.options})
+
+
 def proposals_schema(key: str, node: Mapping[str, Any]) -> Schema:
     from retrieval.regions.proposals import PROPOSERS
 
     return _entries_schema(key, PROPOSERS, skip=("image",))
-
-
-def _verify_choices(option: str) -> tuple[str, ...]:
-    """The values of a verify option that names a choice (imported when checked: cv2 and the
-    extractors load only for a config that verifies)."""
-    from retrieval.local_features import EXTRACTORS
-    from retrieval.local_features.geometry import MODELS
-    from retrieval.rerank.verify import GALLERY_VIEWS
-
-    return {"features": tuple(EXTRACTORS.available()), "model": MODELS, "gallery_view": GALLERY_VIEWS}[option]
 
 
 def rerank_schema(key: str, node: Mapping[str, Any]) -> Schema:
@@ -199,14 +190,12 @@ def protocol_schema(protocol: str) -> Schema:
 
 def _signature_options(entry: Callable, prefix: str, skip: Iterable[str] = ()) -> dict[str, Option]:
     """The keyword options of a registered function or class: its parameters, typed by their
-    hints, with the rules REFINEMENTS gives them; one with a default may be left out."""
-    hints = typing.get_type_hints(entry.__init__ if isinstance(entry, type) else entry)
+    hints, with the rule each is annotated with (`Annotated[int, Rule(low=1)]`), else the one
+    REFINEMENTS gives it; one with a default may be left out."""
     options = {}
-    for name, parameter in inspect.signature(entry).parameters.items():
-        if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        rule = _refinement(f"{prefix}.{name}")
-        options[name] = Option(hints.get(name, Any), dataclasses.replace(rule, optional=parameter.default is not parameter.empty))
+    for name, (hint, rule, has_default) in parameters(entry, skip).items():
+        rule = rule if rule is not None else _refinement(f"{prefix}.{name}")
+        options[name] = Option(hint, dataclasses.replace(rule, optional=has_default))
     return options
 
 

@@ -19,7 +19,7 @@ from retrieval.report.inputs import number
 
 MAIN_METRICS = ("mAP", "mAP@200", "hit@1", "box_mAP@50")
 """Shown first when a dataset reports them (per setup too, `medium/mAP`): what papers quote."""
-IDENTITY = ("model", "weights", "query_mode", "combination", "index", "search", "regions", "rerank",
+IDENTITY = ("model", "weights", "query_mode", "combination", "index", "search", "regions", "representation", "rerank",
             "n_queries", "n_gallery", "n_distractors")
 """Columns that say what ran; runs equal in all of them are one configuration."""
 RUN_FACTS = ("date", "dataset", "commit", "run_dir")

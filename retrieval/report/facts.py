@@ -11,7 +11,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from retrieval.approximate.recall import describe
+from retrieval.search.approximate.recall import describe
 
 LABELS = {
     "n_queries": "queries",

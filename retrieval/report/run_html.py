@@ -8,8 +8,8 @@ import json
 from html import escape
 from typing import Any
 
-from retrieval.approximate.recall import describe
 from retrieval.percent import percent_text
+from retrieval.search.approximate.recall import describe
 from retrieval.report.curves import ap_histogram, mean_pr_curve
 from retrieval.report.entries import rerank_steps, verified
 from retrieval.report.facts import fact_rows, fact_table, step_text, when

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from retrieval.config.rules import ConfigError, Rule
 from retrieval.device import autocast
 from retrieval.features.keys import Item
 from retrieval.images import ImageError, load_rgb
@@ -137,21 +138,26 @@ class RoiRegions(RegionRepresentation):
     """Regions ROI-aligned out of a few backbone passes over an image pyramid (dense models)."""
 
     pooling = "roi"
-    options = ("input_sizes", "roi_size")
 
-    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, input_sizes: Sequence[int], roi_size: int):
+    def __init__(
+        self,
+        proposals: Mapping[str, Mapping[str, Any] | None],
+        max_pixels: int,
+        input_sizes: Annotated[Sequence[int], Rule(low=32)] = (640, 1280),
+        roi_size: Annotated[int, Rule(low=1)] = 7,
+    ):
         super().__init__(proposals, max_pixels)
         self.input_sizes = tuple(int(size) for size in input_sizes)
         self.roi_size = int(roi_size)
-        if not self.input_sizes or min(self.input_sizes) < 32:
-            raise ValueError(f"regions.input_sizes must list scene sizes of at least 32 pixels, not {list(self.input_sizes)}")
+        if not self.input_sizes:
+            raise ConfigError("representation.input_sizes=[] is not valid: list the scene sizes of the backbone passes, e.g. [640, 1280]")
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "input_sizes": list(self.input_sizes), "roi_size": self.roi_size}
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         if not model.dense:
-            raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use regions.pooling=crop")
+            raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use representation=crop")
         return super().worker_dataset(items, model)
 
     def images_per_batch(self, batch_size: int) -> int:
@@ -200,9 +206,9 @@ class CropRegions(RegionRepresentation):
     """Every region cut out (segments: background filled) and embedded like a query (any model)."""
 
     pooling = "crop"
-    options = ("crop_size",)
 
-    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, crop_size: int | None):
+    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int,
+                 crop_size: Annotated[int | None, Rule(low=1)] = None):
         super().__init__(proposals, max_pixels)
         self.crop_size = crop_size
         """Side each crop is resized to; None = the model's input size (as queries are)."""

@@ -113,7 +113,9 @@ class Step:
         raise NotImplementedError
 
 
-STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify"))
+STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify"), checked="rerank.{name}")
+"""Each step's options are checked on construction against the rules annotated beside its
+parameters (`retrieval.config.arguments`), which the config schema reads too."""
 register = STEPS.register
 available = STEPS.available
 

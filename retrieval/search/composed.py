@@ -17,7 +17,7 @@ Phi is the standard normal CDF. The scores are a pure function of (image vector,
 vector, gallery vectors, lambda): `composed_search` computes them over the gallery in blocks
 (two passes for a standardising method: the statistics, then the scores and a running top-k),
 on the device given (a GPU when torch sees one), with memory bounded by the block sizes
-besides the ranking itself. Ties go to the lower image index, as in `retrieval.search`.
+besides the ranking itself. Ties go to the lower image index, as in `retrieval.search.exact`.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from retrieval.registry import Registry
-from retrieval.blockwise import best_per_image, image_blocks
-from retrieval.search import ImageHits
+from retrieval.search.exact import image_blocks
+from retrieval.search.images import ImageHits, best_per_image
 
 Combine = Callable[[torch.Tensor | None, torch.Tensor | None, float], torch.Tensor]
 """(image similarities, text similarities, lambda) -> scores; each (queries, images), and None

@@ -10,7 +10,7 @@ from typing import Any
 from filelock import FileLock
 
 from retrieval import artifacts
-from retrieval.approximate.knobs import Knob
+from retrieval.search.approximate.knobs import Knob
 
 log = logging.getLogger(__name__)
 TUNING = "tuning"

@@ -1,8 +1,9 @@
-"""FAISS index build and top-K search: exact inner product by default, GPU when present.
+"""FAISS indexes: the one builder (what the pipeline runs), top-K search, GPUs, saving.
 
 Vectors are L2-normalised, so inner product is cosine similarity. A factory string
 ("IVF1024,PQ32", "HNSW32", ...) selects an approximate index for large galleries; evaluation
-numbers should come from the exact default ("Flat"). Equal scores are re-ordered by gallery
+numbers should come from the exact one ("Flat", which the pipeline searches blockwise:
+`retrieval.search.exact`). Equal scores are re-ordered by gallery
 index so results never depend on the index type or the device.
 """
 from __future__ import annotations
@@ -40,23 +41,29 @@ def wants_gpu(use_gpu: bool | None) -> bool:
     return bool(use_gpu) if use_gpu is not None else gpu_count() > 0
 
 
-def build_index(
+def build_row_index(
     vectors: np.ndarray,
-    factory: str = "Flat",
-    use_gpu: bool | None = None,
-    train_size: int = 100_000,
+    factory: str,
     search_params: Mapping[str, float] | None = None,
+    use_gpu: bool | None = None,
+    add_block: int = 100_000,
+    train_size: int = 100_000,
     seed: int = 0,
 ) -> faiss.Index:
-    """Index `vectors` (n x d) for inner-product search; trains approximate indexes on a sample.
+    """Index `vectors` (n x d rows, float16 or memory-mapped allowed) for inner-product search:
+    trained on a seeded sample of all rows, moved to the GPUs `use_gpu` allows while still
+    empty (so the rows are encoded there, and the host never holds a filled float32 copy),
+    then filled block by block, so one float32 block of `add_block` rows exists at a time.
 
     `search_params` are faiss ParameterSpace settings of the index type, the knobs that trade
     speed for recall: {"nprobe": 32} for IVF, {"efSearch": 128} for HNSW."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = trained_index(vectors, factory, train_size, seed)
-    index.add(vectors)
+    if wants_gpu(use_gpu):
+        index = to_gpu(index)
+    for start in range(0, len(vectors), add_block):
+        index.add(np.ascontiguousarray(vectors[start : start + add_block], dtype=np.float32))
     set_search_params(index, search_params or {})
-    return to_gpu(index) if wants_gpu(use_gpu) else index
+    return index
 
 
 def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, seed: int = 0) -> faiss.Index:

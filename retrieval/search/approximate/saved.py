@@ -26,9 +26,8 @@ import numpy as np
 from filelock import FileLock
 
 from retrieval import artifacts
-from retrieval.approximate.knobs import inner_index
-from retrieval.index import save_index
-from retrieval.search import build_row_index
+from retrieval.search.approximate.knobs import inner_index
+from retrieval.search.index import build_row_index, save_index
 
 log = logging.getLogger(__name__)
 INDEX = "index.faiss"

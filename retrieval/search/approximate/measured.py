@@ -13,13 +13,14 @@ import faiss
 import numpy as np
 import torch
 
-from retrieval.approximate.knobs import knob_to_tune
-from retrieval.approximate.saved import INDEX
-from retrieval.approximate.recall import RECALL_DEPTH, held_out_samples, recall_at_k
-from retrieval.approximate.tuning import tuned
 from retrieval.features import Features
-from retrieval.index import set_search_params, to_gpu, wants_gpu
-from retrieval.search import approximate_search, exact_search
+from retrieval.search.approximate.knobs import knob_to_tune
+from retrieval.search.approximate.recall import RECALL_DEPTH, held_out_samples, recall_at_k
+from retrieval.search.approximate.saved import INDEX, index_folder, saved_index
+from retrieval.search.approximate.shortlist import approximate_search, rows_per_query
+from retrieval.search.approximate.tuning import tuned
+from retrieval.search.exact import exact_search
+from retrieval.search.index import set_search_params, to_gpu, wants_gpu
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Run:
     gallery: Features
     k: int
     k_rows: int
-    """Rows fetched per query to rank `k` images (`retrieval.search.rows_per_query`)."""
+    """Rows fetched per query to rank `k` images (`shortlist.rows_per_query`)."""
     rescore: bool = False
     """Whether the fetched rows are re-scored exactly from the gallery's vectors (`index.rescore`)."""
 
@@ -119,6 +120,31 @@ def prepare(
         "index_folder": str(folder),
         "index_bytes": (folder / INDEX).stat().st_size,
     }
+
+
+def approximate_index(
+    cache: Path,
+    gallery_identity: Mapping[str, Any],
+    queries: Features,
+    gallery: Features,
+    factory: str,
+    k: int,
+    *,
+    k_regions: int | None,
+    rescore_rows: int | None,
+    search_params: Mapping[str, float],
+    options: Options,
+    use_gpu: bool | None,
+    device: torch.device,
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """The gallery's index of `factory` (saved under `cache`/indexes, keyed by
+    `gallery_identity`: its store's settings and listing; built on first use), ready to rank
+    `k` images for `queries`, and the report of its measured recall (`prepare`)."""
+    folder = index_folder(cache, gallery_identity, factory, options.train_size, options.seed)
+    index = saved_index(folder, gallery.vectors, factory, options.train_size, options.seed, use_gpu)
+    k_rows = rows_per_query(gallery.row_image, k, k_regions, rescore_rows)
+    run = Run(queries.per_image(), queries.valid, gallery, k, k_rows, rescore=bool(rescore_rows))
+    return prepare(index, folder, factory, run, search_params, options, use_gpu, device)
 
 
 def _digest(vectors: np.ndarray) -> str:

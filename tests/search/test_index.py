@@ -7,8 +7,8 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval import index as index_module
-from retrieval.index import build_index, gpu_count, load_index, save_index, search, to_gpu
+from retrieval.search import index as index_module
+from retrieval.search.index import build_row_index, gpu_count, load_index, save_index, search, to_gpu
 
 
 def brute_force(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +34,7 @@ def test_flat_search_equals_brute_force() -> None:
     gallery = rng.standard_normal((500, 32)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     queries = rng.standard_normal((40, 32)).astype(np.float32)
-    scores, indices = search(build_index(gallery), queries, k=25)
+    scores, indices = search(build_row_index(gallery, "Flat"), queries, k=25)
     expected_scores, expected_indices = brute_force(queries, gallery, 25)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
@@ -45,7 +45,7 @@ def test_ties_are_ordered_by_gallery_index() -> None:
     gallery = integer_vectors(300, 6, seed=1)  # 5^6 values for 300 rows: many equal scores
     gallery[[250, 40, 7, 199]] = gallery[123]  # and exact duplicates, out of order
     queries = np.concatenate([integer_vectors(30, 6, seed=2), gallery[[123]]])
-    scores, indices = search(build_index(gallery), queries, k=30)
+    scores, indices = search(build_row_index(gallery, "Flat"), queries, k=30)
     expected_scores, expected_indices = brute_force(queries, gallery, 30)
     assert (np.diff(expected_scores, axis=1) == 0).sum() > 100  # the case really is full of ties
     np.testing.assert_array_equal(indices, expected_indices)
@@ -56,14 +56,14 @@ def test_ties_are_ordered_by_gallery_index() -> None:
 
 def test_many_identical_vectors_return_the_first_ones() -> None:
     gallery = np.ones((100, 8), dtype=np.float32)
-    _, indices = search(build_index(gallery), np.ones((3, 8), dtype=np.float32), k=5)
+    _, indices = search(build_row_index(gallery, "Flat"), np.ones((3, 8), dtype=np.float32), k=5)
     np.testing.assert_array_equal(indices, np.tile(np.arange(5), (3, 1)))
 
 
 def test_k_larger_than_gallery_returns_the_whole_gallery() -> None:
     gallery = integer_vectors(7, 4, seed=3)
     queries = integer_vectors(5, 4, seed=4)
-    scores, indices = search(build_index(gallery), queries, k=50)
+    scores, indices = search(build_row_index(gallery, "Flat"), queries, k=50)
     assert indices.shape == (5, 7)
     expected_scores, expected_indices = brute_force(queries, gallery, 7)
     np.testing.assert_array_equal(indices, expected_indices)
@@ -73,7 +73,7 @@ def test_k_larger_than_gallery_returns_the_whole_gallery() -> None:
 def test_blocked_search_equals_unblocked() -> None:
     gallery = integer_vectors(400, 8, seed=5)
     queries = integer_vectors(103, 8, seed=6)
-    index = build_index(gallery)
+    index = build_row_index(gallery, "Flat")
     whole = search(index, queries, k=12, block_size=4096)
     for block in (1, 10, 64):
         blocked = search(index, queries, k=12, block_size=block)
@@ -89,7 +89,7 @@ def test_approximate_indexes_have_high_recall_on_clustered_data(factory: str, pa
     queries = clustered(100, d, centres, seed=9)
     k = 10
     _, exact = brute_force(queries, gallery, k)
-    index = build_index(gallery, factory=factory, search_params=params, train_size=2000)
+    index = build_row_index(gallery, factory, params, train_size=2000)
     scores, found = search(index, queries, k=k)
     recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)])
     assert recall >= 0.9, recall
@@ -99,7 +99,7 @@ def test_approximate_indexes_have_high_recall_on_clustered_data(factory: str, pa
 def test_saved_index_searches_the_same(tmp_path) -> None:
     gallery = integer_vectors(200, 8, seed=10)
     queries = integer_vectors(20, 8, seed=11)
-    index = build_index(gallery, factory="HNSW16")
+    index = build_row_index(gallery, "HNSW16")
     save_index(index, tmp_path / "index.faiss")
     loaded = load_index(tmp_path / "index.faiss")
     np.testing.assert_array_equal(search(loaded, queries, 10)[1], search(index, queries, 10)[1])
@@ -108,30 +108,43 @@ def test_saved_index_searches_the_same(tmp_path) -> None:
 def test_to_gpu_without_gpu_says_so() -> None:
     assert gpu_count() == 0  # this machine: CPU faiss
     with pytest.raises(RuntimeError, match="sees no GPU"):
-        to_gpu(build_index(integer_vectors(10, 4, seed=12)))
+        to_gpu(build_row_index(integer_vectors(10, 4, seed=12), "Flat"))
     with pytest.raises(RuntimeError, match="faiss-gpu"):
-        build_index(integer_vectors(10, 4, seed=12), use_gpu=True)
+        build_row_index(integer_vectors(10, 4, seed=12), "Flat", use_gpu=True)
 
 
 def test_auto_device_stays_on_cpu_here() -> None:
     gallery = integer_vectors(10, 4, seed=13)
-    index = build_index(gallery, use_gpu=None)
+    index = build_row_index(gallery, "Flat", use_gpu=None)
     assert "Gpu" not in type(index).__name__ and index.metric_type == faiss.METRIC_INNER_PRODUCT
     np.testing.assert_array_equal(search(index, gallery, 3)[1], brute_force(gallery, gallery, 3)[1])
 
 
-def test_auto_device_moves_to_every_gpu_faiss_sees(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CPU twin of the GPU path: a faiss that reports two GPUs gets a sharded clone of the index."""
+def test_auto_device_fills_the_index_on_every_gpu_faiss_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU twin of the GPU path: a faiss that reports two GPUs gets a sharded clone of the
+    trained index while it is still empty, and the rows are added to the clone block by block,
+    so the GPUs encode them and the host never holds a filled copy (what the pipeline needs
+    for a gallery larger than memory)."""
     calls = []
+
+    class Clone:
+        """Stands for the GPU index: keeps what is added to it, block by block."""
+
+        def __init__(self, index: faiss.Index) -> None:
+            self.index, self.blocks = index, []
+
+        def add(self, rows: np.ndarray) -> None:
+            self.blocks.append(len(rows))
+            self.index.add(rows)
+
+    def clone(index: faiss.Index, co: SimpleNamespace) -> Clone:
+        calls.append((index.ntotal, co.shard))
+        return Clone(index)
+
     monkeypatch.setattr(index_module, "gpu_count", lambda: 2)
     monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", SimpleNamespace, raising=False)
-
-    def clone(index: faiss.Index, co: SimpleNamespace) -> faiss.Index:
-        calls.append((index.ntotal, co.shard))
-        return index
-
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", clone)
     gallery = integer_vectors(10, 4, seed=14)
-    build_index(gallery, use_gpu=None)
-    build_index(gallery, use_gpu=False)
-    assert calls == [(10, True)]
+    moved = build_row_index(gallery, "Flat", use_gpu=None, add_block=4)
+    assert calls == [(0, True)] and moved.blocks == [4, 4, 2] and moved.index.ntotal == 10
+    assert build_row_index(gallery, "Flat", use_gpu=False).ntotal == 10 and len(calls) == 1

@@ -27,6 +27,7 @@ import torch
 
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows, widen_into
+from retrieval.search.images import ImageHits, best_per_image, widest_image
 from retrieval.sizes import format_size, parse_size, size_problem
 
 TIE_MARGIN = 16
@@ -82,13 +83,6 @@ def budget_problem(value: object) -> str | None:
     if problem is None and parse_size(str(value)) <= SLACK:
         return f"a search holds {format_size(SLACK)} besides its blocks of vectors; use more than that, or null"
     return problem
-
-
-def widest_image(row_image: np.ndarray) -> int:
-    """Rows of the image with the most (0 without rows; 1: one row per image), in one linear
-    pass rather than a sort of every row."""
-    row_image = np.asarray(row_image)
-    return int(np.bincount(row_image).max()) if len(row_image) else 0
 
 
 def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:
@@ -151,22 +145,6 @@ def search_devices(device: torch.device) -> list[torch.device]:
     if device.type == "cuda" and device.index is None:
         return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
     return [device]
-
-
-def best_per_image(
-    scores: torch.Tensor, owner: torch.Tensor, n_images: int, first_row: int | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(queries, rows) similarities of a block of rows whose images are `owner` -> per query and
-    image, the best row's score (-inf for an image without rows in the block) and, unless
-    `first_row` is None, that row's index (counted from `first_row`; the lower on a tie)."""
-    owner = owner.expand(len(scores), -1)
-    best = torch.full((len(scores), n_images), -torch.inf, device=scores.device).scatter_reduce_(1, owner, scores, "amax")
-    if first_row is None:
-        return best, None
-    ids = torch.arange(first_row, first_row + scores.shape[1], device=scores.device).expand(len(scores), -1)
-    first = torch.where(scores == best.gather(1, owner), ids, torch.iinfo(torch.int64).max)
-    rows = torch.full(best.shape, torch.iinfo(torch.int64).max, dtype=torch.int64, device=scores.device)
-    return best, rows.scatter_reduce_(1, owner, first, "amin")
 
 
 def top_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,3 +314,27 @@ def blockwise_top_k(
     scores, images, rows = (torch.cat(part).numpy() for part in zip(*out))
     empty = images == PADDING
     return scores, np.where(empty, -1, images), np.where(empty, -1, rows)
+
+
+def exact_search(
+    queries: np.ndarray,
+    vectors: np.ndarray | MappedRows,
+    row_image: np.ndarray,
+    n_images: int,
+    k: int,
+    device: torch.device = torch.device("cpu"),
+    memory_budget: int | None = None,
+    plan: BlockPlan | None = None,
+    cosines: bool = False,
+) -> ImageHits:
+    """Exact max-aggregated image ranking over `vectors` (float16 allowed, or memory-mapped
+    shards), in blocks of queries x rows that `memory_budget` bytes hold (`plan` sets them
+    instead); on `cuda`, row blocks are spread over every visible GPU. `cosines`: queries and
+    rows are unit vectors, so a score outside [-1, 1] means a corrupt row (`OutOfRangeScores`)."""
+    k = min(k, n_images)
+    devices = search_devices(device)
+    if plan is None:
+        widest = widest_image(row_image)
+        gallery = GalleryShape(len(vectors), vectors.shape[1], vectors.dtype.itemsize, widest, widest <= 1, len(devices))
+        plan = plan_blocks(memory_budget, len(queries), gallery, k)
+    return ImageHits(*blockwise_top_k(queries, vectors, row_image, k, devices, plan, cosines))

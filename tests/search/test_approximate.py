@@ -16,16 +16,17 @@ import pytest
 import torch
 
 from retrieval import artifacts, pipeline
-from retrieval import index as index_module
-from retrieval.approximate import measured
-from retrieval.approximate.measured import Options, Run, prepare
-from retrieval.approximate.recall import held_out_samples, recall_at_k
-from retrieval.approximate.saved import INDEX, read_mapped, saved_index
+from retrieval.search import index as index_module
+from retrieval.search.approximate import measured
+from retrieval.search.approximate.measured import Options, Run, prepare
+from retrieval.search.approximate.recall import held_out_samples, recall_at_k
+from retrieval.search.approximate.saved import INDEX, read_mapped, saved_index
+from retrieval.search.approximate.shortlist import approximate_search, rescore
 from retrieval.config import ConfigError
 from retrieval.features import Features
 from retrieval.ranking import Ranking
-from retrieval.search import approximate_search, build_row_index, rescore
-from retrieval.stages.common import load_features, store_folder
+from retrieval.search.index import build_row_index
+from retrieval.plan import RunPlan
 
 from conftest import ComposeFn
 
@@ -100,7 +101,7 @@ def test_a_second_tuning_is_read_back_not_redone(tmp_path: Path, monkeypatch: py
     options = Options(target_recall=0.8, tune_queries=20)
     first = prepare(saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False), tmp_path, "IVF8,Flat", run, {}, options, False,
                     torch.device("cpu"))[1]
-    monkeypatch.setattr("retrieval.approximate.tuning.cheapest", lambda *args: pytest.fail("tuned again"))
+    monkeypatch.setattr("retrieval.search.approximate.tuning.cheapest", lambda *args: pytest.fail("tuned again"))
     again = prepare(read_mapped(tmp_path / INDEX), tmp_path, "IVF8,Flat", run, {}, options, False, torch.device("cpu"))[1]
     assert again == first
 
@@ -118,7 +119,7 @@ def test_a_mapped_ivf_index_searches_like_the_one_in_memory(tmp_path: Path, capl
         for got, want in zip(mapped.search(queries, 10), built.search(queries, 10)):
             np.testing.assert_array_equal(got, want)
     faiss.write_index(build_row_index(vectors, "HNSW8", use_gpu=False), str(tmp_path / "hnsw.faiss"))
-    with caplog.at_level(logging.INFO, logger="retrieval.approximate.saved"):
+    with caplog.at_level(logging.INFO, logger="retrieval.search.approximate.saved"):
         read_mapped(tmp_path / "hnsw.faiss")
     assert "IndexHNSWFlat, read into memory (faiss memory-maps only IVF inverted lists)" in caplog.text
 
@@ -155,7 +156,7 @@ def test_a_damaged_saved_index_is_set_aside_and_rebuilt(
     vectors, queries = clustered(400, centres, seed=13), clustered(20, centres, seed=14)
     expected = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False).search(queries, 5)
     damage_index(tmp_path, how)
-    with caplog.at_level(logging.WARNING, logger="retrieval.approximate.saved"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.search.approximate.saved"):
         rebuilt = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
     (record,) = caplog.records
     kept = "" if how == "deleted" else r" \(the damaged file is kept as index.faiss.damaged\)"
@@ -165,7 +166,7 @@ def test_a_damaged_saved_index_is_set_aside_and_rebuilt(
         np.testing.assert_array_equal(got, want)
     caplog.clear()
     monkeypatch.setattr(artifacts, "file_digest", lambda path: pytest.fail("an untouched index was read through"))
-    with caplog.at_level(logging.WARNING, logger="retrieval.approximate.saved"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.search.approximate.saved"):
         saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
     assert not caplog.records  # the rebuilt index is read back as it is, at the cost of a stat
 
@@ -219,8 +220,8 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     assert len(list((tmp_path / "cache" / "rankings").iterdir())) == 3  # three rankings, one index
 
     cfg = make_cfg(*index)
-    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery")
-    queries = load_features(cfg, store_folder(cfg, "queries"), "queries")
+    gallery = RunPlan.from_config(cfg).stores["gallery"].load()
+    queries = RunPlan.from_config(cfg).stores["queries"].load()
     fresh = build_row_index(gallery.vectors, "IVF2,Flat", {"nprobe": 2}, use_gpu=False, train_size=8)
     hits = approximate_search(fresh, queries.per_image(), gallery.row_image, 5, 5)
     np.testing.assert_array_equal(again.indices, hits.images)  # the reused index searches as a fresh build

@@ -17,14 +17,14 @@ from scipy.stats import norm
 
 from conftest import REPO, ComposeFn
 from retrieval import pipeline
-from retrieval.composed import COMBINATIONS, combination_settings, composed_search
 from retrieval.config import ConfigError
 from retrieval.leaderboard import read_rows
 from retrieval.ranking import Ranking
 from retrieval.registry import UnknownName
+from retrieval.search.composed import COMBINATIONS, combination_settings, composed_search
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage
-from retrieval.stages.common import load_features, store_folder
+from retrieval.plan import RunPlan
 from test_text_queries import clip_overrides, longhand_ap, source  # noqa: F401  (source: the checkpoint fixture)
 
 METHODS = ("image", "text", "average", "weicom")
@@ -225,10 +225,10 @@ def test_composed_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn
     assert sorted(extractions.calls) == [("gallery", 10), ("queries", 3), ("texts", 3)]
 
     # the ranking is WeiCom of the stored vectors, computed here by numpy and scipy
-    query_store, gallery_store = pipeline.features(cfg)
-    images = load_features(cfg, query_store, "queries").per_image()
-    texts = load_features(cfg, pipeline.texts(cfg), "texts").per_image()
-    gallery = load_features(cfg, gallery_store, "gallery")
+    query_store, _ = pipeline.features(cfg)
+    stores = RunPlan.from_config(cfg).stores
+    images, texts = stores["queries"].load().per_image(), stores["texts"].load().per_image()
+    gallery = stores["gallery"].load()
     n = len(gallery.keys)
     expected = reference_scores("weicom", best_row_similarities(images, gallery.vectors, gallery.row_image, n),
                                 best_row_similarities(texts, gallery.vectors, gallery.row_image, n), 0.3)
@@ -264,7 +264,7 @@ def test_composed_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn
     image_alone = Ranking.load(pipeline.ranking(make_cfg(*base, "query.combine=image")))
     assert (image_alone.indices == Ranking.load(sweep[0]).indices).all()
     # the image part lives where image queries' vectors do (query=box finds them there)
-    assert store_folder(make_cfg("query=box", *clip_overrides(source[1])), "queries") == query_store
+    assert RunPlan.from_config(make_cfg("query=box", *clip_overrides(source[1]))).stores["queries"].folder == query_store
 
 
 def test_composed_queries_of_patterncom(make_cfg: ComposeFn, source: tuple[torch.nn.Module, Path], tmp_path: Path,
@@ -278,13 +278,13 @@ def test_composed_queries_of_patterncom(make_cfg: ComposeFn, source: tuple[torch
     cfg = make_cfg("dataset=patterncom", f"dataset.root={root}", "query=composed", *clip_overrides(source[1]))
     metrics = json.loads(pipeline.evaluate(cfg, tmp_path / "run").read_text())
     assert set(metrics["summary"]) == {"all", *(f"all/{attribute}" for attribute in ATTRIBUTE_CSV)}
-    query_store, gallery_store = pipeline.features(cfg)
-    gallery = load_features(cfg, gallery_store, "gallery")
+    stores = RunPlan.from_config(cfg).stores
+    gallery = stores["gallery"].load()
     n = len(gallery.keys)
     expected = reference_scores(
         "weicom",
-        best_row_similarities(load_features(cfg, query_store, "queries").per_image(), gallery.vectors, gallery.row_image, n),
-        best_row_similarities(load_features(cfg, pipeline.texts(cfg), "texts").per_image(), gallery.vectors, gallery.row_image, n),
+        best_row_similarities(stores["queries"].load().per_image(), gallery.vectors, gallery.row_image, n),
+        best_row_similarities(stores["texts"].load().per_image(), gallery.vectors, gallery.row_image, n),
         0.3,
     )
     ranking = Ranking.load(tmp_path / "run" / "ranking.npz")

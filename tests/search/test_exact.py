@@ -14,16 +14,15 @@ import torch
 
 from conftest import ComposeFn
 from retrieval import pipeline
-from retrieval.blockwise import BlockPlan, GalleryShape, block_bytes, blockwise_top_k, plan_blocks
 from retrieval.config import ConfigError
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows
 from retrieval.features.store import MissingVectors, ShardRows, Store, shard_name, write_shard
-from retrieval.search import exact_search
+from retrieval.search.exact import BlockPlan, GalleryShape, block_bytes, blockwise_top_k, exact_search, plan_blocks
 from retrieval.sizes import format_size, parse_size
 from retrieval.ranking import Ranking
 from retrieval.rerank.expansion import alpha_query_expansion
-from retrieval.stages.common import load_features, store_folder
+from retrieval.plan import RunPlan
 
 
 def brute_force(queries: np.ndarray, vectors: np.ndarray, row_image: np.ndarray, n_images: int, k: int):
@@ -221,7 +220,7 @@ def test_search_and_rerank_under_a_budget_rank_as_without(make_cfg: ComposeFn, t
     shutil.rmtree(tmp_path / "cache" / "rankings")
     in_memory = Ranking.load(pipeline.ranking(plain_cfg))
     assert np.array_equal(on_disk.indices, in_memory.indices) and np.array_equal(on_disk.scores, in_memory.scores)
-    assert isinstance(load_features(budget_cfg, store_folder(budget_cfg, "gallery"), "gallery").vectors, MappedRows)
+    assert isinstance(RunPlan.from_config(budget_cfg).stores["gallery"].load().vectors, MappedRows)
 
 
 def test_a_budget_no_search_fits_is_refused_though_the_ranking_is_cached(make_cfg: ComposeFn) -> None:
