@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+from retrieval import artifacts
 from retrieval.features.store import ShardSetAside
 from retrieval.plan import RunPlan
 from retrieval.stages import evaluate as evaluate_stage
@@ -72,6 +73,7 @@ def ranking(cfg: Mapping[str, Any] | RunPlan) -> Path:
 def evaluate(cfg: Mapping[str, Any] | RunPlan, out: Path) -> Path:
     """Score the run (or `eval.ranking`, an existing ranking file) into the folder `out`."""
     plan = plan_of(cfg)
+    artifacts.writable(plan.paths.leaderboard.parent, "paths.leaderboard")  # written last: checked first
     if plan.eval.ranking is not None:
         return evaluate_stage.main(plan, plan.eval.ranking, out)
     baseline = _ranking(plan.whole_image()) if plan.regional else None

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retrieval import cli, config
 from retrieval.config import ConfigError
+from retrieval.config.command_line import check_command_line
 from retrieval.datasets import LOADERS, load_dataset
 
 from conftest import REPO, ComposeFn
@@ -112,6 +113,10 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["dataset.k=0"], "dataset.k=0 is not valid: use an integer >= 1 or null"),
         (["search.memory_budget=lots"],
          "search.memory_budget=lots is not valid: 'lots' is not a size: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=4096"], "search.memory_budget=4096 is not valid: add a unit (4096MB?)"),
+        (["search.memory_budget=[4]"], "search.memory_budget=[4] is not valid: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=1KB"], "search.memory_budget=1KB is not valid: a search holds 16MB besides its blocks of "
+                                       "vectors; use more than that, or null"),
         (["dataset=vpr", "dataset.positives=gps"], "dataset.positives=gps is not valid: choose utm, vpr_bench or camera"),
         (["dataset=roxford5k", "dataset.crop_queries=maybe"], "dataset.crop_queries=maybe is not valid: use true or false"),
         (["regions=grid", "regions.input_sizes=[640,10]"], "regions.input_sizes=[640, 10] is not valid: use a list of integers >= 32 or null"),
@@ -150,13 +155,19 @@ def test_format_choices_are_the_registered_formats() -> None:
 )
 def test_an_index_factory_faiss_rejects_is_named(factory: str, reason: str) -> None:
     assert error_of(composed(f"index.factory='{factory}'")) == (
-        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=7680 ({reason}); "
+        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=1280 ({reason}); "
         "use index=flat, index=hnsw or another faiss index_factory string, such as \"index.factory='IVF1024,PQ32'\""
     )
 
 
+def test_the_factory_is_checked_at_the_models_dimension() -> None:
+    """ResNet-50's 2048 takes 1024 sub-quantizers, which 7680 (the size checked without a model) does not."""
+    config.check(composed("model=dinov2_vits14", "model.arch=resnet50", "model.pretrained=null", "index.factory='IVF16,PQ1024'"))
+    assert "at d=384 " in error_of(composed("model=dinov2_vits14", "index.factory='IVF16,PQ1024'"))
+
+
 def test_no_pq_size_valid_for_a_shipped_model_is_refused() -> None:
-    """The check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes:
+    """Without a model, the check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes:
     every PQ size that fits one of them is accepted, and the sizes that fit none are refused."""
     shipped = {m for dim in (384, 512, 768, 1280) for m in range(1, 129) if dim % m == 0}
     accepted = set()
@@ -270,6 +281,30 @@ def test_a_missing_file_is_named_with_its_expanded_path(tmp_path: Path, monkeypa
         f"eval.ranking=~/gone/ranking.npz is not valid: no file at {tmp_path}/gone/ranking.npz"
     )
     assert error_of(composed("search.gallery='~/store'")) == f"search.gallery=~/store is not valid: no folder at {tmp_path}/store"
+
+
+# ------------------------------------------------------------------ the command line, before Hydra
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice"),
+        (["dataset=folder", "rerank=[dba, alpha_qe, dba]"], "rerank=[dba,alpha_qe,dba] lists dba twice"),
+        (["-m", "rerank=[aqe],[verify,verify]"], "rerank=[verify,verify] lists verify twice"),  # each job of a sweep
+        (["+rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba or verify"),
+        (["rerank=aqe,bogus", "-m"], "rerank=[bogus] is not valid: bogus is not a re-rank step"),
+    ],
+)
+def test_a_rerank_list_hydra_would_merge_or_cannot_load_is_refused(arguments: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_command_line(arguments)
+    assert str(caught.value).startswith(message)
+
+
+def test_every_rerank_preset_listed_once_passes_the_command_line_check() -> None:
+    steps = presets("rerank")
+    check_command_line([f"rerank=[{','.join(steps)}]", "rerank.aqe.k=3", "~rerank", "rerank=[]", "rerank=null", "--cfg", "job", "rerank=[a"])
 
 
 # ------------------------------------------------------------------ cli.user_errors, in process
@@ -393,6 +428,9 @@ def run_evaluate(tmp_path: Path, folder_root: Path, *overrides: str) -> subproce
         (["extract.dtype=float61"], "extract.dtype=float61 is not valid: choose float32 or float16"),
         (["query=mask", "query.fill=blurr"], "query.fill=blurr is not valid: choose mean, blur or a number from 0 to 255"),
         (["query=mask", "dataset.use_masks=false"], "query=mask needs masks but dataset folder has none: use query=box or query=full"),
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice, but a step's options are one node (rerank.aqe), so it can "
+                               "run only once: list each step once"),
+        (["rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba or verify"),
     ],
 )
 def test_entry_point_wired_evaluate_refuses_a_bad_config_before_any_work(

@@ -247,3 +247,8 @@ def test_multirun_appends_a_row_per_job_and_reuses_the_gallery(folder_root: Path
     assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
     for row in rows:
         assert (Path(row["run_dir"]) / "metrics.json").is_file()
+    # the sweep ends with a table of its runs, by job, whose folders name what differs
+    table = done.stdout.splitlines()[-3:]
+    assert table[0].split() == ["query", "mAP", "hit@1", "folder"]
+    assert [line.split()[0] + " " + line.split()[-1] for line in table[1:]] == [
+        "full folder/model.input_size=64,query=full-0", "box folder/model.input_size=64,query=box-1"]

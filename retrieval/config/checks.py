@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from retrieval.config.factory import check_index
+from retrieval.config.factory import REPRESENTATIVE_DIM, check_index
 from retrieval.config.nodes import check_node, plain
 from retrieval.config.paths import expand_paths
 from retrieval.config.plugins import protocol_schema, representation_schema
@@ -24,14 +24,29 @@ NO_REGIONS = "none"
 
 def check(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError unless every option of the composed config (a DictConfig or a plain
-    dict) is known and valid, the FAISS factory included; the representation is checked again
-    once the earlier spellings in `regions` are set in it (`retrieval.config.shorthands`)."""
+    dict) is known and valid, the FAISS factory included, for the model's descriptors; the
+    representation is checked again once the earlier spellings in `regions` are set in it
+    (`retrieval.config.shorthands`)."""
     tree = plain(cfg)
     check_node("", tree, config_schema())
     representation = with_shorthands(tree)["representation"]
     check_node("representation", representation, representation_schema("representation", representation))
     index = tree["index"]
-    check_index(index["factory"], index.get("search_params"), target_recall=index.get("target_recall"))
+    check_index(index["factory"], index.get("search_params"), _index_dim(tree), target_recall=index.get("target_recall"))
+
+
+def _index_dim(tree: Mapping[str, Any]) -> int:
+    """The size of the vectors the index will hold: the model's, sized from its configuration
+    without its weights. Exact search (Flat) fits any size, so it needs no model to be sized."""
+    from retrieval.models import embedding_dim
+
+    if tree["index"]["factory"] == "Flat":
+        return REPRESENTATIVE_DIM
+    options = {key: value for key, value in tree["model"].items() if key not in ("name", "family")}
+    try:
+        return embedding_dim(tree["model"]["family"], **options)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_groups(cfg: Mapping[str, Any]) -> None:
@@ -39,7 +54,7 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
     describes regions exactly when `regions` proposes some, and images (not words); queries with
     words need a model with a text tower; composed queries are ranked exactly from two vectors
     each, so no approximate index and no re-rank step (which expands one). A Ray cluster's
-    address must answer before any listing or model load. The representation and each re-rank
+    address must answer Ray's handshake before any listing or model load. The representation and each re-rank
     step are built from their options, so options that only fail together
     (`rerank.verify.model=fundamental` with `min_inliers` under 8) are refused before any work,
     not when the step runs."""

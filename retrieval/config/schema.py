@@ -20,7 +20,8 @@ from retrieval.config.rules import Schema, dataclass_schema, opt
 from retrieval.config.shorthands import shorthand_options
 from retrieval.device import PRECISIONS
 from retrieval.features.extract import STORAGE
-from retrieval.sizes import size_problem
+from retrieval.search.exact import budget_problem
+from retrieval.sizes import Size
 
 DTYPES = tuple(STORAGE)
 
@@ -58,7 +59,7 @@ class Extract:
 @dataclass
 class Search:
     block_size: int = opt(low=1)
-    memory_budget: str | None = opt(test=size_problem, optional=True)
+    memory_budget: Size | None = opt(test=budget_problem, optional=True)
     queries: Path | None = opt(path=True, exists="folder", optional=True)
     gallery: Path | None = opt(path=True, exists="folder", optional=True)
 

@@ -18,7 +18,8 @@ import numpy as np
 from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.datasets.listing import image_files
-from retrieval.datasets.safe_pickle import load_npy
+from retrieval.datasets.safe_pickle import REDOWNLOAD, load_npy
+from retrieval.errors import unreadable
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 VPR_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -150,8 +151,9 @@ def _vpr_bench_positives(root: Path, queries: str, database: str, ground_truth: 
     if not gt_file.is_file():
         raise _missing(gt_file, "Ground truth", layout)
     table = load_npy(gt_file)  # an object array: its pickled rows are read without running code
+    what = "VPR-Bench ground truth"
     if table.ndim != 2 or table.shape[1] < 2:
-        raise ValueError(f"{gt_file}: expected an [n_query, 2] table, got shape {table.shape}")
+        raise unreadable(gt_file, what, f"expected an [n_query, 2] table, got shape {table.shape}", REDOWNLOAD)
     position = {number: index for index, (number, _) in enumerate(refs)}
     positives, ignored = [], 0
     for number, path in qs:
@@ -160,7 +162,8 @@ def _vpr_bench_positives(root: Path, queries: str, database: str, ground_truth: 
         try:
             listed = [int(v) for v in np.asarray(table[number][1]).reshape(-1)]
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{gt_file}: row {number} does not list reference numbers ({error})") from error
+            reason = f"row {number} does not list reference numbers ({error})"
+            raise unreadable(gt_file, what, reason, REDOWNLOAD) from error
         kept = sorted({position[v] for v in listed if v in position})
         ignored += sum(v not in position for v in listed)
         positives.append(np.asarray(kept, dtype=np.int64))

@@ -23,11 +23,13 @@ def combination(query: QuerySpec) -> str:
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """The names of what a run ran: dataset (with its distractors), model, query, index, regions,
+    """The names of what a run ran: dataset (with its distractors), model and its weights, query, index, regions,
     representation and re-rank steps."""
 
     dataset: str
     model: str
+    weights: str
+    """What the model's weights are: the tag, the checkpoint file, the package, or `random`."""
     query_mode: str
     combination: str
     index: str

@@ -21,6 +21,7 @@ from retrieval import artifacts, config
 from retrieval.datasets.distractors import labelled
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
+from retrieval.models.weights import check_weights, weights_label
 from retrieval.plan.dataset import run_dataset
 from retrieval.plan.identity import RunIdentity, combination
 from retrieval.plan.model import ModelSpec
@@ -71,6 +72,8 @@ class RunPlan:
         option, the groups together, then what needs the loaded dataset, so that a bad value
         costs no model load and leaves no leaderboard row. The dataset is listed afresh."""
         tree = config.resolve(cfg)
+        if not tree["eval"].get("ranking"):  # a given ranking needs no model
+            check_weights(tree["model"])  # weights that cannot be had: one line, before the listing
         query = query_spec(tree["query"])
         dataset = run_dataset(tree["dataset"], query.file)
         config.check_dataset(tree, dataset)
@@ -98,6 +101,7 @@ class RunPlan:
             identity=RunIdentity(
                 dataset=labelled(dataset),
                 model=model.name,
+                weights=weights_label(model.family, **model.options),
                 query_mode=tree["query"]["name"],
                 combination=combination(query),
                 index=tree["index"]["name"],

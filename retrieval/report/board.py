@@ -111,7 +111,7 @@ def identity_columns(columns: list[str], numeric: set[str]) -> list[str]:
     return known + unknown
 
 
-def _main_metrics(metrics: list[str]) -> list[str]:
+def main_metrics(metrics: list[str]) -> list[str]:
     """The MAIN_METRICS among `metrics`, whole-set or per setup, in that order; else the first."""
     chosen = [m for name in MAIN_METRICS for m in metrics if m.split("/")[-1] == name and m.count("/") <= 1]
     return chosen or metrics[:1]
@@ -140,7 +140,7 @@ class SweepFinder:
             return self._sweeps[""]
         key = str(folder)
         if key not in self._sweeps:
-            self._sweeps[key] = Sweep(key, self._label(folder), _swept(folder / SWEEP_FILE))
+            self._sweeps[key] = Sweep(key, self._label(folder), swept_overrides(folder / SWEEP_FILE))
         return self._sweeps[key]
 
     def _has_sweep_file(self, folder: Path) -> bool:
@@ -155,7 +155,7 @@ class SweepFinder:
             return folder.as_posix()
 
 
-def _swept(path: Path) -> list[str]:
+def swept_overrides(path: Path) -> list[str]:
     """The overrides of a sweep that take several values; [] when the file is absent or odd."""
     try:
         hydra = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
@@ -195,7 +195,7 @@ def read_leaderboard(csv_path: Path) -> Leaderboard:
             varying.append("rerank")
         fixed = {c: next(iter(values[c])) for c in identity if c not in varying and c in present}
         own_metrics = [m for m in metrics if m in present]
-        main = _main_metrics(own_metrics)
+        main = main_metrics(own_metrics)
         shown = {"date", "dataset", "run_dir", *varying, *main}
         more = [c for c in present if c not in shown]
         timings = [c for c in TIMINGS if c in present and c in numeric]

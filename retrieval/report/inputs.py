@@ -52,7 +52,7 @@ def load_run(run_dir: Path) -> RunInputs:
     metrics = json.loads((run_dir / METRICS).read_text())
     written = datetime.fromtimestamp((run_dir / METRICS).stat().st_mtime, timezone.utc)
     inputs = RunInputs(
-        ranking=Ranking.load(run_dir / RANKING),
+        ranking=Ranking.load(run_dir / RANKING, "run evaluate again to rewrite the run folder"),
         dataset=json.loads((run_dir / DATASET).read_text()),
         metrics=metrics,
         per_query=_per_query(run_dir / PER_QUERY),

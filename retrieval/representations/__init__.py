@@ -95,6 +95,11 @@ class Representation:
     def images_per_batch(self, batch_size: int) -> int:
         return batch_size
 
+    def plan(self, items: Sequence[Item]) -> str | None:
+        """What embedding each of `items` will take, said before it starts where that is more
+        than one pass per item (None: nothing to say)."""
+        return None
+
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         raise NotImplementedError
 

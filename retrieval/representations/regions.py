@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from retrieval.regions.pooling import crop_pixels, pyramid_levels, roi_vectors, 
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
 from retrieval.representations import Representation, Rows, register
 
+PLAN_TRIES = 5
+"""Images tried for the plan of an extraction before saying nothing (unreadable ones are skips)."""
 SCENES_PER_QUERY_BATCH = 4
 """ROI pooling: a DataLoader batch holds batch_size / 4 scenes, each with every pyramid level
 it needs (a 1280 px scene alone is 4.6 MB of pixels), so prefetched batches stay small."""
@@ -98,6 +101,30 @@ class RegionRepresentation(Representation):
     def settings(self) -> dict[str, Any]:
         return {"representation": self.pooling, "proposals": self.proposers, "max_pixels": self.max_pixels}
 
+    def plan(self, items: Sequence[Item]) -> str | None:
+        """The regions per image, as the proposers find them on the first of `items` that reads
+        (the grid's count depends on the image's shape; segments' on its content). Said before
+        any image is embedded: a large image can take many seconds on a CPU. Nothing is said
+        ahead for learned proposers, whose run on one image costs as much as the embedding."""
+        if self.main_process:
+            return None
+        for item in items[:PLAN_TRIES]:
+            try:
+                image = load_rgb(item.path, max_pixels=self.max_pixels)
+            except ImageError:
+                continue
+            regions = propose(image, self.proposers)
+            counts = " + ".join(f"{regions.sources.count(source)} {'whole image' if source == IMAGE_SOURCE else source}"
+                                for source in self.source_names)
+            height, width = image.shape[:2]
+            return (f"{len(regions)} regions per image ({counts}; counted on {Path(item.path).name}, {width}x{height}), "
+                    f"{self.embedding_words()}: about {len(regions) * len(items):,} regions for {len(items):,} images")
+        return None
+
+    def embedding_words(self) -> str:
+        """How a region becomes a vector, in a few words."""
+        raise NotImplementedError
+
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         return RegionImages(items, self, model)
 
@@ -135,6 +162,9 @@ class RoiRegions(RegionRepresentation):
 
     def images_per_batch(self, batch_size: int) -> int:
         return max(1, batch_size // SCENES_PER_QUERY_BATCH)
+
+    def embedding_words(self) -> str:
+        return f"ROI-pooled from backbone passes at {', '.join(map(str, self.input_sizes))} px"
 
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         """Backbone passes over equally sized scenes of one pyramid level, each pass holding at
@@ -188,6 +218,9 @@ class CropRegions(RegionRepresentation):
 
     def images_per_batch(self, batch_size: int) -> int:
         return 1  # one image's crops fill the batches
+
+    def embedding_words(self) -> str:
+        return "each cut out and embedded alone"
 
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         out = []

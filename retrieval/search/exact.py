@@ -28,7 +28,7 @@ import torch
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows, widen_into
 from retrieval.search.images import ImageHits, best_per_image, widest_image
-from retrieval.sizes import format_size
+from retrieval.sizes import format_size, parse_size, size_problem
 
 TIE_MARGIN = 16
 """Candidates a block keeps beyond k, so that a tie at the k-th place is usually seen whole."""
@@ -73,6 +73,16 @@ class GalleryShape:
     widest_image: int
     one_row_each: bool
     n_devices: int
+
+
+def budget_problem(value: object) -> str | None:
+    """Config test of `search.memory_budget`: a size with its unit, above the SLACK every search
+    holds besides its blocks (checked before any work; the floor of a given gallery, which
+    its shape sets, is checked when it is searched)."""
+    problem = size_problem(value)
+    if problem is None and parse_size(str(value)) <= SLACK:
+        return f"a search holds {format_size(SLACK)} besides its blocks of vectors; use more than that, or null"
+    return problem
 
 
 def block_bytes(plan: BlockPlan, gallery: GalleryShape, k: int) -> int:

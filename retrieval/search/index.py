@@ -123,9 +123,13 @@ def trained_index(vectors: np.ndarray, factory: str, train_size: int = 100_000, 
 
 
 def factory_override(factory: str) -> str:
-    """The command-line word that sets index.factory to `factory`, quoted for both bash and
-    Hydra: Hydra reads a bare comma as a sweep, and bash strips the inner quotes unprotected."""
-    return f"\"index.factory='{factory}'\""
+    """The command-line words that set index.factory to `factory`, quoted for both bash and
+    Hydra (Hydra reads a bare comma as a sweep, and bash strips the inner quotes unprotected);
+    an IVF factory adds an nprobe it accepts (the config refuses more than its lists, which the
+    `ivfpq` preset's 32 is for a small IVF): every list, as a gallery this small costs nothing."""
+    lists = re.search(r"IVF(\d+)", factory)
+    probe = f" index.search_params.nprobe={lists[1]}" if lists and int(lists[1]) < 32 else ""
+    return f"\"index.factory='{factory}'\"{probe}"
 
 
 def set_search_params(index: faiss.Index, params: Mapping[str, float]) -> None:

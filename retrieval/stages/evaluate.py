@@ -20,7 +20,7 @@ from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
 from retrieval.percent import percent, percent_text
 from retrieval.protocols import score
-from retrieval.ranking import Ranking
+from retrieval.ranking import GIVEN, Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
@@ -107,7 +107,7 @@ def main(plan: RunPlan, ranking_path: Path, out: Path, baseline: Path | None = N
     out.mkdir(parents=True, exist_ok=True)
     dataset = plan.dataset
     ranking_path = Path(ranking_path)
-    ranking = Ranking.load(ranking_path)
+    ranking = Ranking.load(ranking_path, GIVEN if plan.eval.ranking is not None else None)
     options = plan.eval.protocol_options
     scoring, localising = split_options(dataset.protocol, options)
     # box/mask metrics when the ranking localises and the gallery has truth
@@ -159,9 +159,9 @@ def main(plan: RunPlan, ranking_path: Path, out: Path, baseline: Path | None = N
     report = _report(plan, out, leaderboard)
     n_skipped = sum(len(v) for v in skipped.values())
     log.info(
-        "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
-        identity["dataset"], identity["model"], identity["query_mode"], identity["index"], identity["regions"],
-        print_summary(result.summary),
+        "%s | %s (weights %s) | query=%s | index=%s | regions=%s (%% below)\n%s",
+        identity["dataset"], identity["model"], identity["weights"], identity["query_mode"], identity["index"],
+        identity["regions"], print_summary(result.summary),
     )
     approximate = describe(search)
     if approximate:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from retrieval import artifacts
 from retrieval.features import Features
 from retrieval.features.extract import fill_store
 from retrieval.features.keys import Item
@@ -45,6 +46,7 @@ def main(plan: RunPlan, split: str) -> Path:
             f"search.{split}={spec.folder} holds {len(set(spec.item_keys)) - len(missing)} of the {len(spec.items)} {split} "
             f"of dataset {plan.dataset.name}; drop search.{split} to extract them (python extract.py)"
         )
+    artifacts.writable(spec.folder)  # before the model: a read-only cache is one line, not a lost load
     build = create_text_model if spec.representation.embeds_words else create_model
     model = build(plan.model.family, **plan.model.options)
     representation, fit = spec.representation, spec.fit

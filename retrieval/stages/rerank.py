@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import artifacts
-from retrieval.errors import UserError
+from retrieval.errors import UserError, brief, unreadable
 from retrieval.features import Features
 from retrieval.masks import decode, tight_box
 from retrieval.plan import RunPlan
@@ -53,7 +53,15 @@ def main(plan: RunPlan, ranking: Path) -> Path:
 
 def _with_vectors(load_gallery: Callable[[], Features], vectors: Path) -> Callable[[], Features]:
     """A gallery loader whose rows carry the vectors a step saved (DBA)."""
-    return lambda: dataclasses.replace(load_gallery(), vectors=np.load(vectors, allow_pickle=False))
+    return lambda: dataclasses.replace(load_gallery(), vectors=_saved_vectors(vectors))
+
+
+def _saved_vectors(path: Path) -> np.ndarray:
+    """The gallery vectors a step saved; a damaged file is named, with how to rebuild it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise unreadable(path, "saved gallery vectors file", brief(error), artifacts.rebuild_hint(path)) from error
 
 
 def _inputs(plan: RunPlan) -> RerankInputs:

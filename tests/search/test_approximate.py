@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval import pipeline
+from retrieval import artifacts, pipeline
 from retrieval.search import index as index_module
 from retrieval.search.approximate import measured
 from retrieval.search.approximate.measured import Options, Run, prepare
@@ -123,6 +124,64 @@ def test_a_mapped_ivf_index_searches_like_the_one_in_memory(tmp_path: Path, capl
     assert "IndexHNSWFlat, read into memory (faiss memory-maps only IVF inverted lists)" in caplog.text
 
 
+def damage_index(folder: Path, how: str) -> None:
+    """Damage the saved index in `folder` as a disk, a person or a stray copy would."""
+    path = folder / INDEX
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":  # one bit of one stored vector: faiss reads it without complaint
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(data)
+    else:  # another gallery's index, its meta.json copied along with it
+        other = clustered(300, np.random.default_rng(1).standard_normal((4, 8)), seed=2)
+        faiss.write_index(build_row_index(other, "IVF4,Flat", use_gpu=False, train_size=300), str(path))
+        meta = json.loads((folder / "meta.json").read_text())
+        meta.update(index_bytes=path.stat().st_size, sha256=artifacts.file_digest(path))
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("deleted", "is missing"),
+    ("truncated", r"has \d+ bytes where \d+ were written"),
+    ("flipped", "was modified and does not match the digest written with it"),
+    ("another", "holds 300 vectors of 8 dimensions, the gallery 400 of 8"),
+])
+def test_a_damaged_saved_index_is_set_aside_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, how: str, reason: str
+) -> None:
+    centres = np.random.default_rng(12).standard_normal((8, 8))
+    vectors, queries = clustered(400, centres, seed=13), clustered(20, centres, seed=14)
+    expected = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False).search(queries, 5)
+    damage_index(tmp_path, how)
+    with caplog.at_level(logging.WARNING, logger="retrieval.search.approximate.saved"):
+        rebuilt = saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
+    (record,) = caplog.records
+    kept = "" if how == "deleted" else r" \(the damaged file is kept as index.faiss.damaged\)"
+    assert re.fullmatch(rf"index: {re.escape(str(tmp_path / INDEX))} {reason}; rebuilding it{kept}", record.getMessage())
+    assert (tmp_path / "index.faiss.damaged").is_file() == (how != "deleted")
+    for got, want in zip(rebuilt.search(queries, 5), expected):
+        np.testing.assert_array_equal(got, want)
+    caplog.clear()
+    monkeypatch.setattr(artifacts, "file_digest", lambda path: pytest.fail("an untouched index was read through"))
+    with caplog.at_level(logging.WARNING, logger="retrieval.search.approximate.saved"):
+        saved_index(tmp_path, vectors, "IVF8,Flat", 400, 0, False)
+    assert not caplog.records  # the rebuilt index is read back as it is, at the cost of a stat
+
+
+def test_a_run_after_the_index_was_truncated_rebuilds_it(make_cfg: ComposeFn, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    index = ["index=ivfpq", "index.factory='IVF2,Flat'", "index.train_size=8", "index.tune_queries=4"]
+    first = Ranking.load(pipeline.ranking(make_cfg(*index, "index.search_params.nprobe=2")))
+    (folder,) = (tmp_path / "cache" / "indexes").iterdir()
+    damage_index(folder, "truncated")
+    with caplog.at_level(logging.WARNING):
+        again = Ranking.load(pipeline.ranking(make_cfg(*index, "index.search_params.nprobe=2", "dataset.k=5")))
+    assert f"index: {folder / INDEX} has " in caplog.text and "rebuilding it" in caplog.text
+    np.testing.assert_array_equal(again.indices, first.indices[:, :5])
+
+
 def test_prepare_moves_the_index_to_every_gpu_and_sets_knobs_through_the_gpu_space(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,9 +234,24 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     "overrides, message",
     [
         (["index.factory='IVF12,Bogus'"],
-         "index.factory=IVF12,Bogus is not valid: faiss cannot build it for inner product at d=7680 (could not parse code "
-         "description Bogus in IVF12,Bogus); use index=flat, index=hnsw or another faiss index_factory string, "
-         "such as \"index.factory='IVF1024,PQ32'\""),
+         "index.factory=IVF12,Bogus is not valid: faiss cannot build it for inner product at d=1280 (could not parse code "
+         "description Bogus in IVF12,Bogus); use index=flat, index=hnsw or another faiss index_factory string, such as \"index.factory='IVF1024,PQ32'\""),
+        (["model=dinov2_vits14", "index.factory='IVF16,PQ10'"],  # 10 divides 7680, not DINOv2-S's 384
+         "index.factory=IVF16,PQ10 is not valid: faiss cannot build it for inner product at d=384 (The dimension of the "
+         "vector (d) should be a multiple of the number of subquantizers (M)); use index=flat, "
+         "index=hnsw or another faiss index_factory string, such as \"index.factory='IVF1024,PQ32'\""),
+        (["index=ivfpq", "index.factory='IVF2,Flat'", "index.search_params.nprobe=-3"],
+         "index.search_params.nprobe=-3 is not valid: index.factory=IVF2,Flat has 2 inverted lists: use a whole number "
+         "from 1 to 2"),
+        (["index=ivfpq", "index.factory='IVF2,Flat'", "index.search_params.nprobe=4"],
+         "index.search_params.nprobe=4 is not valid: index.factory=IVF2,Flat has 2 inverted lists: use a whole number "
+         "from 1 to 2"),
+        (["index=ivfpq", "index.factory='IVF4,Flat'"],  # the preset's nprobe (32) with a factory of fewer lists
+         "index.search_params.nprobe=32 is not valid: index.factory=IVF4,Flat has 4 inverted lists: use a whole number "
+         "from 1 to 4"),
+        (["index=hnsw", "index.search_params.efSearch=0"],
+         "index.search_params.efSearch=0 is not valid: use a whole number >= 1, and at least the k results each query "
+         "keeps (dataset.k) for the graph search to find them all"),
         (["index=ivfpq", "index.factory=PQ32", "~index.search_params", "index.target_recall=0.95"],
          "index.target_recall=0.95 needs a search-time knob to tune, and index.factory=PQ32 has none: use an IVF or HNSW "
          "factory (nprobe, efSearch), or index.target_recall=null"),

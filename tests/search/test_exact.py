@@ -14,6 +14,7 @@ import torch
 
 from conftest import ComposeFn
 from retrieval import pipeline
+from retrieval.config import ConfigError
 from retrieval.errors import UserError
 from retrieval.features.mapped import MappedRows
 from retrieval.features.store import MissingVectors, ShardRows, Store, shard_name, write_shard
@@ -220,6 +221,12 @@ def test_search_and_rerank_under_a_budget_rank_as_without(make_cfg: ComposeFn, t
     in_memory = Ranking.load(pipeline.ranking(plain_cfg))
     assert np.array_equal(on_disk.indices, in_memory.indices) and np.array_equal(on_disk.scores, in_memory.scores)
     assert isinstance(RunPlan.from_config(budget_cfg).stores["gallery"].load().vectors, MappedRows)
+
+
+def test_a_budget_no_search_fits_is_refused_though_the_ranking_is_cached(make_cfg: ComposeFn) -> None:
+    pipeline.ranking(make_cfg())
+    with pytest.raises(ConfigError, match=r"^search.memory_budget=1KB is not valid: a search holds 16MB besides"):
+        pipeline.ranking(make_cfg("search.memory_budget=1KB"))
 
 
 def test_query_expansion_reads_a_mapped_gallery_row_by_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
