@@ -16,8 +16,9 @@ extraction loop (`retrieval.features.extract`) drives:
 the key of the feature store they live in.
 
 A representation may learn a state first (a codebook, a PCA-whitening) from a seeded sample of
-images: `learns()` returns its `Sample`, `fit(inputs)` the state, `fitted(state)` the
-representation that embeds with it (`retrieval.representations.fitting`). Queries are cut out
+images: `learns()` returns its `Sample`, `fit(inputs)` the state (an object that saves itself
+and that `state_type.load` reads back: a `retrieval.aggregation` vocabulary or whitening),
+`fitted(state)` the representation that embeds with it (`retrieval.representations.fitting`). Queries are cut out
 by the query mode and encoded by the gallery's representation when it `encodes_queries`, else
 by `global`. One that does not localise gives rows without boxes.
 
@@ -41,7 +42,7 @@ from retrieval.models.base import Embedder
 from retrieval.registry import Registry
 
 if TYPE_CHECKING:
-    from retrieval.representations.fitting import FitInputs, Sample
+    from retrieval.representations.fitting import FitInputs, Sample, State
 
 
 @dataclass
@@ -69,8 +70,10 @@ class Representation:
     False: by `global`, one whole-image vector each."""
     source_names: list[str] = []
 
-    state: dict[str, np.ndarray] | None = None
+    state: State | None = None
     """What `fit` learnt, once `fitted` gives it."""
+    state_type: type[State] | None = None
+    """The type of that state (its `load` reads a saved one), for a representation that learns."""
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -79,11 +82,11 @@ class Representation:
         """The sample this representation learns its state from (None: it learns nothing)."""
         return None
 
-    def fit(self, inputs: "FitInputs") -> dict[str, np.ndarray]:
+    def fit(self, inputs: "FitInputs") -> State:
         """The state learnt from the sample `learns()` names."""
         raise NotImplementedError
 
-    def fitted(self, state: dict[str, np.ndarray]) -> "Representation":
+    def fitted(self, state: State) -> "Representation":
         """A copy that embeds with `state`."""
         clone = copy.copy(self)
         clone.state = state

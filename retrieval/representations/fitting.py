@@ -4,8 +4,10 @@ images (the gallery's, or those of a training folder) and reused by every run.
 A representation that learns says so with `learns()`, which returns its `Sample`; its
 `fit(inputs)` sees the sample's items and may embed them with any representation
 (`FitInputs.rows`: through the shared extraction loop, into that representation's own store,
-so vectors already extracted are reused), and returns its state: named arrays (a codebook, a
-PCA-whitening). The state is an artifact, `<cache>/fits/<key>/state.npz`, keyed by the sample
+so vectors already extracted are reused), and returns its state: a `State`, such as the
+vocabulary or the whitening of `retrieval.aggregation`, which saves itself and which the
+representation's `state_type.load` reads back. The state is an artifact,
+`<cache>/fits/<key>/state.npz`, keyed by the sample
 (its items' keys, so a changed image changes it; its size and seed), the model and the
 representation's settings; the store of the representation's rows is keyed by the state in
 turn, so another sample or setting fits again and embeds again, and the same ones reuse both.
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -34,6 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE = "state.npz"
+
+
+class State(Protocol):
+    """What a representation learns: it saves itself to a file (its type's `load` reads it)."""
+
+    def save(self, path: Path) -> Path: ...
+
+
+S = TypeVar("S", bound=State)
 
 
 @dataclass(frozen=True)
@@ -86,17 +98,15 @@ def fit_settings(sample: Sample, items: list[Item], described: dict[str, Any]) -
             "sample": {"size": sample.size, "seed": sample.seed, "images": source, "items": digest, "count": len(items)}}
 
 
-def fitted_state(folder: Path, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The state saved in `folder`, fitted by `fit()` first unless it already was."""
+def fitted_state(folder: Path, fit: Callable[[], S], load: Callable[[Path], S]) -> S:
+    """The state saved in `folder` (read by `load`), fitted by `fit()` first unless it already was."""
 
     def build(out: Path) -> None:
         log.info("fitting the representation's state into %s", out)
+        started = time.perf_counter()
         state = fit()
-        with artifacts.atomic_path(out / STATE) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **state)
-        artifacts.write_meta(out, arrays={name: list(array.shape) for name, array in state.items()})
+        state.save(out / STATE)  # atomically
+        artifacts.write_meta(out, kind=type(state).__name__, seconds=round(time.perf_counter() - started, 3))
 
     artifacts.build_once(folder, build, "fit")
-    with np.load(Path(folder) / STATE, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    return load(Path(folder) / STATE)

@@ -10,8 +10,10 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
+from retrieval.aggregation.whitening import Whitening, fit_whitening, whiten
 from retrieval.config.rules import Rule
 from retrieval.device import autocast
+from retrieval.errors import UserError
 from retrieval.features.keys import Item
 from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder, Preprocess
@@ -19,7 +21,6 @@ from retrieval.models.transform import normalise, prepare
 from retrieval.queries import QueryError, QueryFn
 from retrieval.representations import Representation, Rows, register
 from retrieval.representations.fitting import FitInputs, Sample
-from retrieval.representations.whitening import learn_whitening, whiten
 
 
 class WholeImages(torch.utils.data.Dataset):
@@ -53,6 +54,7 @@ class GlobalRepresentation(Representation):
     """One vector per image: the model's own descriptor of the whole image (or the query's cut-out)."""
 
     encodes_queries = True
+    state_type = Whitening
 
     def __init__(
         self,
@@ -80,10 +82,14 @@ class GlobalRepresentation(Representation):
     def learns(self) -> Sample | None:
         return None if self.whiten is None else self.sample
 
-    def fit(self, inputs: FitInputs) -> dict[str, np.ndarray]:
+    def fit(self, inputs: FitInputs) -> Whitening:
         """The PCA-whitening of the sample's whole-image vectors."""
         rows = inputs.rows(GlobalRepresentation(self.max_pixels))
-        return learn_whitening(np.asarray(rows.vectors, dtype=np.float32), self.whiten)
+        try:
+            return fit_whitening(np.asarray(rows.vectors, dtype=np.float32), self.whiten)
+        except UserError as error:
+            raise UserError(f"representation.whiten={self.whiten}: {error} "
+                            "(representation.fit_sample, representation.whiten)") from None
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         return WholeImages(items, model.preprocess, self.max_pixels, self.mode, self.mode_options)

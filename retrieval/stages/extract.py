@@ -52,7 +52,8 @@ def main(plan: RunPlan, split: str) -> Path:
     representation, fit = spec.representation, spec.fit
     if fit is not None:
         inputs = FitInputs(fit.items, lambda helper: _sample_rows(plan, model, helper, fit.items))
-        representation = representation.fitted(fitted_state(fit.folder, lambda: spec.representation.fit(inputs)))
+        state = fitted_state(fit.folder, lambda: spec.representation.fit(inputs), spec.representation.state_type.load)
+        representation = representation.fitted(state)
     log.info("%s of %s: %s with %s on %s -> %s", split, plan.dataset.name, type(representation).__name__,
              plan.model.name, plan.extract.device, spec.folder)
     stats = _fill(plan, store, spec.items, representation, model, spec.shard_size, split)

@@ -16,6 +16,7 @@ from retrieval.errors import UserError
 from retrieval.models import Embedder, create_model
 from retrieval.plan import RunPlan
 from retrieval.representations import whole
+from retrieval.aggregation.whitening import Whitening
 from retrieval.representations.fitting import STATE, sample_records
 from retrieval.stages import extract as extract_stage
 
@@ -32,9 +33,9 @@ class Counts:
 def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
     """Fits and extractions counted; the session's 64 px Lite0 for every model build."""
     counted = Counts()
-    learn, fill = whole.learn_whitening, extract_stage.fill_store
+    learn, fill = whole.fit_whitening, extract_stage.fill_store
 
-    def counted_learn(vectors: np.ndarray, dims: int) -> dict[str, np.ndarray]:
+    def counted_learn(vectors: np.ndarray, dims: int) -> Whitening:
         counted.fits += 1
         return learn(vectors, dims)
 
@@ -43,7 +44,7 @@ def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
         counted.extracted.append((desc, stats["embedded"]))
         return stats
 
-    monkeypatch.setattr(whole, "learn_whitening", counted_learn)
+    monkeypatch.setattr(whole, "fit_whitening", counted_learn)
     monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
     monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
@@ -66,9 +67,8 @@ def test_the_whitening_is_learnt_on_the_sample_and_applied_to_every_vector(make_
 
     stored = artifacts.read_yaml(gallery.folder / "config.yaml")
     assert stored["whiten"] == 4 and stored["fit"] == gallery.fit.folder.name
-    with np.load(gallery.fit.folder / STATE) as data:
-        state = {name: data[name] for name in data.files}
-    assert state["projection"].shape == (4, 1280)
+    state = Whitening.load(gallery.fit.folder / STATE)
+    assert state.projection.shape == (1280, 4)
 
     # by hand: the raw whole-image vectors (the sample's already in their store), whitened
     raw = RunPlan.from_config(make_cfg("query=full"))
@@ -77,9 +77,10 @@ def test_the_whitening_is_learnt_on_the_sample_and_applied_to_every_vector(make_
     in_sample = [raw.stores["gallery"].item_keys.index(item.key) for item in gallery.fit.items]
     centred = raw_vectors[in_sample] - raw_vectors[in_sample].mean(axis=0)
     _, _, axes = np.linalg.svd(centred, full_matrices=False)
-    cosines = np.abs(unit(state["projection"].astype(np.float64)) @ axes[:4].T)
+    cosines = np.abs(state.projection.T.astype(np.float64) @ axes[:4].T)
     np.testing.assert_allclose(np.diag(cosines), 1, atol=1e-3)  # the sample's principal axes
-    expected = unit((raw_vectors - state["mean"]) @ state["projection"].T.astype(np.float64))
+    scale = 1 / np.sqrt(state.eigenvalues.astype(np.float64) + state.eps)
+    expected = unit((raw_vectors - state.mean) @ state.projection.astype(np.float64) * scale)
     np.testing.assert_allclose(gallery.load().per_image(), expected, atol=1e-4)
 
 
@@ -134,5 +135,6 @@ def test_a_training_folder_is_sampled_instead_of_the_gallery(make_cfg: ComposeFn
 
 
 def test_a_sample_too_small_for_the_dimensions_is_refused(make_cfg: ComposeFn, counts: Counts) -> None:
-    with pytest.raises(UserError, match=r"^representation.whiten=6 keeps more dimensions than 6 sample images"):
+    with pytest.raises(UserError, match=r"^representation.whiten=6: PCA-whitening to 6 dimensions needs at least 7 sample "
+                                        r"vectors .*\(representation.fit_sample, representation.whiten\)$"):
         pipeline.features(make_cfg("query=full", "representation.whiten=6", "representation.fit_sample=6"))
