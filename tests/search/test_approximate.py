@@ -219,7 +219,7 @@ def test_the_index_is_built_once_and_reused_when_only_k_or_nprobe_change(
     assert f"index: reusing {folder}" in caplog.text and len(list((tmp_path / "cache" / "indexes").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "rankings").iterdir())) == 3  # three rankings, one index
 
-    cfg = make_cfg(*index)
+    cfg = make_cfg(*index, "index.search_params.nprobe=2")
     gallery = RunPlan.from_config(cfg).stores["gallery"].load()
     queries = RunPlan.from_config(cfg).stores["queries"].load()
     fresh = build_row_index(gallery.vectors, "IVF2,Flat", {"nprobe": 2}, use_gpu=False, train_size=8)
