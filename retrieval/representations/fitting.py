@@ -7,10 +7,10 @@ A representation that learns says so with `learns()`, which returns its `Sample`
 so vectors already extracted are reused), and returns its state: a `State`, such as the
 vocabulary or the whitening of `retrieval.aggregation`, which saves itself and which the
 representation's `state_type.load` reads back. The state is an artifact,
-`<cache>/fits/<key>/state.npz`, keyed by the sample
-(its items' keys, so a changed image changes it; its size and seed), the model and the
-representation's settings; the store of the representation's rows is keyed by the state in
-turn, so another sample or setting fits again and embeds again, and the same ones reuse both.
+`<cache>/fits/<key>/state.npz`, keyed by the sample (its items' keys, so a changed image
+changes it; its size and seed), the model and the representation's settings; the store of the
+representation's rows is keyed by the state in turn, so another sample or setting fits again
+and embeds again, and the same ones reuse both.
 """
 from __future__ import annotations
 
