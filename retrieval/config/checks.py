@@ -13,7 +13,7 @@ from retrieval.config.plugins import protocol_schema, representation_schema
 from retrieval.config.rules import ConfigError
 from retrieval.config.schema import config_schema
 from retrieval.config.shorthands import WHOLE_IMAGE, with_shorthands
-from retrieval.config.values import either
+from retrieval.config.values import either, show
 from retrieval.records import Dataset
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -93,7 +93,10 @@ def check_groups(cfg: Mapping[str, Any]) -> None:
 
 
 def check_representation(tree: Mapping[str, Any]) -> None:
-    """The gallery's representation against `regions`, then built from its options."""
+    """The gallery's representation against `regions`, then built from its options; one that
+    learns a state (a whitening) moves its rows out of the space the text tower embeds words in,
+    so queries with words cannot search them."""
+    from retrieval.queries.spec import query_spec
     from retrieval.representations import REPRESENTATIONS, create_representation, takes
 
     representation = dict(tree.get("representation") or WHOLE_IMAGE)
@@ -113,9 +116,15 @@ def check_representation(tree: Mapping[str, Any]) -> None:
                           f"choose representation={either(list(region_representations()))}, or regions=none")
     context = {"max_pixels": tree["extract"]["max_pixels"], **({"proposals": tree["regions"].get("proposals") or {}} if regional else {})}
     try:
-        create_representation(name, **context, **representation)
+        built = create_representation(name, **context, **representation)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    query = query_spec(tree["query"])
+    if query.text and built.learns() is not None:
+        learnt = ", ".join(f"representation.{key}={show(value)}" for key, value in built.settings().items()
+                           if key in representation)
+        raise ConfigError(f"query={query.name} searches with the text tower's vectors, and {learnt} learns a transform "
+                          f"of the image vectors they cannot follow: drop it for queries with words")
 
 
 def _region_presets() -> list[str]:

@@ -1,6 +1,6 @@
 """The representation is a config group (`representation=roi`); the earlier spellings in
 `regions` (`regions.pooling=roi`, `regions.crop_size=160`, ...) still say the same, and the
-representation and the regions must go together."""
+representation must go with the regions and with the queries."""
 from __future__ import annotations
 
 import pytest
@@ -51,6 +51,9 @@ def test_the_region_presets_choose_crop_and_the_command_line_wins(make_cfg: Comp
          "choose representation=crop or roi, or regions=none"),
         (["representation=text"],
          "representation=text embeds the words of queries, not images: the gallery needs representation=crop, global or roi"),
+        (["query=text", "model=clip_vit_b32", "representation.whiten=64"],
+         "query=text searches with the text tower's vectors, and representation.whiten=64 learns a transform of the "
+         "image vectors they cannot follow: drop it for queries with words"),
         (["regions=grid", "representation=roi", "representation.input_sizes=[]"],
          "representation.input_sizes=[] is not valid: list the scene sizes of the backbone passes, e.g. [640, 1280]"),
     ],
