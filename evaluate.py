@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from retrieval import cli, pipeline
 
 
+@cli.command_line_checked
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 @cli.user_errors
 def main(cfg: DictConfig) -> None:

@@ -4,11 +4,11 @@
     python bench/bench_approximate.py --rows 1000000 --factories IVF4096,Flat OPQ32,IVF4096,PQ32
 
 For each factory, on synthetic clustered unit vectors (seeded; queries drawn near the same
-centres): the first build of the saved index (`retrieval.approximate.saved.saved_index`), a
+centres): the first build of the saved index (`retrieval.search.approximate.saved.saved_index`), a
 rerun's load of it (memory-mapped: what a run that changes only k or nprobe pays), the tuning
-of its knob to `--target` recall@K (`retrieval.approximate.measured.prepare`: tuned on one
+of its knob to `--target` recall@K (`retrieval.search.approximate.measured.prepare`: tuned on one
 query sample, measured on another), and its search of every query against the exact search
-(`retrieval.search.exact_search`), with the recall@K of all queries. Timings are wall-clock on
+(`retrieval.search.exact.exact_search`), with the recall@K of all queries. Timings are wall-clock on
 whatever machine this runs on: the header prints the load average.
 """
 from __future__ import annotations
@@ -27,11 +27,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from retrieval.approximate.measured import Options, Run, prepare  # noqa: E402
-from retrieval.approximate.recall import recall_at_k  # noqa: E402
-from retrieval.approximate.saved import saved_index  # noqa: E402
 from retrieval.features import Features  # noqa: E402
-from retrieval.search import approximate_search, exact_search  # noqa: E402
+from retrieval.search.approximate.measured import Options, Run, prepare  # noqa: E402
+from retrieval.search.approximate.recall import recall_at_k  # noqa: E402
+from retrieval.search.approximate.saved import saved_index  # noqa: E402
+from retrieval.search.approximate.shortlist import approximate_search  # noqa: E402
+from retrieval.search.exact import exact_search  # noqa: E402
 
 
 def clustered(n: int, centres: np.ndarray, rng: np.random.Generator, spread: float) -> np.ndarray:

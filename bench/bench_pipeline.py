@@ -8,8 +8,8 @@
 Extraction: `retrieval.features.extract.fill_store` with the `global` representation (DataLoader
 workers decode and resize, the model embeds, shards are written to a feature store) against the
 same model's forward pass on the same images decoded beforehand; their ratio is the loading
-overhead. Search: the pipeline's exact search over rows (`retrieval.search.rank_images`, one row
-per image) and `retrieval.index.search` (what approximate indexes go through, on a Flat index)
+overhead. Search: the pipeline's exact search over rows (`retrieval.search.rank.rank_images`, one
+row per image) and `retrieval.search.index.search` (what approximate indexes go through, on a Flat index)
 against a bare faiss `IndexFlatIP.search` on the same synthetic vectors; the ratios are the cost
 of tie ordering and blocking. Numbers from a machine that is busy with other work are not
 comparable: the header prints the load average.
@@ -39,11 +39,11 @@ from retrieval.features import Features  # noqa: E402
 from retrieval.features.extract import fill_store  # noqa: E402
 from retrieval.features.keys import gallery_items  # noqa: E402
 from retrieval.features.store import Store  # noqa: E402
-from retrieval.index import build_index, search  # noqa: E402
 from retrieval.models import Embedder, create_model  # noqa: E402
 from retrieval.models.transform import normalise  # noqa: E402
 from retrieval.representations import create_representation  # noqa: E402
-from retrieval.search import rank_images  # noqa: E402
+from retrieval.search.index import build_row_index, search  # noqa: E402
+from retrieval.search.rank import rank_images  # noqa: E402
 
 MAX_PIXELS = int(OmegaConf.load(REPO / "conf" / "config.yaml").extract.max_pixels)
 """The decoding limit the pipeline runs with (`extract.max_pixels`)."""
@@ -122,7 +122,7 @@ def bench_search(args: argparse.Namespace, device: torch.device) -> list[tuple[s
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    index = build_index(gallery)
+    index = build_row_index(gallery, "Flat")
     raw = faiss.IndexFlatIP(args.dim)
     raw.add(gallery)
     raw.search(queries[:10], args.k)  # warm-up
@@ -140,8 +140,8 @@ def bench_search(args: argparse.Namespace, device: torch.device) -> list[tuple[s
     raw_seconds = time.perf_counter() - started
     agree_rows, agree = float(np.mean(hits.images == bare)), float(np.mean(ours[1] == bare))
     return [
-        (f"search: retrieval.search.rank_images (k={args.k}, same top-k: {agree_rows:.1%})", args.queries, rows_seconds),
-        (f"search: retrieval.index.search (k={args.k}, same top-k: {agree:.1%})", args.queries, ours_seconds),
+        (f"search: retrieval.search.rank.rank_images (k={args.k}, same top-k: {agree_rows:.1%})", args.queries, rows_seconds),
+        (f"search: retrieval.search.index.search (k={args.k}, same top-k: {agree:.1%})", args.queries, ours_seconds),
         ("search: faiss IndexFlatIP.search", args.queries, raw_seconds),
     ]
 
@@ -169,8 +169,8 @@ def main() -> None:
     (_, n, pipeline), (_, _, forward) = extraction
     (_, _, rows), (_, _, ours), (_, _, raw) = searching
     print(f"\nloading overhead: pipeline takes {pipeline / forward:.2f}x the forward pass alone")
-    print(f"search overhead:  retrieval.search.rank_images takes {rows / raw:.2f}x bare faiss, "
-          f"retrieval.index.search {ours / raw:.2f}x")
+    print(f"search overhead:  retrieval.search.rank.rank_images takes {rows / raw:.2f}x bare faiss, "
+          f"retrieval.search.index.search {ours / raw:.2f}x")
     to_mib = 1 / 1024  # ru_maxrss is in KiB on Linux
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib

@@ -38,17 +38,16 @@ sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -
 
 from bench.bench_regions import extraction_seconds, mib, peak_mib, ratio, seconds  # noqa: E402
 from retrieval import artifacts, pipeline  # noqa: E402
-from retrieval import config as run_config  # noqa: E402
 from retrieval.features.store import Store  # noqa: E402
 from retrieval.percent import percent_text  # noqa: E402
+from retrieval.plan import RunPlan  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
-from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder  # noqa: E402
 
 RUNS = {
     "whole image": ["regions=none"],
     "grid (crop)": ["regions=grid", "extract.batch_size=64"],
     "grid_crop (160 px)": ["regions=grid_crop", "extract.batch_size=64"],
-    "grid ROI": ["regions=grid", "regions.pooling=roi"],
+    "grid ROI": ["regions=grid", "representation=roi"],
     "ROI + refine": ["preset=roi_refine"],
     "grid + refine": ["regions=grid", "extract.batch_size=64", "rerank=[refine]"],
 }
@@ -71,13 +70,12 @@ def overrides_of(name: str, args: argparse.Namespace) -> list[str]:
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """One run: extraction, search and re-ranking (their peak memory), then its evaluation."""
-    cfg = config(args, overrides_of(name, args))
-    gallery_keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), "gallery")]
-    store = store_folder(cfg, "gallery")
+    plan = RunPlan.from_config(config(args, overrides_of(name, args)))
+    gallery_keys, store = plan.stores["gallery"].item_keys, plan.stores["gallery"].folder
     cached = not Store(store).missing(gallery_keys)
-    ranking = pipeline.ranking(cfg)
+    ranking = pipeline.ranking(plan)
     peak, _ = peak_mib()
-    metrics = json.loads(evaluate.main(cfg, ranking, args.out / "runs" / slug(name)).read_text())
+    metrics = json.loads(evaluate.main(plan, ranking, args.out / "runs" / slug(name)).read_text())
     summary = metrics["summary"]["all"]
     row = {key: summary.get(key) for key in ("mAP", "hit@1", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")}
     meta = artifacts.read_meta(ranking.parent) if "refine" in name else {}
@@ -105,15 +103,15 @@ def probe(args: argparse.Namespace, count: int) -> None:
     from retrieval.rerank.crops import CropVectors, GalleryImage, read_image
     from retrieval.stages import rerank as rerank_stage
 
-    cfg = run_config.resolve(config(args, RUNS["grid ROI"]))
-    ranking = Ranking.load(pipeline.ranking(cfg))
-    dataset = dataset_from_config(cfg)
+    plan = RunPlan.from_config(config(args, RUNS["grid ROI"]))
+    ranking = Ranking.load(pipeline.ranking(plan))
+    dataset = plan.dataset
     truth = dataset.truth["all"]
     with_positive = [q for q in range(len(truth)) if len(truth[q].positives)]
     chosen = with_positive[:: max(1, len(with_positive) // count)][:count]
-    vectors = load_features(cfg, store_folder(cfg, "queries"), "queries").per_image()
-    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery")
-    embedder = rerank_stage.query_model(cfg)
+    vectors = plan.stores["queries"].load().per_image()
+    gallery = plan.stores["gallery"].load()
+    embedder = rerank_stage.query_model(plan)
     crops = CropVectors(embedder, 32, None, images_in_memory=8)
     step = create_step("refine", crop_cache=False)
     print("| query | image | true box cosine | refine cosine | refine window IoU with the true box |\n|---|---|---|---|---|")

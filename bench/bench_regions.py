@@ -43,25 +43,25 @@ from retrieval.features.store import Store
 from retrieval.percent import percent_text
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
-from retrieval.stages.common import dataset_from_config, items_of, load_features, store_folder
+from retrieval.plan import RunPlan
 
 RECALL_KS = (10, 100)
 
 
 def runs(crop_size: int | None, skip_crop: bool, ablations: bool) -> dict[str, list[str]]:
     """Name -> overrides. Defaults of each config group are used unless named here."""
-    roi = ["regions=grid", "regions.pooling=roi"]
+    roi = ["regions=grid", "representation=roi"]
     table = {"whole image": ["regions=none"], "grid, ROI": roi}
     if ablations:
         table.update({
-            "grid, ROI 640": [*roi, "regions.input_sizes=[640]"],
-            "grid, ROI 1280": [*roi, "regions.input_sizes=[1280]"],
-            "grid+segments, ROI": ["regions=grid_segments", "regions.pooling=roi"],
+            "grid, ROI 640": [*roi, "representation.input_sizes=[640]"],
+            "grid, ROI 1280": [*roi, "representation.input_sizes=[1280]"],
+            "grid+segments, ROI": ["regions=grid_segments", "representation=roi"],
             "grid, ROI, ivfpq": [*roi, "index=ivfpq"],
             "grid, ROI, hnsw": [*roi, "index=hnsw"],
         })
     if not skip_crop:
-        size = [f"regions.crop_size={crop_size or 'null'}"]
+        size = [f"representation.crop_size={crop_size or 'null'}"]
         table["grid, crop"] = ["regions=grid_crop", "extract.batch_size=64", *size]
         table["segments, crop"] = ["regions=segments", "extract.batch_size=64", *size]
         table["grid, crop (default)"] = ["regions=grid", "extract.batch_size=64"]
@@ -107,19 +107,19 @@ def extraction_seconds(store: Path, keys: list[str]) -> float | None:
 def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path) -> dict[str, Any]:
     """One configuration: extraction + search (their peak memory taken right after), then its
     evaluation and the statistics of its gallery rows. Run it in a process of its own."""
-    cfg = config(root, cache, out, overrides)
-    gallery_keys = [item.key for item in items_of(cfg, dataset_from_config(cfg), "gallery")]
-    store = store_folder(cfg, "gallery")
+    plan = RunPlan.from_config(config(root, cache, out, overrides))
+    gallery_store = plan.stores["gallery"]
+    gallery_keys, store = gallery_store.item_keys, gallery_store.folder
     cached = not Store(store).missing(gallery_keys)
     _, before = peak_mib()  # children so far: helpers forked while importing (torch), not workers
-    ranking = pipeline.ranking(cfg)
+    ranking = pipeline.ranking(plan)
     peak, workers_peak = peak_mib()
     # The table compares with the "whole image" row: no baseline ranking per run (an approximate
     # index's whole-image baseline would also need as many gallery images as the index trains on).
-    metrics = json.loads(evaluate.main(cfg, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
+    metrics = json.loads(evaluate.main(plan, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
     summary, timings = metrics["summary"]["all"], metrics["timings"]
     row = {key: summary.get(key) for key in ("mAP", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")}
-    gallery = load_features(cfg, store, "gallery")
+    gallery = gallery_store.load()
     counts = np.bincount(gallery.row_image, minlength=len(gallery.keys))[gallery.valid]
     row.update(
         regions_per_image=float(counts.mean()) if counts.size else 0.0,
@@ -184,7 +184,7 @@ def main() -> None:
         rows[name].update({f"recall@{k}": overlap_at(approx, exact, k) for k in RECALL_KS})
     whole = rows["whole image"]
     print(f"\n{root}: {args.scenes} scenes; model effnet_lite0 (default), query=box, float16 vectors; "
-          f"ROI = regions.pooling=roi over the pyramid (passes of longer side 640 and 1280) unless a size is named; "
+          f"ROI = representation=roi over the pyramid (passes of longer side 640 and 1280) unless a size is named; "
           f"extraction seconds are wall-clock for the gallery; 'grid, crop (default)' embeds each window at the model's "
           f"input size (regions=grid), the other crop runs at crop_size={args.crop_size or 'model'}; "
           f"peak MiB: resident memory of the configuration's extraction + search, its process and its largest "

@@ -7,7 +7,7 @@ Writes a seeded gallery as the feature store does (shards of `--shard-items` vec
 in a temporary folder: a mixture of Gaussians on the sphere, cluster sizes following a power
 law and each cluster its own spread; the queries are noisy copies of gallery members. Then:
 
-- exact: `retrieval.search.exact_search` over the memory-mapped shards (`Store.gather(...,
+- exact: `retrieval.search.exact.exact_search` over the memory-mapped shards (`Store.gather(...,
   mapped=True)`), `search.memory_budget` a quarter of the gallery's bytes, in a fresh process
   (so no memory freed by earlier steps is reused unseen). Its peak is the process's resident
   high-water mark (VmHWM, reset through /proc/self/clear_refs just before the search) above
@@ -15,7 +15,8 @@ law and each cluster its own spread; the queries are noisy copies of gallery mem
   pages of the shards being read count while they are mapped (they are unmapped after each
   block); the page cache the kernel keeps of the files is not the process's and is not counted.
 - faiss: `IndexFlatIP` holding the same vectors as float32 in memory, same queries and k.
-- IVF-PQ (`--factory`, `--nprobe`): built with `retrieval.index.build_index`; recall@10 is
+- IVF-PQ (`--factory`, `--nprobe`): built with `retrieval.search.index.build_row_index` (as the
+  pipeline builds it); recall@10 is
   the mean share of each query's exact top 10 it returns in its own top 10.
 
 Prints each figure, the per-vector costs the README's 100M projection uses, and, last,
@@ -35,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
-from retrieval.approximate.recall import recall_at_k  # noqa: E402
+from retrieval.search.approximate.recall import recall_at_k  # noqa: E402
 from retrieval.features.mapped import MappedRows  # noqa: E402
 from retrieval.features.store import ShardRows, Store, shard_name, write_shard  # noqa: E402
 from retrieval.sizes import format_size  # noqa: E402
@@ -98,7 +99,7 @@ def exact_run(folder: str, n: int, queries: np.ndarray, k: int, budget: int) -> 
     """In a fresh process: exact search over the mapped shards under `budget` bytes."""
     import torch
 
-    from retrieval.search import exact_search
+    from retrieval.search.exact import exact_search
 
     gallery = Store(Path(folder)).gather(item_keys(n), item_keys(n), mapped=True)
     exact_search(queries[:64], gallery.vectors, gallery.row_image, n, k, memory_budget=budget)  # warm: threads, first maps
@@ -127,8 +128,8 @@ def main() -> None:
 
     import faiss
 
-    from retrieval.index import build_index
-    from retrieval.search import rescore
+    from retrieval.search.approximate.shortlist import rescore
+    from retrieval.search.index import build_row_index
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
@@ -162,7 +163,7 @@ def main() -> None:
         del flat
 
         started = time.perf_counter()
-        index = build_index(vectors, args.factory, use_gpu=False, search_params={"nprobe": args.nprobe})
+        index = build_row_index(vectors, args.factory, {"nprobe": args.nprobe}, use_gpu=False)
         build_seconds = time.perf_counter() - started
         index_bytes = len(faiss.serialize_index(index))
         del vectors

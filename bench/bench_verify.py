@@ -47,15 +47,15 @@ from retrieval.percent import percent_text  # noqa: E402
 from retrieval.ranking import Ranking  # noqa: E402
 from retrieval.rerank.verify import query_frame  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
-from retrieval.stages.common import dataset_from_config  # noqa: E402
+from retrieval.plan import RunPlan  # noqa: E402
 from retrieval.stages.rerank import query_cutouts  # noqa: E402
 
 BASES = {
-    "scenes": {"whole image": ["regions=none"], "grid, ROI": ["regions=grid", "regions.pooling=roi"]},
+    "scenes": {"whole image": ["regions=none"], "grid, ROI": ["regions=grid", "representation=roi"]},
     "demo": {"whole image": []},
     "eth80": {"whole image": []},
 }
-CROP = {"grid_crop": ["regions=grid_crop", "extract.batch_size=64", "regions.crop_size=160"]}
+CROP = {"grid_crop": ["regions=grid_crop", "extract.batch_size=64", "representation.crop_size=160"]}
 METRICS = ("mAP", "hit@1", "box_mAP@50", "box_mIoU", "mask_mAP@50", "mask_mIoU")
 
 
@@ -83,8 +83,9 @@ def configure(args: argparse.Namespace, overrides: list[str]):
 
 
 def measure(name: str, cfg: Any, out: Path) -> dict[str, Any]:
-    ranking = pipeline.ranking(cfg)
-    metrics = json.loads(evaluate.main(cfg, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
+    plan = RunPlan.from_config(cfg)
+    ranking = pipeline.ranking(plan)
+    metrics = json.loads(evaluate.main(plan, ranking, out / name.replace(", ", "-").replace(" ", "_")).read_text())
     row: dict[str, Any] = {key: metrics["summary"]["all"].get(key) for key in METRICS}
     meta = artifacts.read_meta(ranking.parent)
     if meta.get("step") == "verify":
@@ -98,7 +99,8 @@ def probe(args: argparse.Namespace) -> None:
     """Matches and inliers of queries against the true region of their object (see --probe)."""
     cfg = configure(args, ["rerank=[verify]", *args.verify])
     options = dict(cfg.rerank.verify)
-    dataset, cutouts = dataset_from_config(cfg), query_cutouts(cfg)
+    plan = RunPlan.from_config(cfg)
+    dataset, cutouts = plan.dataset, query_cutouts(plan)
     extractor = create_extractor(options["features"], max_keypoints=options["max_keypoints"])
     queries = FeatureCache(args.cache, extractor, options["query_resize"])
     crops = FeatureCache(args.cache, extractor, options["resize"])

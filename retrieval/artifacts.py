@@ -4,6 +4,10 @@ An artifact is a folder `<cache>/<stage>/<key>/` where `key` hashes exactly the 
 determine its content. Beside the data sit `config.yaml` (those settings) and `meta.json`
 (counts, timings, versions, skipped inputs). `meta.json` is written last, so its presence
 means the artifact is complete.
+
+A cache that cannot be written is still read: complete artifacts are used as they are. The
+first artifact that would have to be written stops the run with one line naming the folder
+(`NotWritable`), before the work it would have held.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +26,39 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
+from retrieval.errors import UserError
+
 log = logging.getLogger(__name__)
 META = "meta.json"
+LOCK = ".lock"
+"""The file lock of an artifact's folder, held while it is built."""
+
+
+class NotWritable(UserError):
+    """A folder the run has to write in (the cache, the leaderboard's) that takes no file."""
+
+
+def writable(folder: Path, setting: str = "paths.cache") -> Path:
+    """`folder`, created if missing, once a file could be created in it; NotWritable naming
+    the folder that refuses (and `setting`, the option that chose it) otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise not_writable(folder, error, setting) from None
+    return folder
+
+
+def not_writable(folder: Path, error: OSError, setting: str = "paths.cache") -> NotWritable:
+    """The error for `folder`, in which `error` stopped a write: it names the nearest folder
+    that exists (the one that refused), or the file that stands where a folder should be."""
+    nearest = next((path for path in (folder, *folder.parents) if path.exists()), folder)
+    if not nearest.is_dir():
+        return NotWritable(f"{setting}: {nearest} is a file, not a folder; point {setting} somewhere you can write")
+    return NotWritable(f"{setting}: cannot write in {nearest} ({error.strerror or error}); "
+                       f"make it writable, or point {setting} somewhere you can write")
 
 
 def config_key(settings: dict[str, Any], length: int = 12) -> str:
@@ -59,6 +95,15 @@ def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (files of any size, in little memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -71,10 +116,13 @@ def read_yaml(path: Path) -> Any:
 def artifact_dir(cache: Path, stage: str, settings: dict[str, Any]) -> Path:
     """Folder of the artifact of `stage` for these settings; writes `config.yaml` on first use."""
     folder = Path(cache) / stage / config_key(settings)
-    folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "config.yaml"
-    if not config_file.exists():
-        write_text(config_file, yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not config_file.exists():
+            write_text(config_file, yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
+    except OSError as error:
+        raise not_writable(folder, error) from None
     return folder
 
 
@@ -88,12 +136,19 @@ def build_once(folder: Path, build: Callable[[Path], None], what: str) -> Path:
     A file lock makes concurrent runs (Hydra multirun jobs) build it once: the others wait,
     then reuse it. `build` must finish with `write_meta`, which marks the folder complete."""
     if not is_complete(folder):
-        with FileLock(str(Path(folder) / ".lock")):
+        writable(folder)  # a read-only cache fails here, in one line, before the build
+        with FileLock(str(Path(folder) / LOCK)):
             if not is_complete(folder):
                 build(folder)
                 return folder
     log.info("%s: reusing %s", what, folder)
     return folder
+
+
+def rebuild_hint(path: Path) -> str:
+    """What to do about an unreadable file of a complete artifact: it is reused as it is, so
+    its folder must go for the stage to build it again."""
+    return f"delete {Path(path).parent} and run again to rebuild it"
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

@@ -17,6 +17,16 @@ HYDRA_FULL_ERROR=1 user errors do too, so Hydra shows the whole traceback.
 In a sweep (`-m`) the task runs once per job in this process, and a job that exits would
 end the sweep; so there the job fails instead (Hydra runs the remaining jobs, then repeats
 the first failure's message and exits with status 1).
+
+What Hydra's composition would lose or misreport (a re-rank step listed twice or unknown:
+`retrieval.config.command_line`) is read from the command line itself, before Hydra starts,
+by `command_line_checked` above `@hydra.main`:
+
+    @cli.command_line_checked
+    @hydra.main(version_base=None, config_path="conf", config_name="config")
+    @cli.user_errors
+    def main(cfg: DictConfig) -> None:
+        ...
 """
 from __future__ import annotations
 
@@ -58,6 +68,27 @@ def _in_sweep() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def command_line_checked(main: Callable[[], T]) -> Callable[[], T]:
+    """Wrap an entry script's `@hydra.main` function: a user error in its command line
+    (`retrieval.config.command_line`) prints `error: <message>` and exits with status 2 before
+    Hydra composes anything."""
+
+    @functools.wraps(main)
+    def run() -> T:
+        from retrieval.config.command_line import check_command_line
+
+        try:
+            check_command_line(sys.argv[1:])
+        except UserError as error:
+            if _full_error():
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        return main()
+
+    return run
 
 
 def user_errors(task: Callable[[C], T]) -> Callable[[C], T]:

@@ -37,6 +37,9 @@ _KINDS = (
     (stat.S_ISSOCK, "is a socket"),
 )
 
+BROKEN_LINK = "is a broken link"
+"""How `not_regular` begins its reason for a symlink whose target does not exist."""
+
 
 class ImageError(Exception):
     """An input image that cannot be used; callers count and log it, then skip it."""
@@ -52,10 +55,13 @@ class Opened(NamedTuple):
 
 def not_regular(path: str | Path) -> str | None:
     """Why `path` is not a readable regular file ("missing file", "is a FIFO (named pipe)",
-    ...), or None when it is one; symlinks are followed."""
+    "is a broken link to <target>", ...), or None when it is one; symlinks are followed."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if os.path.islink(path):  # the link is there, what it points to is not
+            target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+            return f"{BROKEN_LINK} to {target}"
         return "missing file"
     except OSError as error:
         return f"cannot be inspected ({error.strerror})"
@@ -98,6 +104,8 @@ def open_regular(path: str | Path) -> BinaryIO:
     problem = not_regular(path)
     if problem == "missing file":
         raise ImageError(f"missing file: {path}")
+    if problem and problem.startswith(BROKEN_LINK):
+        raise ImageError(f"{path} {problem}")
     if problem:
         raise ImageError(f"{path} {problem}; only regular files are read")
     try:

@@ -14,7 +14,7 @@ from retrieval.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 
-LEADING = ["date", "dataset", "model", "query_mode", "combination", "index", "search", "search_recall", "regions", "n_queries",
+LEADING = ["date", "dataset", "model", "weights", "query_mode", "combination", "index", "search", "search_recall", "regions", "n_queries",
            "n_gallery", "n_distractors", "images_per_s", "commit", "run_dir"]
 
 

@@ -1,4 +1,4 @@
-"""Localisation metrics (FORMATS.md sections 7 and 8): did the result say *where* the object is.
+"""Localisation metrics (docs/formats.md sections 7 and 8): did the result say *where* the object is.
 
 Overlap helpers (box and mask IoU, best match among several ground-truth instances) and
 ranking metrics that take, next to a ranking, the IoU of each returned item's predicted
@@ -92,7 +92,7 @@ def localised_hits(
     """Relevance of the scored entries where a positive counts only if its IoU > threshold.
 
     A positive that fails stays where it stands, as a negative. `threshold <= 0` is
-    retrieval alone (no IoU test), as FORMATS.md section 8 defines t = 0.
+    retrieval alone (no IoU test), as docs/formats.md section 8 defines t = 0.
     """
     ranked = np.asarray(ranked, dtype=np.int64)
     keep = kept_entries(ranked, junk)

@@ -1,4 +1,4 @@
-"""Pure ranking metrics (FORMATS.md sections 2, 3 and 5).
+"""Pure ranking metrics (docs/formats.md sections 2, 3 and 5).
 
 Every per-query function takes `ranked` (gallery indices, best first; -1 entries are padding),
 `positives` and `junk` (gallery indices). Junk and padding are removed before scoring, as if
@@ -114,7 +114,7 @@ def trapezoid_ap_from_hits(hits: np.ndarray, npos: int) -> float:
 
 
 def trapezoid_ap_at(positions: np.ndarray, normaliser: int) -> float:
-    """Trapezoid AP from the 0-based positions r_0 <= r_1 <= ... of the hits (FORMATS.md
+    """Trapezoid AP from the 0-based positions r_0 <= r_1 <= ... of the hits (docs/formats.md
     section 2): sum_j ((1 if r_j = 0 else j / r_j) + (j + 1) / (r_j + 1)) / 2 / normaliser."""
     if normaliser == 0:
         return float("nan")

@@ -26,9 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.artifacts import atomic_path
+from retrieval.artifacts import atomic_path, rebuild_hint
+from retrieval.errors import brief, unreadable
 
-REDO = "run search again to rewrite it"
+GIVEN = "give eval.ranking the ranking.npz that search or evaluate wrote"
+"""What to do about an unreadable ranking given as eval.ranking."""
+ZIP_MAGIC = b"PK\x03\x04"
+"""How every .npz file (a zip archive) begins."""
+
+
+def _head(path: Path, size: int = 16) -> bytes:
+    """The first bytes of a file, to say what it is when it is not a ranking."""
+    with open(path, "rb") as handle:
+        return handle.read(size)
+RANKING_FILE = "ranking.npz"
+"""A ranking's name in its artifact folder (a search's, a re-rank step's) and in a run folder."""
 
 
 @dataclass
@@ -71,9 +83,17 @@ class Ranking:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "Ranking":
-        """The ranking in `path`; ValueError naming the file if it is not a ranking this module
-        wrote (unreadable, arrays missing, shapes that disagree, indices outside the gallery)."""
+    def load(cls, path: Path, remedy: str | None = None) -> "Ranking":
+        """The ranking in `path`; an UnreadableFile naming the file, ending with `remedy` (by
+        default how to rebuild a ranking in the cache), if it is not a ranking this module
+        wrote (another kind of file, cut short, arrays missing, shapes that disagree, indices
+        outside the gallery)."""
+        remedy = remedy or rebuild_hint(path)
+        what = "ranking file"
+        head = _head(path)
+        if not head.startswith(ZIP_MAGIC):
+            reason = "it is empty (0 bytes)" if not head else f"not a .npz archive (it starts with {head!r})"
+            raise unreadable(path, what, reason, remedy)
         try:
             with np.load(path, allow_pickle=False) as data:
                 ranking = cls(
@@ -87,10 +107,10 @@ class Ranking:
                     provenance=json.loads(str(data["provenance"])),
                 )
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path} is not a readable ranking file ({error}); {REDO}") from error
+            raise unreadable(path, what, f"a damaged or foreign .npz archive ({brief(error)})", remedy) from error
         problem = ranking._problem()
         if problem:
-            raise ValueError(f"{path} is corrupt: {problem}; {REDO}")
+            raise unreadable(path, what, problem, remedy)
         return ranking
 
     def _problem(self) -> str | None:

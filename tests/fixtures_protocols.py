@@ -210,7 +210,7 @@ def write_ranking(path: Path, query_ids: list[str], gallery_ids: list[str], indi
     ).save(Path(path))
 
 
-# Transcriptions of the reference evaluators' own loops (FORMATS.md sections 2, 3 and 5), for
+# Transcriptions of the reference evaluators' own loops (docs/formats.md sections 2, 3 and 5), for
 # tests of the reference modes: written out step by step, independent of retrieval.metrics.
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retrieval import cli, config
 from retrieval.config import ConfigError
+from retrieval.config.command_line import check_command_line
 from retrieval.datasets import LOADERS, load_dataset
 
 from conftest import REPO, ComposeFn
@@ -44,22 +45,50 @@ def presets(group: str) -> list[str]:
 
 @pytest.mark.parametrize("dataset", presets("dataset"))
 def test_every_dataset_preset_passes(dataset: str) -> None:
+    """Each preset checks, and checking keeps every value it states (paths with `~` expanded)."""
     needs_root = "root: ???" in (REPO / "conf" / "dataset" / f"{dataset}.yaml").read_text()
-    config.check(composed(f"dataset={dataset}", *(["dataset.root=/photos"] if needs_root else [])))
+    cfg = composed(f"dataset={dataset}", *(["dataset.root=/photos"] if needs_root else []))
+    resolved = config.resolve(cfg)["dataset"]
+    stated = OmegaConf.to_container(cfg.dataset, resolve=True)
+    assert resolved == {key: os.path.expanduser(value) if key == "root" else value for key, value in stated.items()}
+    assert resolved["name"] == dataset and resolved["format"] in LOADERS.available()
+
+
+PARTNERS = {("representation", "crop"): ["regions=grid"], ("representation", "roi"): ["regions=grid"],
+            ("query", "text"): ["model=clip_vit_b32"], ("query", "composed"): ["model=clip_vit_b32"]}
+"""Presets that need another beside them: region representations a regions preset, queries
+with words a model with a text tower."""
 
 
 @pytest.mark.parametrize(
     "group, preset",
-    [(group, preset) for group in ("model", "query", "index", "regions", "preset") for preset in presets(group) if preset != "sam"],
+    [(group, preset) for group in ("model", "query", "index", "regions", "representation") for preset in presets(group)
+     if preset not in ("sam", "text")],
 )
 def test_every_other_preset_passes(group: str, preset: str) -> None:
-    config.check(composed(f"{group}={preset}"))
+    """Each preset checks with the others' defaults (or the partner it needs) and names itself,
+    the name results show."""
+    resolved = config.resolve(composed(f"{group}={preset}", *PARTNERS.get((group, preset), [])))
+    assert resolved[group]["name"] == preset
+
+
+RUN_PRESETS = {"roi_refine": {"regions": "grid", "representation": "roi", "rerank": ["refine"]}}
+"""What each run preset (`preset=...`, a pair of choices that go together) chooses."""
+
+
+@pytest.mark.parametrize("preset", presets("preset"))
+def test_every_run_preset_passes_and_chooses_its_pair(preset: str) -> None:
+    resolved = config.resolve(composed(f"preset={preset}"))
+    chosen = {group: resolved[group]["name"] for group in ("regions", "representation")}
+    assert {**chosen, "rerank": list(resolved["rerank"])} == RUN_PRESETS[preset]
 
 
 def test_every_rerank_step_passes_in_any_order() -> None:
+    """Steps run in the order listed: checking keeps it."""
     steps = presets("rerank")
-    config.check(composed(f"rerank=[{','.join(steps)}]"))
-    config.check(composed(f"rerank=[{','.join(reversed(steps))}]"))
+    assert len(steps) > 1
+    for order in (steps, steps[::-1]):
+        assert list(config.resolve(composed(f"rerank=[{','.join(order)}]"))["rerank"]) == order
 
 
 # ------------------------------------------------------------------ one line per bad value
@@ -73,7 +102,15 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["extract.precision=fp61"], "extract.precision=fp61 is not valid: choose auto, fp32, fp16 or bf16"),
         (["query=mask", "query.fill=blurr"], "query.fill=blurr is not valid: choose mean, blur or a number from 0 to 255"),
         (["query=mask", "query.fill=256"], "query.fill=256 is not valid: choose mean, blur or a number from 0 to 255"),
-        (["regions=grid", "regions.pooling=roid"], "regions.pooling=roid is not valid: choose crop or roi"),
+        (["regions=grid", "regions.pooling=roid"], "regions.pooling=roid is not valid: choose crop, roi or null"),
+        (["regions=grid", "representation.name=roid"], "representation.name=roid is not valid: choose crop, global, roi or text"),
+        (["regions=grid", "representation.crop_size=0"], "representation.crop_size=0 is not valid: use an integer >= 1 or null"),
+        (["regions=grid", "representation=roi", "representation.input_sizes=[640,10]"],
+         "representation.input_sizes=[640, 10] is not valid: use a list of integers >= 32"),
+        (["regions=grid", "representation=roi", "+representation.crop_size=160"],
+         "representation.crop_size is not an option of representation roi: did you mean roi_size?"),
+        (["representation.whiten=0"], "representation.whiten=0 is not valid: use an integer >= 1 or null"),
+        (["representation.fit_sample=1"], "representation.fit_sample=1 is not valid: use an integer >= 2"),
         (["extract.batch_size=0"], "extract.batch_size=0 is not valid: use an integer >= 1"),
         (["extract.batch_size=-4"], "extract.batch_size=-4 is not valid: use an integer >= 1"),
         (["extract.batch_size=8.5"], "extract.batch_size=8.5 is not valid: use an integer >= 1"),
@@ -87,9 +124,13 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["dataset.k=0"], "dataset.k=0 is not valid: use an integer >= 1 or null"),
         (["search.memory_budget=lots"],
          "search.memory_budget=lots is not valid: 'lots' is not a size: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=4096"], "search.memory_budget=4096 is not valid: add a unit (4096MB?)"),
+        (["search.memory_budget=[4]"], "search.memory_budget=[4] is not valid: write a number and a unit, such as 512MB or 4GB"),
+        (["search.memory_budget=1KB"], "search.memory_budget=1KB is not valid: a search holds 16MB besides its blocks of "
+                                       "vectors; use more than that, or null"),
         (["dataset=vpr", "dataset.positives=gps"], "dataset.positives=gps is not valid: choose utm, vpr_bench or camera"),
         (["dataset=roxford5k", "dataset.crop_queries=maybe"], "dataset.crop_queries=maybe is not valid: use true or false"),
-        (["regions=grid", "regions.input_sizes=[640,10]"], "regions.input_sizes=[640, 10] is not valid: use a list of integers >= 32"),
+        (["regions=grid", "regions.input_sizes=[640,10]"], "regions.input_sizes=[640, 10] is not valid: use a list of integers >= 32 or null"),
         (["regions=grid", "regions.proposals.grid.overlap=1.0"],
          "regions.proposals.grid.overlap=1.0 is not valid: use a number >= 0 and < 1"),
         (["regions=grid", "+regions.proposals.grdi={}"],
@@ -103,7 +144,7 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["index.factory='IVF1024,PQ32x20'"],
          "index.factory=IVF1024,PQ32x20 is not valid: use at most 16 bits per code (x16); x20 means 1048576-entry codebooks"),
         (["+colour=red"], "colour is not an option of the config: its options are "
-         "dataset, eval, extract, hydra, index, model, paths, query, regions, rerank, search"),
+         "dataset, eval, extract, hydra, index, model, paths, query, regions, representation, rerank, search"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_key_value_and_choices(overrides: list[str], message: str) -> None:
@@ -125,15 +166,30 @@ def test_format_choices_are_the_registered_formats() -> None:
 )
 def test_an_index_factory_faiss_rejects_is_named(factory: str, reason: str) -> None:
     assert error_of(composed(f"index.factory='{factory}'")) == (
-        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=7680 ({reason}); "
-        "use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
+        f"index.factory={factory} is not valid: faiss cannot build it for inner product at d=1280 ({reason}); "
+        "use index=flat, index=hnsw or another faiss index_factory string, such as \"index.factory='IVF1024,PQ32'\""
     )
 
 
+def test_the_factory_is_checked_at_the_models_dimension() -> None:
+    """ResNet-50's 2048 takes 1024 sub-quantizers, which 7680 (the size checked without a model) does not."""
+    config.check(composed("model=dinov2_vits14", "model.arch=resnet50", "model.pretrained=null", "index.factory='IVF16,PQ1024'"))
+    assert "at d=384 " in error_of(composed("model=dinov2_vits14", "index.factory='IVF16,PQ1024'"))
+
+
 def test_no_pq_size_valid_for_a_shipped_model_is_refused() -> None:
-    """The check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes."""
-    for m in sorted({m for dim in (384, 512, 768, 1280) for m in range(1, 129) if dim % m == 0}):
-        config.check_index(f"IVF1024,PQ{m}")
+    """Without a model, the check's d (7680) is a multiple of 384, 512, 768 and 1280, the shipped models' sizes:
+    every PQ size that fits one of them is accepted, and the sizes that fit none are refused."""
+    shipped = {m for dim in (384, 512, 768, 1280) for m in range(1, 129) if dim % m == 0}
+    accepted = set()
+    for m in range(1, 129):
+        try:
+            config.check_index(f"IVF1024,PQ{m}")
+            accepted.add(m)
+        except ConfigError:
+            pass
+    assert shipped <= accepted
+    assert accepted == {m for m in range(1, 129) if 7680 % m == 0}
 
 
 @pytest.mark.skipif(bool(getattr(__import__("faiss"), "get_num_gpus", lambda: 0)()), reason="faiss sees a GPU")
@@ -236,6 +292,30 @@ def test_a_missing_file_is_named_with_its_expanded_path(tmp_path: Path, monkeypa
         f"eval.ranking=~/gone/ranking.npz is not valid: no file at {tmp_path}/gone/ranking.npz"
     )
     assert error_of(composed("search.gallery='~/store'")) == f"search.gallery=~/store is not valid: no folder at {tmp_path}/store"
+
+
+# ------------------------------------------------------------------ the command line, before Hydra
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice"),
+        (["dataset=folder", "rerank=[dba, alpha_qe, dba]"], "rerank=[dba,alpha_qe,dba] lists dba twice"),
+        (["-m", "rerank=[aqe],[verify,verify]"], "rerank=[verify,verify] lists verify twice"),  # each job of a sweep
+        (["+rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba, refine or verify"),
+        (["rerank=aqe,bogus", "-m"], "rerank=[bogus] is not valid: bogus is not a re-rank step"),
+    ],
+)
+def test_a_rerank_list_hydra_would_merge_or_cannot_load_is_refused(arguments: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_command_line(arguments)
+    assert str(caught.value).startswith(message)
+
+
+def test_every_rerank_preset_listed_once_passes_the_command_line_check() -> None:
+    steps = presets("rerank")
+    check_command_line([f"rerank=[{','.join(steps)}]", "rerank.aqe.k=3", "~rerank", "rerank=[]", "rerank=null", "--cfg", "job", "rerank=[a"])
 
 
 # ------------------------------------------------------------------ cli.user_errors, in process
@@ -359,6 +439,9 @@ def run_evaluate(tmp_path: Path, folder_root: Path, *overrides: str) -> subproce
         (["extract.dtype=float61"], "extract.dtype=float61 is not valid: choose float32 or float16"),
         (["query=mask", "query.fill=blurr"], "query.fill=blurr is not valid: choose mean, blur or a number from 0 to 255"),
         (["query=mask", "dataset.use_masks=false"], "query=mask needs masks but dataset folder has none: use query=box or query=full"),
+        (["rerank=[aqe,aqe]"], "rerank=[aqe,aqe] lists aqe twice, but a step's options are one node (rerank.aqe), so it can "
+                               "run only once: list each step once"),
+        (["rerank=[bogus]"], "rerank=[bogus] is not valid: bogus is not a re-rank step; choose alpha_qe, aqe, dba, refine or verify"),
     ],
 )
 def test_entry_point_wired_evaluate_refuses_a_bad_config_before_any_work(

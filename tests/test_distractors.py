@@ -20,7 +20,8 @@ from retrieval.protocols import score
 from retrieval.protocols.localisation import add_localisation
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset
-from retrieval.stages.common import dataset_from_config
+from retrieval.plan.dataset import run_dataset
+from retrieval.queries.spec import query_spec
 from tests.conftest import ETH80, VOXDET_MINI, copy_eth80, data_file
 from tests.fixtures_protocols import (
     GL3D_PAIRS,
@@ -58,7 +59,8 @@ def configured(tmp_path: Path, preset: str, *overrides: str) -> Dataset:
     """The dataset of `preset` as the stages load it, from a checked config."""
     with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
         cfg = compose("config", overrides=[f"dataset={preset}", f"paths.cache='{tmp_path / 'cache'}'", *overrides])
-    return dataset_from_config(config.resolve(cfg))
+    tree = config.resolve(cfg)
+    return run_dataset(tree["dataset"], query_spec(tree["query"]).file)
 
 
 # ------------------------------------------------------------------ listing

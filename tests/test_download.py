@@ -322,6 +322,41 @@ def test_list_and_unknown_name(capsys):
     assert "Valid:" in capsys.readouterr().err
 
 
+def test_the_dataset_tools_list_the_presets_users_pass(capsys):
+    """`list` names what `dataset=` takes (the presets), each with its format, where it reads
+    its data and what it is, then the formats their `format:` names."""
+    from retrieval.datasets.__main__ import main
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    presets = sorted(path.stem for path in (REPO / "conf" / "dataset").glob("*.yaml"))
+    section = lines[2:lines.index("")]  # after the title and the column names
+    rows = {line.split()[0]: line for line in section if not line.startswith("      ")}
+    assert lines[0] == "Dataset presets: python evaluate.py dataset=NAME (conf/dataset/NAME.yaml)" and list(rows) == presets
+    assert rows["roxford5k"].split() == ["roxford5k", "revisitop", "data/revisitop"]
+    assert rows["folder"].split(None, 2) == ["folder", "folder", "dataset.root=<folder> (required)"]
+    assert rows["demo"].split(None, 2) == ["demo", "demo", "built in"]
+    below = lines[lines.index(rows["roxford5k"]) + 1]
+    assert below == "      Revisited Oxford (roxford5k): 4993 database images, 70 queries; Easy/Medium/Hard setups."
+    formats = lines[lines.index("") + 2:]
+    assert [line.split()[0] for line in formats] == ["anns", "demo", "folder", "gl3d", "patterncom", "revisitop", "vpr"]
+
+
+def test_the_dataset_tools_help_describes_each_command(capsys):
+    from retrieval.datasets.__main__ import COMMANDS, main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "Dataset tools: which datasets the pipeline reads" in out
+    for name in ("list", "compose", "prepare"):
+        assert f"{name} " in out and COMMANDS[name].split()[0] in out
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert stop.value.code == 2 and "required: COMMAND" in capsys.readouterr().err
+    assert main(["prepare", "--list"]) == 0 and "roxford5k" in capsys.readouterr().out  # options pass through
+
+
 def test_vpr_bench_fixture_round_trips_through_zip(publisher, tmp_path):
     """A manual-style set served as a zip still lands in the layout the loader reads."""
     from tests.fixtures_protocols import make_vpr_bench

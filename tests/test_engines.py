@@ -4,11 +4,14 @@ alone, boundedly; bad addresses and a missing Ray package are one-line errors.""
 from __future__ import annotations
 
 import builtins
+import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ import torch
 
 from conftest import REPO, ComposeFn, copy_eth80
 from retrieval import config, pipeline
+from retrieval.cli import is_user_error
 from retrieval.errors import UserError
 from retrieval.features.engines.ray_tasks import INSTALL, ShardsFailed, check_answers, cluster
 from retrieval.features.extract import fill_store
@@ -27,7 +31,7 @@ from retrieval.features.store import SHARD_GLOB, Store, shard_name
 from retrieval.models import Embedder
 from retrieval.records import Record
 from retrieval.representations.whole import GlobalRepresentation
-from retrieval.stages.common import dataset_from_config, load_features
+from retrieval.plan import RunPlan
 
 ray = pytest.importorskip("ray")
 SHARD = 4
@@ -71,11 +75,10 @@ def test_ray_builds_the_shards_of_the_local_engine_byte_for_byte(make_cfg: Compo
 
     assert local_store.name == ray_store.name  # the engine is no part of the store's key
     built = shard_arrays(ray_store)
-    n_images = len(dataset_from_config(config.resolve(ray_cfg)).gallery)
+    n_images = len(RunPlan.from_config(ray_cfg).dataset.gallery)
     assert len(built) == -(-n_images // SHARD)
     assert built == shard_arrays(local_store)
-    merged = {name: load_features(config.resolve(cfg), store, "gallery")
-              for name, cfg, store in (("local", local_cfg, local_store), ("ray", ray_cfg, ray_store))}
+    merged = {name: RunPlan.from_config(cfg).stores["gallery"].load() for name, cfg in (("local", local_cfg), ("ray", ray_cfg))}
     for field in ("vectors", "row_image", "valid"):
         a, b = getattr(merged["local"], field), getattr(merged["ray"], field)
         assert (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes()), field
@@ -152,8 +155,11 @@ def test_a_failed_shard_is_retried_alone_and_boundedly(photos: list[Item], lite0
     for path in tries.iterdir():
         path.unlink()
     poisoned = Store(tmp_path / "poisoned")
-    with pytest.raises(ShardsFailed, match=rf"1 shard\(s\) failed after 3 tries each \(first: {names[1]}.*run again"):
+    with pytest.raises(ShardsFailed, match=rf"1 shard\(s\) failed after 3 tries each \(first: {names[1]}.*run again") as failed:
         fill(poisoned, photos, FailingFirst(tries, always=keys[SHARD]), lite0, "ray", max_retries=2)
+    # at the command line one line (status 2): the shard and its cause's first line, no traceback
+    assert is_user_error(failed.value) and "\n" not in str(failed.value)
+    assert f"(first: {names[1]}: RuntimeError: simulated failure of {names[1]}); " in str(failed.value)
     assert tries_by_shard(tries) == {names[0]: 2, names[1]: 3, names[2]: 2}
     assert sorted(stamps(poisoned.folder)) == sorted([names[0], names[2]])  # the finished shards are kept
 
@@ -174,14 +180,56 @@ def test_an_address_that_does_not_answer_is_one_line_naming_the_fix() -> None:
         check_answers("head-node", timeout=1.0)
 
 
-def test_extract_py_with_an_address_that_does_not_answer_exits_2(folder_root: Path, tmp_path: Path) -> None:
-    address = f"127.0.0.1:{free_port()}"
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """A real local HTTP server (what `python -m http.server` runs), in a thread: its address."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"127.0.0.1:{server.server_port}"
+        server.shutdown()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_at_once(http_server: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=rf"^extract.ray.address={http_server} is not a Ray cluster: it answers, but not in "
+                                        r"gRPC \(an HTTP server, or another service\); give the head node's GCS address"):
+        check_answers(http_server, timeout=30.0)
+    assert time.perf_counter() - started < 15  # told apart by its answer, not by waiting out the timeout
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(UserError, match=rf"^extract.ray.address={address} is not a Ray cluster: it accepted a connection "
+                                            r"but gave no Ray answer within extract.ray.connect_timeout=1s"):
+            check_answers(address, timeout=1.0)
+
+
+def test_a_running_cluster_passes_the_check(ray_cluster: None) -> None:
+    gcs = ray.get_runtime_context().gcs_address
+    check_answers(gcs, timeout=10.0)
+    with pytest.raises(UserError, match=rf"^extract.ray.address=ray://{gcs} is not a Ray cluster: it speaks gRPC but has no "
+                                        r"Ray Client service; drop ray:// to reach a GCS$"):
+        check_answers(f"ray://{gcs}", timeout=10.0)
+
+
+@pytest.mark.parametrize("kind, message", [("silent", "does not answer"), ("http", "is not a Ray cluster")])
+def test_extract_py_with_an_address_that_is_no_cluster_exits_2(
+    folder_root: Path, tmp_path: Path, http_server: str, kind: str, message: str
+) -> None:
+    address = http_server if kind == "http" else f"127.0.0.1:{free_port()}"
     command = [sys.executable, "extract.py", "dataset=folder", f"dataset.root={folder_root}", f"paths.cache={tmp_path / 'cache'}",
-               "model.input_size=64", "extract.engine=ray", f"extract.ray.address={address}", "extract.ray.connect_timeout=1"]
+               "model.input_size=64", "extract.engine=ray", f"extract.ray.address={address}", "extract.ray.connect_timeout=5"]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert f"error: extract.ray.address={address} does not answer" in done.stderr and "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: extract.ray.address={address} {message}") and "Traceback" not in done.stderr
     assert not (tmp_path / "cache").exists()  # refused by the config check, before any listing or model load
 
 

@@ -71,7 +71,7 @@ def test_image_root_setting(tmp_path):
 
 
 def trapezoid_ap(ranked: list[int], positives: set[int], junk: set[int]) -> float:
-    """FORMATS.md section 5, longhand: junk (the query) dropped, duplicates dropped, N = all."""
+    """docs/formats.md section 5, longhand: junk (the query) dropped, duplicates dropped, N = all."""
     kept: list[int] = []
     for g in ranked:
         if g not in junk and g not in kept:

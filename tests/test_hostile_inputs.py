@@ -2,12 +2,17 @@
 clear error or a counted skip, never a crash, a hang, or code run from a data file."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
+import re
 import struct
+import subprocess
+import sys
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +21,18 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval import masks
-from retrieval.artifacts import write_text
+from retrieval import masks, pipeline
+from retrieval.artifacts import NotWritable, write_text
+from retrieval.cli import is_user_error
 from retrieval.datasets import load_dataset
 from retrieval.scenes import folder_backgrounds
 from retrieval.datasets.safe_pickle import UnsafePickleError
+from retrieval.errors import UnreadableFile
 from retrieval.images import ImageError, load_rgb
-from retrieval.index import build_index
+from retrieval.search.index import build_row_index
 from retrieval.leaderboard import append_row, read_rows
 from retrieval.queries import QueryError, get_query_mode
+from retrieval.queries.files import with_query_file
 from retrieval.ranking import Ranking
 from retrieval.records import Instance
 from retrieval.report.inputs import load_run
@@ -252,7 +260,7 @@ def test_vpr_bench_numeric_ground_truth_and_corrupt_file(tmp_path: Path) -> None
     dataset = load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
     assert [t.positives.tolist() for t in dataset.truth["all"]] == [[0], [2], [4], [6], [8]]
     (tmp_path / "ground_truth_new.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
-    with pytest.raises(ValueError, match=r"ground_truth_new\.npy is not a \.npy array file"):
+    with pytest.raises(UnreadableFile, match=r"ground_truth_new\.npy is not a readable \.npy array file: no \.npy header"):
         load_dataset("vpr", root=tmp_path, queries="query", database="ref", positives="vpr_bench")
 
 
@@ -265,7 +273,7 @@ def test_revisitop_ground_truth_payload_is_refused(tmp_path: Path) -> None:
         load_dataset("revisitop", root=tmp_path, name="roxford5k")
     assert not marker.exists()
     (tmp_path / "roxford5k" / "gnd_roxford5k.pkl").write_bytes(b"\x80\x04\x95")
-    with pytest.raises(ValueError, match=r"gnd_roxford5k\.pkl is corrupt or not a pickle"):
+    with pytest.raises(UnreadableFile, match=r"gnd_roxford5k\.pkl is not a readable pickle file: corrupt or not a pickle"):
         load_dataset("revisitop", root=tmp_path, name="roxford5k")
 
 
@@ -295,7 +303,7 @@ def test_ranking_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ranking.npz"
     with open(path, "wb") as handle:
         np.savez(handle, indices=np.array([Payload(marker)], dtype=object), scores=np.zeros((1, 1)))
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*run search again"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: .*allow_pickle.*; delete .* and run again"):
         Ranking.load(path)
     assert not marker.exists()
 
@@ -306,10 +314,10 @@ def test_ranking_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"", r"anns\.pt is empty \(0 bytes\); rebuild it"),
-        (b"id,path\n1,x.png\n", r"anns\.pt is not a torch file .* corrupt"),
-        (b"PK\x03\x04" + b"\x00" * 40, r"anns\.pt is corrupt \(RuntimeError"),
-        (pickle.dumps({"a": 1}, protocol=2), r"anns\.pt is corrupt"),
+        (b"", r"anns\.pt is not a readable VoxDet annotation file: it is empty \(0 bytes\); rebuild it"),
+        (b"id,path\n1,x.png\n", r"anns\.pt is not a readable VoxDet annotation file: not a torch file .*b'id,p'.* corrupt"),
+        (b"PK\x03\x04" + b"\x00" * 40, r"anns\.pt is not a readable VoxDet annotation file: corrupt \(RuntimeError"),
+        (pickle.dumps({"a": 1}, protocol=2), r"anns\.pt is not a readable VoxDet annotation file: corrupt"),
     ],
 )
 def test_corrupt_anns_is_called_corrupt_not_unsafe(tmp_path: Path, content: bytes, message: str) -> None:
@@ -321,7 +329,7 @@ def test_corrupt_anns_is_called_corrupt_not_unsafe(tmp_path: Path, content: byte
 
 def test_empty_anns_is_a_clear_error(tmp_path: Path) -> None:
     torch.save({}, tmp_path / "anns.pt")
-    with pytest.raises(ValueError, match=r"anns\.pt holds no annotations \(an empty dict\)"):
+    with pytest.raises(UnreadableFile, match=r"anns\.pt is not a readable VoxDet annotation file: it holds no annotations \(an empty dict\)"):
         load_dataset("anns", root=tmp_path)
 
 
@@ -429,7 +437,7 @@ def small_ranking(indices: list[list[int]]) -> Ranking:
 )
 def test_ranking_indices_outside_the_gallery_are_corrupt(tmp_path: Path, indices: list, message: str) -> None:
     path = small_ranking(indices).save(tmp_path / "ranking.npz")
-    with pytest.raises(ValueError, match=rf"ranking\.npz is corrupt: {message}"):
+    with pytest.raises(UnreadableFile, match=rf"ranking\.npz is not a readable ranking file: {message}"):
         Ranking.load(path)
     good = small_ranking([[0, 2], [1, -1]]).save(tmp_path / "good.npz")
     assert Ranking.load(good).indices.tolist() == [[0, 2], [1, -1]]
@@ -438,10 +446,10 @@ def test_ranking_indices_outside_the_gallery_are_corrupt(tmp_path: Path, indices
 def test_ranking_that_is_not_a_ranking_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "ranking.npz"
     path.write_text("not a zip")
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: not a \.npz archive \(it starts with b'not a zip'\)"):
         Ranking.load(path)
     np.savez(path, indices=np.zeros((1, 1), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"ranking\.npz is not a readable ranking file .*scores"):
+    with pytest.raises(UnreadableFile, match=r"ranking\.npz is not a readable ranking file: .*scores"):
         Ranking.load(path)
 
 
@@ -451,16 +459,15 @@ def test_ranking_that_is_not_a_ranking_names_the_file(tmp_path: Path) -> None:
 def test_ivf_on_too_few_vectors_says_which_factory_fits() -> None:
     vectors = np.random.default_rng(0).standard_normal((500, 64)).astype(np.float32)
     with pytest.raises(ValueError) as error:
-        build_index(vectors, "IVF1024,PQ32", use_gpu=False)
+        build_row_index(vectors, "IVF1024,PQ32", use_gpu=False)
     assert str(error.value) == (
         "IVF1024 needs at least 1024 training vectors, the gallery has 500; "
-        "use index=flat or a smaller factory such as IVF8,PQ32x3"
+        "use index=flat or a smaller factory such as \"index.factory='IVF8,PQ32x3'\" index.search_params.nprobe=8"
     )
-    suggested = str(error.value).rsplit(" ", 1)[1]
-    index = build_index(vectors, suggested, use_gpu=False)
+    index = build_row_index(vectors, "IVF8,PQ32x3", use_gpu=False)
     assert index.ntotal == 500
     with pytest.raises(ValueError, match="IVF2 needs at least 2 training vectors, the gallery has 1; use index=flat$"):
-        build_index(vectors[:1], "IVF2,Flat", use_gpu=False)
+        build_row_index(vectors[:1], "IVF2,Flat", use_gpu=False)
 
 
 # Item 8j beyond folder datasets: hidden files are no one's images in VPR and composed sets either.
@@ -496,3 +503,237 @@ def test_report_refuses_a_run_artifact_that_is_a_fifo(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "metrics.json")
     with pytest.raises(ValueError, match=r"metrics\.json is a FIFO \(named pipe\); the run's artifacts must be regular"):
         guarded(lambda: load_run(tmp_path), tmp_path / "metrics.json")
+
+
+# Issue 21: damaged files, a read-only cache, broken links and bad query files are one line
+# (`error: ...`, status 2) naming the file, before any model is loaded where that is possible.
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def evaluate_py(tmp_path: Path, *overrides: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """`python evaluate.py` as a user runs it: cache, leaderboard and run folder under tmp_path,
+    64 px inputs, no worker processes."""
+    command = [
+        sys.executable, "evaluate.py", f"paths.cache={cache or tmp_path / 'cache'}",
+        f"paths.leaderboard={tmp_path / 'leaderboard.csv'}", f"hydra.run.dir={tmp_path / 'run'}",
+        "extract.workers=0", "model.input_size=64", "eval.report=false", *overrides,
+    ]
+    inherited = {name: value for name, value in os.environ.items() if name != "HYDRA_FULL_ERROR"}
+    env = {**inherited, "GIT_DIR": str(tmp_path / "no-repository"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The line a run ended with, once it is known to have ended as a user error does: status
+    2 and no traceback."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder`, in which no file can be created for the block. Root ignores permission bits,
+    so for root the folder is made immutable instead (chattr +i)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a file system without chattr +i: no folder can be made read-only")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_eval_ranking_that_is_a_text_file_is_one_line(tmp_path: Path, folder_root: Path) -> None:
+    ranking = tmp_path / "ranking.csv"
+    ranking.write_text("query,rank\nq1,3\n")
+    done = evaluate_py(tmp_path, "dataset=folder", f"dataset.root={folder_root}", f"eval.ranking={ranking}")
+    assert error_line(done) == (
+        f"error: {ranking} is not a readable ranking file: not a .npz archive (it starts with b'query,rank\\nq1,3\\n'); "
+        "give eval.ranking the ranking.npz that search or evaluate wrote"
+    )
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+@pytest.mark.parametrize("cut", ["truncated", "garbage"])
+def test_damaged_ranking_in_the_cache_says_how_to_rebuild_it(tmp_path: Path, cut: str) -> None:
+    path = small_ranking([[0, 2], [1, -1]]).save(tmp_path / "rankings" / "abc" / "ranking.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if cut == "truncated" else bytes(range(256)))
+    reason = r"a damaged or foreign \.npz archive \(BadZipFile: " if cut == "truncated" else r"not a \.npz archive \(it starts with b'\\x00"
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(path))} is not a readable ranking file: {reason}.*; "
+                                             rf"delete {re.escape(str(path.parent))} and run again to rebuild it$"):
+        Ranking.load(path)
+
+
+def test_ground_truth_pickles_and_npy_files_cut_short_name_the_file(tmp_path: Path) -> None:
+    make_revisitop(tmp_path, "roxford5k")
+    gnd = tmp_path / "roxford5k" / "gnd_roxford5k.pkl"
+    gnd.write_bytes(gnd.read_bytes()[:100])
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(gnd))} is not a readable pickle file: corrupt or not a "
+                                             r"pickle \(UnpicklingError: pickle data was truncated\); re-download it"):
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    make_vpr_bench(tmp_path / "vpr")
+    truth = tmp_path / "vpr" / "ground_truth_new.npy"
+    np.save(truth, np.array([[q, 2 * q] for q in range(5)], dtype=np.int64))
+    truth.write_bytes(truth.read_bytes()[:-20])  # the header intact, the numbers cut short
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(truth))} is not a readable \.npy array file: its int64 "
+                                             r"array of shape \(5, 2\) cannot be read \(ValueError: .*\); re-download it"):
+        load_dataset("vpr", root=tmp_path / "vpr", queries="query", database="ref", positives="vpr_bench")
+
+
+def test_refused_pickles_are_user_errors_on_one_line(tmp_path: Path) -> None:
+    make_revisitop(tmp_path, "roxford5k")
+    with open(tmp_path / "roxford5k" / "gnd_roxford5k.pkl", "wb") as handle:
+        pickle.dump({"imlist": [], "qimlist": [], "gnd": [Payload(tmp_path / "ran")]}, handle)
+    with pytest.raises(UnsafePickleError) as refused:
+        load_dataset("revisitop", root=tmp_path, name="roxford5k")
+    assert is_user_error(refused.value)
+    torch.save({"x.png": {"note": Payload(tmp_path / "ran")}}, tmp_path / "anns.pt")
+    with pytest.raises(UnsafePickleError) as refused:
+        load_dataset("anns", root=tmp_path)
+    assert is_user_error(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_anns_without_a_usable_entry_fails_before_the_model_loads(tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    root.mkdir()
+    torch.save({
+        "P1/q.png": {"bbox": (1, 1, 5, 5), "ins": 7, "is_query": True, "set": "S"},
+        "/elsewhere/P2/g.png": {"bbox": [(1, 1, 6, 6)], "ins": [7], "is_query": False, "set": "S"},
+    }, root / "anns.pt")
+    done = evaluate_py(tmp_path, "dataset=anns", f"dataset.root={root}")
+    assert error_line(done) == (
+        f"error: {root / 'anns.pt'} gives no usable image: every one of its 2 entries was skipped (first: P1/q.png: "
+        f"image not found, not even re-rooted under the root); set dataset.root (now {root}) to the folder its image "
+        "paths lead to, or rebuild it with VoxDet-SoIR's create_dataset.py"
+    )
+    assert "GlobalRepresentation with" not in done.stdout + done.stderr  # no split was extracted: no model
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_read_only_cache_is_one_line_naming_the_folder(tmp_path: Path, folder_root: Path) -> None:
+    with read_only(tmp_path / "shared") as shared:
+        done = evaluate_py(tmp_path, "dataset=folder", f"dataset.root={folder_root}", cache=shared / "cache")
+    line = error_line(done)
+    assert re.fullmatch(rf"error: paths\.cache: cannot write in {re.escape(str(shared))} \((Permission denied|Operation not "
+                        r"permitted)\); make it writable, or point paths\.cache somewhere you can write", line), line
+    assert "GlobalRepresentation with" not in done.stdout + done.stderr
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_read_only_cache_still_serves_what_it_holds(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
+    cfg = make_cfg("query=full")
+    pipeline.ranking(cfg)
+    cache = tmp_path / "cache"
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(path for path in cache.rglob("*") if path.is_dir()):
+            stack.enter_context(read_only(folder))
+        stack.enter_context(read_only(cache))
+        assert pipeline.ranking(cfg).is_file()  # complete artifacts are read, nothing written
+        with pytest.raises(NotWritable, match=rf"^paths\.cache: cannot write in {re.escape(str(cache / 'rankings'))} "):
+            pipeline.ranking(make_cfg("query=full", "dataset.k=5"))  # a new ranking: refused before the search
+        with pytest.raises(NotWritable, match=rf"^paths\.leaderboard: cannot write in {re.escape(str(cache))} "):
+            pipeline.evaluate(make_cfg("query=full", f"paths.leaderboard={cache / 'leaderboard.csv'}"), tmp_path / "run")
+
+
+def test_missing_query_list_is_one_line(folder_root: Path) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        load_dataset("folder", root=folder_root, queries="queries.txt")
+    assert is_user_error(missing.value)
+    assert str(missing.value) == (
+        f"dataset.queries=queries.txt: no file at {folder_root / 'queries.txt'}; dataset.queries names a text file "
+        "(under dataset.root unless absolute) listing query images as images/<instance_id>/<name>, one per line"
+    )
+
+
+def test_query_list_that_is_not_utf8_names_the_line(folder_root: Path) -> None:
+    (folder_root / "queries.txt").write_bytes(b"images/cup1/cup1-000-000.png\nimages/caf\xe9.png\n")
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(folder_root / 'queries.txt'))} is not a readable query "
+                                             r"list: line 2 is not UTF-8 \(byte 0xe9\); save it as UTF-8 text$"):
+        load_dataset("folder", root=folder_root, queries="queries.txt")
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("q.csv", b"id,text,instance\nq1,a cup,cup1\nq2,caf\xe9 cup,cup2\n", r"line 3 is not UTF-8 \(byte 0xe9\); save it as UTF-8 text"),
+        ("q.json", b'[{"id": "q1",\n "text": "caf\xe9", "instance": "cup1"}]', r"line 2 is not UTF-8 \(byte 0xe9\); save it as UTF-8 text"),
+        ("q.csv", b"id,text,instance\nq1,a cup,cup1\nq2,\"an open quote,cup2\nq3," + b"x" * 140_000 + b",cup1\n",
+         r"the row from line 3 has a cell over 131,072 characters; a quote left open runs on to the end of the file: "
+         r"close it, or shorten the cell"),
+    ],
+    ids=["csv-not-utf8", "json-not-utf8", "csv-128k-cell"],
+)
+def test_query_file_that_cannot_be_read_names_file_and_line(folder_root: Path, tmp_path: Path, name: str, content: bytes,
+                                                            reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(path))} is not a readable query file: {reason}$"):
+        with_query_file(load_dataset("folder", root=folder_root), path)
+
+
+def test_dangling_symlink_is_a_broken_link_not_a_missing_file(folder_root: Path, tmp_path: Path) -> None:
+    link = folder_root / "images" / "cup1" / "cup1-999-999.png"
+    link.symlink_to(tmp_path / "moved" / "cup1-999-999.png")
+    dataset = load_dataset("folder", root=folder_root)
+    assert dataset.skipped == [("images/cup1/cup1-999-999.png",
+                                f"is a broken link to {tmp_path / 'moved' / 'cup1-999-999.png'}, not an image file")]
+    relative = folder_root / "images" / "cup1" / "relative.png"
+    relative.symlink_to("../gone/relative.png")
+    with pytest.raises(ImageError, match=rf"^{re.escape(str(relative))} is a broken link to "
+                                         rf"{re.escape(str(folder_root / 'images' / 'gone' / 'relative.png'))}$"):
+        load_rgb(relative)
+
+
+def test_damaged_cached_vectors_name_the_file(tmp_path: Path) -> None:
+    from retrieval.local_features import create_extractor
+    from retrieval.local_features.cache import FeatureCache
+    from retrieval.local_features.frames import Frame
+    from retrieval.stages.rerank import GALLERY_VECTORS, _saved_vectors
+
+    vectors = tmp_path / "rankings" / "dba" / GALLERY_VECTORS
+    vectors.parent.mkdir(parents=True)
+    np.save(vectors, np.ones((4, 8), dtype=np.float32))
+    vectors.write_bytes(vectors.read_bytes()[:-16])
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(vectors))} is not a readable saved gallery vectors file: "
+                                             rf"ValueError: .*; delete {re.escape(str(vectors.parent))} and run again"):
+        _saved_vectors(vectors)
+    cache = FeatureCache(tmp_path / "cache", create_extractor("sift"), resize=64)
+    frame = Frame("photo", photo(tmp_path / "photo.png", size=(64, 48)))
+    cache.ensure([frame])
+    cache.path(frame.key).write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(UnreadableFile, match=rf"^{re.escape(str(cache.path(frame.key)))} is not a readable local-feature "
+                                             r"cache file: BadZipFile: .*; delete it and run again to extract it again$"):
+        cache.load(frame.key)
+
+
+def test_a_region_extraction_says_its_regions_per_image_and_how_long_it_will_take(
+    make_cfg: Callable[..., Any], folder_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Large gallery images make hundreds of grid windows each, many seconds per image on a CPU:
+    the run says how many before it starts (counted on the first image, whose size sets the
+    grid) and, after the first image, how long the rest will take."""
+    from retrieval import pipeline
+
+    first = folder_root / "images" / "apple1" / "apple1-000-000.png"
+    Image.open(first).resize((640, 480), Image.BICUBIC).save(first)  # the first gallery image, enlarged
+    cfg = make_cfg("regions=grid", "regions.proposals.grid.scales=[0.5]")
+    with caplog.at_level(logging.INFO):
+        pipeline.features(cfg)
+    said = [record.getMessage() for record in caplog.records]
+    # 240 px windows overlapping by half on 640 x 480: 5 x 3 of them, and the whole image
+    plan = ("gallery: 16 regions per image (1 whole image + 15 grid; counted on apple1-000-000.png, 640x480), "
+            "each cut out and embedded alone: about 192 regions for 12 images")
+    estimates = [line for line in said if line.startswith("gallery: 1 of 12 items done in ")]
+    assert len(estimates) == 1 and re.search(r"; the other 11 will take about \d+ (s|min|h)$", estimates[0])
+    assert plan in said and said.index(plan) < said.index(estimates[0])

@@ -73,3 +73,21 @@ def test_new_metric_columns_rewrite_the_header_without_losing_rows(tmp_path: Pat
         ("c", "70.0", "90.0", "today"),
         ("e", "", "10.0", ""),
     ]
+
+
+def test_a_csv_from_before_the_weights_column_reads_and_takes_it_beside_the_model(tmp_path: Path) -> None:
+    """Rows written before runs named their weights keep their values (an empty `weights`);
+    the first row with weights puts the column after `model`, where the page reads it."""
+    from retrieval.report.board import read_leaderboard
+
+    path = tmp_path / "leaderboard.csv"
+    old = {"date": "2026-01-01T00:00:00", "dataset": "d", "model": "dinov2_vits14", "query_mode": "box", "run_dir": "", "mAP": 40.0}
+    append_row(path, old)
+    append_row(path, {**old, "date": "2026-02-01T00:00:00", "weights": "random", "mAP": 2.0})
+
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[:5] == ["date", "dataset", "model", "weights", "query_mode"]
+    assert [(r["weights"], r["mAP"]) for r in read_rows(path)] == [("", "40.0"), ("random", "2.0")]
+    board = read_leaderboard(path).datasets[0]
+    assert board.varying == ["weights"] and len(board.latest()) == 2  # told apart by their weights

@@ -163,7 +163,7 @@ def test_per_query_localisation_table():
 
 
 def bf_pixel_map(indices, ious, truths, ignored):
-    """Written from FORMATS.md section 8: filter positives, trapezoid, drop, keep ignored."""
+    """Written from docs/formats.md section 8: filter positives, trapezoid, drop, keep ignored."""
     per_threshold = []
     for step in range(50, 100, 5):
         t = step / 100

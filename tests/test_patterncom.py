@@ -1,4 +1,4 @@
-"""PatternCom adapter and protocol (FORMATS.md section 6), checked against longhand readings.
+"""PatternCom adapter and protocol (docs/formats.md section 6), checked against longhand readings.
 
 The expected queries and positives are computed here from the CSV text the test writes, the
 way the rscir reference's `evaluate.py` does it (string labels, `str.replace` fixes, a
@@ -357,7 +357,7 @@ def test_order_is_scored_as_given_and_repeats_follow_the_mode():
     reference = get_protocol("patterncom")(ranking_for(dataset, repeated), dataset, ap="reference")
     assert standard.per_query["ap"][5] * 100 == pytest.approx(percent((1 + 2 / 5) / 2), abs=1e-9)
     assert reference.per_query["ap"][5] * 100 == pytest.approx(percent((1 + 2 / 3 + 3 / 6) / 3), abs=1e-9)
-    with pytest.raises(ValueError, match="ap must be one of"):
+    with pytest.raises(ValueError, match=r"^dataset.protocol_options.ap=fyn is not valid: choose standard or reference$"):
         get_protocol("patterncom")(ranking_for(dataset, rows), dataset, ap="fyn")
 
 

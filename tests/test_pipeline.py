@@ -22,11 +22,11 @@ from conftest import REPO, ComposeFn, copy_eth80
 from retrieval import pipeline
 from retrieval.leaderboard import read_rows
 from retrieval.models import Embedder, create_model
+from retrieval.plan import MismatchError, RunPlan
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
 from retrieval.stages import extract as extract_stage
 from retrieval.stages import search as search_stage
-from retrieval.stages.common import MismatchError
 
 
 class Calls:
@@ -137,7 +137,7 @@ def test_evaluate_writes_outputs_and_reuses_artifacts(make_cfg: ComposeFn, calls
 
 def test_queries_from_another_model_are_refused(make_cfg: ComposeFn, calls: Calls) -> None:
     other = make_cfg("model=dinov2_vits14", "model.pretrained=null", "model.input_size=28")
-    folder = extract_stage.main(other, "queries")
+    folder = extract_stage.main(RunPlan.from_config(other), "queries")
     with pytest.raises(MismatchError, match="python extract.py") as error:
         pipeline.ranking(make_cfg(f"search.queries={folder}"))
     message = str(error.value)
@@ -146,7 +146,7 @@ def test_queries_from_another_model_are_refused(make_cfg: ComposeFn, calls: Call
 
 def test_a_store_without_the_datasets_images_is_refused(make_cfg: ComposeFn, calls: Calls, tmp_path: Path) -> None:
     small = copy_eth80(tmp_path / "small", instances=("cup1", "pear1"), views=("000-000", "090-068"))
-    folder = extract_stage.main(make_cfg(f"dataset.root={small}"), "gallery")
+    folder = extract_stage.main(RunPlan.from_config(make_cfg(f"dataset.root={small}")), "gallery")
     with pytest.raises(MismatchError, match="holds 0 of the 12 gallery of dataset folder"):
         pipeline.ranking(make_cfg(f"search.gallery={folder}"))
 
@@ -247,3 +247,8 @@ def test_multirun_appends_a_row_per_job_and_reuses_the_gallery(folder_root: Path
     assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
     for row in rows:
         assert (Path(row["run_dir"]) / "metrics.json").is_file()
+    # the sweep ends with a table of its runs, by job, whose folders name what differs
+    table = done.stdout.splitlines()[-3:]
+    assert table[0].split() == ["query", "mAP", "hit@1", "folder"]
+    assert [line.split()[0] + " " + line.split()[-1] for line in table[1:]] == [
+        "full folder/model.input_size=64,query=full-0", "box folder/model.input_size=64,query=box-1"]

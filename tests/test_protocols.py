@@ -143,13 +143,22 @@ def test_instance_fyn_mode_and_validation():
         found = [i for i in indices[q] if i in set(t.positives.tolist())]
         expected.append(bf_ap(indices[q], set(found)) if found else 0.0)
     assert result.summary["all"]["mAP"] == pytest.approx(np.mean(expected))
-    with pytest.raises(ValueError, match="ap must be"):
+    with pytest.raises(ValueError, match=r"^dataset.protocol_options.ap=found is not valid: choose standard or fyn$"):
         get_protocol("instance")(ranking, dataset, ap="found")
 
 
 def test_score_uses_dataset_protocol():
-    dataset, indices = instance_case(seed=2)
-    assert score(make_ranking(indices, dataset), dataset).summary["all"]["mAP"] >= 0
+    """`score` is the protocol the dataset names: the same ranks score one way as `instance` (AP
+    over each query's positives) and another as `revisitop` (trapezoidal AP, junk skipped)."""
+    ranked, positives, junk = [[4, 0, 9, 5, 3, 8, 1, 7, 2, 6]], [0, 3, 7], [5]
+    instance = make_dataset({"all": [truth(positives)]}, n_gallery=10)
+    result = score(make_ranking(ranked, instance), instance)
+    assert result.summary["all"]["mAP"] == pytest.approx(bf_ap(ranked[0], set(positives)))
+    revisitop = make_dataset({setup: [truth(positives, junk)] for setup in ("easy", "medium", "hard")}, 10, protocol="revisitop")
+    result = score(make_ranking(ranked, revisitop), revisitop)
+    assert set(result.summary) == {"easy", "medium", "hard"}
+    assert result.summary["medium"]["mAP"] == pytest.approx(bf_trapezoid(ranked[0], set(positives), set(junk)))
+    assert bf_trapezoid(ranked[0], set(positives), set(junk)) != pytest.approx(bf_ap(ranked[0], set(positives)))
 
 
 # revisitop
@@ -234,7 +243,7 @@ def test_gl3d_cuts_raw_ranking_drops_self_and_dedupes():
     assert clean.summary["all"][f"mAP@{depth}"] == pytest.approx(
         clean.per_query[f"ap@{depth}"].iloc[scored_queries].mean()
     )
-    with pytest.raises(ValueError, match="ap must be"):
+    with pytest.raises(ValueError, match=r"^dataset.protocol_options.ap=fyn is not valid: choose standard or reference$"):
         get_protocol("gl3d")(ranking, dataset, ap="fyn")
 
 
@@ -275,7 +284,7 @@ def test_revisitop_reference_counts_repeats_as_compute_map():
             pos, jk = set(t.positives.tolist()), set(t.junk.tolist())
             assert close(rows[q], bf_trapezoid(ranks[q], pos, jk) if pos else float("nan"))
     assert reference.summary["medium"]["mAP"] != pytest.approx(default.summary["medium"]["mAP"])
-    with pytest.raises(ValueError, match="ap must be"):
+    with pytest.raises(ValueError, match=r"^dataset.protocol_options.ap=fyn is not valid: choose standard or reference$"):
         get_protocol("revisitop")(ranking, dataset, ap="fyn")
 
 

@@ -20,17 +20,19 @@ from retrieval.images import load_rgb
 from retrieval.localisation import box_iou, mask_iou
 from retrieval.masks import decode, tight_box
 from retrieval.models import Embedder
+from retrieval.models.transform import normalise
+from retrieval.plan import RunPlan
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Record
-from retrieval.regions.pooling import crop_pixels, crop_vectors
+from retrieval.regions.pooling import crop_pixels
 from retrieval.regions.proposals import boxes_only
 from retrieval.regions.windows import fit_window, neighbours
+from retrieval.representations import create_representation
 from retrieval.rerank import QueryModel, RerankInputs, StepOutput, create_step
 from retrieval.rerank.crops import CropVectors, GalleryImage
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.stages import extract as extract_stage
 from retrieval.stages import rerank as rerank_stage
-from retrieval.stages.common import load_features
 
 OBJECT = ETH80 / "images" / "car1" / "car1-000-000.png"
 OBJECT_MASK = ETH80 / "masks" / "car1" / "car1-000-000.png"
@@ -68,14 +70,15 @@ def save(path: Path, rgb: np.ndarray) -> Path:
 
 
 def query_model(model: Embedder) -> QueryModel:
-    return QueryModel(model, torch.device("cpu"), "fp32", "float32", 10**8, {"model": "lite0 at 64 px"})
+    return QueryModel(model, torch.device("cpu"), "fp32", "float32", 10**8, {"model": "lite0 at 64 px"},
+                      create_representation("global", max_pixels=10**8))
 
 
 def query_vector(model: Embedder, path: Path, box: tuple[int, int, int, int]) -> np.ndarray:
     """The query's vector as extraction makes it for query=box: the box cut out, prepared, embedded, unit length."""
     pixels = crop_pixels(load_rgb(path), boxes_only(np.array([box]), "query"), model.preprocess)
     with torch.inference_mode():
-        vector = crop_vectors(model, torch.from_numpy(pixels), torch.device("cpu"), "fp32", 8)
+        vector = model(normalise(torch.from_numpy(pixels), model.preprocess))
     return torch.nn.functional.normalize(vector, dim=1)[0].numpy()
 
 
@@ -122,17 +125,21 @@ def _box_mask(box: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def test_a_crop_vector_is_the_query_vector_of_the_same_cut_out(make_cfg, lite0: Embedder,
+@pytest.mark.parametrize("overrides", [[], ["representation.whiten=4", "representation.fit_sample=6"]],
+                         ids=["plain", "whitened"])
+def test_a_crop_vector_is_the_query_vector_of_the_same_cut_out(make_cfg, lite0: Embedder, overrides: list[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The vector refine gets for a box of an image is the one extraction stores for a query
-    cut out by that box: crop scores and query vectors are one scale."""
-    cfg = make_cfg("query=box")
+    cut out by that box, through the queries' representation and the state it learnt: crop
+    scores and query vectors are one scale."""
+    plan = RunPlan.from_config(make_cfg("query=box", *overrides))
     monkeypatch.setattr(extract_stage, "create_model", lambda *_, **__: lite0)
     monkeypatch.setattr(rerank_stage, "create_model", lambda *_, **__: lite0)
-    queries = load_features(cfg, extract_stage.main(cfg, "queries"), "queries").per_image()
-    cutout = rerank_stage.query_cutouts(cfg)[0]
+    extract_stage.main(plan, "queries")
+    queries = plan.stores["queries"].load().per_image()
+    cutout = rerank_stage.query_cutouts(plan)[0]
     box = cutout.box if cutout.box is not None else (0, 0, *load_rgb(cutout.path).shape[1::-1])
-    crops = CropVectors(rerank_stage.query_model(cfg), 8, None, images_in_memory=4)
+    crops = CropVectors(rerank_stage.query_model(plan), 8, None, images_in_memory=4)
     (vector,) = crops.vectors([(GalleryImage("query", load_rgb(cutout.path)), boxes_only(np.array([box]), "window"))])
     assert cutout.box is not None and np.abs(vector[0] - queries[0]).max() < 1e-5
 
@@ -221,9 +228,10 @@ def test_a_query_without_a_vector_keeps_its_row(scene_folder: Path, lite0: Embed
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"top_n": 0}, "rerank.refine.top_n must be a whole number >= 1, not 0"),
-    ({"scales": [1.0, 1.4]}, "rerank.refine.scales must list factors > 0 other than 1"),
-    ({"shift": 0}, "rerank.refine.shift must be > 0"),
+    ({"top_n": 0}, r"rerank.refine.top_n=0 is not valid: use an integer >= 1"),
+    ({"scales": [1.0, 1.4]}, r"rerank.refine.scales=\[1.0, 1.4\] is not valid: list factors other than 1"),
+    ({"aspects": [0.7, -1]}, r"rerank.refine.aspects=\[0.7, -1\] is not valid: use a list of numbers > 0"),
+    ({"shift": 0}, r"rerank.refine.shift=0 is not valid: use a number > 0"),
 ])
 def test_options_out_of_range_are_a_user_error(options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -240,7 +248,7 @@ def test_roi_then_refine_in_a_real_run(tmp_path: Path, lite0: Embedder, monkeypa
     with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
         cfg = hydra_compose("config", overrides=[
             "dataset=anns", f"dataset.root={root}", f"paths.cache={tmp_path / 'cache'}", "extract.workers=0",
-            "model.input_size=64", "eval.report=false", "preset=roi_refine", "regions.input_sizes=[256]",
+            "model.input_size=64", "eval.report=false", "preset=roi_refine", "representation.input_sizes=[256]",
             "regions.proposals.grid.scales=[0.5,0.3]", "rerank.refine.top_n=2", "rerank.refine.steps=1",
             "rerank.refine.unions=2"])
     path = pipeline.ranking(cfg)

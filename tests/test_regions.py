@@ -22,6 +22,7 @@ from PIL import Image
 
 from conftest import ETH80, REPO
 from retrieval import artifacts, pipeline
+from retrieval.config import ConfigError
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
 from retrieval.features import Features
 from retrieval.models import create_model
@@ -31,14 +32,15 @@ from retrieval.regions.grid import grid
 from retrieval.regions.pooling import pyramid_levels, roi_vectors
 from retrieval.regions.proposals import available, propose
 from retrieval.regions.segments import segments
-from retrieval.blockwise import BlockPlan
-from retrieval.search import ImageHits, exact_search, group_by_image
+from retrieval.search.exact import BlockPlan, exact_search
+from retrieval.search.finish import ranking_masks
+from retrieval.search.images import ImageHits, group_by_image
+from retrieval.plan import RunPlan
 from retrieval.stages import extract, search
-from retrieval.stages.common import load_features, ranking_masks, regions_enabled, store_folder
 
 TINY = ComposeSpec(scenes=6, instances=6, queries_per_instance=2, scene_size=(200, 150),
                    query_size=96, scene_format="png", seed=3)
-FAST = ["regions.input_sizes=[256]", "regions.proposals.grid.scales=[0.5,0.3]"]
+FAST = ["regions.proposals.grid.scales=[0.5,0.3]"]
 """Small scenes, few windows: keeps each extraction to a second or two."""
 
 
@@ -62,9 +64,11 @@ def config(root: Path, cache: Path, *overrides: str) -> DictConfig:
         ])
 
 
-def rows_of(cfg: DictConfig | dict, split: str = "gallery") -> Features:
-    """The split's rows as the config extracts them (its feature store, filled if needed)."""
-    return load_features(cfg, extract.main(cfg, split), split)
+def rows_of(cfg: DictConfig | dict | RunPlan, split: str = "gallery") -> Features:
+    """The split's rows as the config (or plan) extracts them (its feature store, filled if needed)."""
+    plan = cfg if isinstance(cfg, RunPlan) else RunPlan.from_config(cfg)
+    extract.main(plan, split)
+    return plan.stores[split].load()
 
 
 # Proposals
@@ -122,7 +126,7 @@ def test_whole_image_comes_first_and_registry_describes_entries():
 
 
 def test_sam_without_weights_says_what_to_pass():
-    with pytest.raises(FileNotFoundError, match="regions.proposals.sam.checkpoint"):
+    with pytest.raises(ConfigError, match=r"^regions.proposals.sam.checkpoint=null is not valid: use the path of an existing file$"):
         propose(np.zeros((32, 32, 3), np.uint8), {"sam": {"checkpoint": None}})
 
 
@@ -346,14 +350,14 @@ def test_crop_pooling_embeds_the_whole_image_as_the_gallery_stage_does(scenes: P
     store embeds it; the search reports the rows it searched."""
     cfg = config(scenes, cache, "regions=grid", "regions.pooling=crop", "regions.proposals.grid.scales=[0.5]")
     regions = rows_of(cfg)
-    whole = rows_of(pipeline.whole_image(cfg))
+    whole = rows_of(RunPlan.from_config(cfg).whole_image())
     assert whole.keys == regions.keys and whole.row_image.tolist() == list(range(len(whole.keys)))
     first = np.flatnonzero(np.r_[True, np.diff(regions.row_image) != 0])
     assert regions.row_image[first].tolist() == list(range(len(whole.keys)))
     assert regions.source_names == ["image", "grid"] and regions.sources[first].tolist() == [0] * len(whole.keys)
     assert (np.delete(regions.sources, first) == 1).all(), "every other row is a grid window"
     np.testing.assert_allclose(regions.vectors[first], whole.vectors, atol=1e-4)
-    searched = search.main(cfg, extract.main(cfg, "queries"), extract.main(cfg, "gallery"))
+    searched = search.main(RunPlan.from_config(cfg))
     meta = artifacts.read_meta(searched.parent)
     assert (meta["n_gallery"], meta["n_rows"]) == (len(whole.keys), len(regions.row_image))
     assert meta["n_rows"] > len(whole.keys)
@@ -382,18 +386,19 @@ def test_regions_none_is_the_one_row_per_image_case_of_the_same_search(scenes: P
     cfg = config(scenes, cache)
     without = OmegaConf.to_container(cfg, resolve=True)
     without.pop("regions")
-    assert not regions_enabled(cfg) and not regions_enabled(without)
-    region_cfg = config(scenes, cache, "regions=grid", *FAST)
-    assert store_folder(cfg, "gallery") == store_folder(without, "gallery") == store_folder(pipeline.whole_image(region_cfg), "gallery")
-    assert store_folder(cfg, "gallery") != store_folder(region_cfg, "gallery")
+    plan, plan_without = RunPlan.from_config(cfg), RunPlan.from_config(without)
+    assert not plan.regional and not plan_without.regional
+    region_plan = RunPlan.from_config(config(scenes, cache, "regions=grid", *FAST))
+    assert plan.stores["gallery"].folder == plan_without.stores["gallery"].folder == region_plan.whole_image().stores["gallery"].folder
+    assert plan.stores["gallery"].folder != region_plan.stores["gallery"].folder
     queries_store, gallery_store = pipeline.features(cfg)
     assert pipeline.features(without) == (queries_store, gallery_store)
-    assert search.settings(cfg, queries_store, gallery_store) == search.settings(without, queries_store, gallery_store)
+    assert search.settings(plan) == search.settings(plan_without) == search.settings(region_plan.whole_image())
 
-    gallery = load_features(cfg, gallery_store, "gallery")
+    gallery = plan.stores["gallery"].load()
     assert gallery.row_image.tolist() == list(range(len(gallery.keys))) and gallery.valid.all()
     assert gallery.boxes is None and gallery.masks is None and not gallery.localises
-    queries = load_features(cfg, queries_store, "queries").per_image()
+    queries = plan.stores["queries"].load().per_image()
     ranking = Ranking.load(pipeline.ranking(cfg))
     assert ranking.boxes is None and ranking.mask_ids is None and ranking.mask_table == []
     scores = queries @ gallery.vectors.astype(np.float32).T

@@ -2,6 +2,8 @@
 published definition, the order of steps, per-step caching and provenance."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,12 +11,13 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from conftest import ComposeFn
-from retrieval import pipeline
+from retrieval import artifacts, pipeline
 from retrieval.models import Embedder, create_model
+from retrieval.plan import RunPlan
 from retrieval.ranking import Ranking
 from retrieval.rerank import steps as rerank_steps
+from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage
-from retrieval.stages.common import load_features, store_folder
 
 
 @pytest.fixture
@@ -30,8 +33,8 @@ def cfg_of(make_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch, lite0: Embedder
 
 def vectors(cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     """(queries, gallery) vectors as float64, one row per image, from the run's stores."""
-    queries = load_features(cfg, store_folder(cfg, "queries"), "queries").per_image()
-    gallery = load_features(cfg, store_folder(cfg, "gallery"), "gallery").per_image()
+    stores = RunPlan.from_config(cfg).stores
+    queries, gallery = stores["queries"].load().per_image(), stores["gallery"].load().per_image()
     return queries.astype(np.float64), gallery.astype(np.float64)
 
 
@@ -108,6 +111,23 @@ def test_changing_a_later_step_never_redoes_an_earlier_one(cfg_of: ComposeFn, mo
     assert len({searched, first, second}) == 3
     assert pipeline.ranking(cfg_of("rerank=[dba,aqe]")) == first and calls == ["dba", "aqe", "alpha_qe"]
     assert pipeline.ranking(cfg_of()) == searched  # no steps: the search's own ranking
+
+
+def test_each_step_names_its_input_and_evaluate_follows_them_to_the_search(cfg_of: ComposeFn, tmp_path: Path) -> None:
+    """meta["search"] is only ever the dict describing the search: a step's meta names the
+    ranking it re-ranked, and evaluate reads the search's meta through that chain."""
+    searched = pipeline.ranking(cfg_of())
+    first = pipeline.ranking(cfg_of("rerank=[aqe]"))
+    cfg = cfg_of("rerank=[aqe,alpha_qe]", "eval.report=false")
+    final = pipeline.ranking(cfg)
+    search_meta = artifacts.read_meta(searched.parent)
+    assert search_meta["search"] == {"index": "Flat", "exact": True}
+    for ranking, source in ((first, searched), (final, first)):
+        meta = artifacts.read_meta(ranking.parent)
+        assert meta["input_ranking"] == str(source) and "search" not in meta
+    metrics = json.loads(evaluate_stage.main(RunPlan.from_config(cfg), final, tmp_path / "run").read_text())
+    assert metrics["search"] == search_meta["search"] and metrics["rerank"] == "aqe+alpha_qe"
+    assert metrics["timings"]["search_seconds"] == search_meta["search_seconds"]
 
 
 def test_unknown_step_is_named(cfg_of: ComposeFn) -> None:

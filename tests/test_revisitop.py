@@ -29,7 +29,7 @@ from tests.test_metrics import bf_mp, bf_trapezoid, random_reference_case
 
 
 def expected_truth(setup: str, entry: dict) -> tuple[set[int], set[int]]:
-    """FORMATS.md section 2 table, written out longhand."""
+    """docs/formats.md section 2 table, written out longhand."""
     easy, hard, junk = set(entry["easy"]), set(entry["hard"]), set(entry["junk"])
     if setup == "easy":
         return easy, junk | hard
@@ -128,7 +128,7 @@ def test_out_of_range_index_is_an_error(tmp_path):
 
 
 def trapezoid_ap(ranked: list[int], positives: set[int], junk: set[int]) -> float:
-    """FORMATS.md section 2, longhand: junk dropped, N = all positives."""
+    """docs/formats.md section 2, longhand: junk dropped, N = all positives."""
     kept = [g for g in ranked if g not in junk]
     ranks = [r for r, g in enumerate(kept) if g in positives]
     total = 0.0
@@ -211,7 +211,7 @@ def test_region_ranking_on_pixel_labels_gets_localisation_metrics(tmp_path):
     make_pixel_labels(tmp_path / "data" / "pr", gnd)
     run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'",
                        f"dataset.pixel_labels='{tmp_path / 'data' / 'pr'}'", "regions=grid",
-                       "regions.input_sizes=[64]", "regions.proposals.grid.scales=[0.5]", "model.input_size=32")
+                       "regions.proposals.grid.scales=[0.5]", "model.input_size=32")
     metrics = json.loads((run / "metrics.json").read_text())
     for setup in ("easy", "medium", "hard"):
         summary = metrics["summary"][setup]
@@ -226,7 +226,7 @@ def test_pixel_reference_option_adds_the_reference_numbers(tmp_path):
     union_boxes = make_pixel_labels(tmp_path / "data" / "pr", gnd)
     run = run_evaluate(tmp_path, "roxford5k", f"dataset.root='{tmp_path / 'data'}'",
                        f"dataset.pixel_labels='{tmp_path / 'data' / 'pr'}'", "regions=grid",
-                       "regions.input_sizes=[64]", "regions.proposals.grid.scales=[0.5]", "model.input_size=32",
+                       "regions.proposals.grid.scales=[0.5]", "model.input_size=32",
                        "dataset.protocol_options.pixel_reference=true")
     metrics = json.loads((run / "metrics.json").read_text())
     ranking = np.load(run / "ranking.npz")

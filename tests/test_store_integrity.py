@@ -23,8 +23,13 @@ from retrieval.models import Embedder, create_model
 from retrieval.models.effnet_lite import packaged_checkpoint
 from retrieval.models.identity import random_weights_digest
 from retrieval.ranking import Ranking
-from retrieval.stages.common import dataset_from_config, items_of, store_folder
+from retrieval.plan import RunPlan
 from test_features import global_rep, make_records, run
+
+
+def store_folder(cfg, split: str) -> Path:
+    """The split's store, as the config's plan names it."""
+    return RunPlan.from_config(cfg).stores[split].folder
 
 
 def ranked(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +87,8 @@ def test_random_weights_are_one_network_and_their_store_is_keyed_by_it(make_cfg:
 
 def gallery_shard(cfg) -> Path:
     """The shard that holds the gallery's first image."""
-    folder = store_folder(cfg, "gallery")
-    key = items_of(cfg, dataset_from_config(cfg), "gallery")[0].key
+    gallery = RunPlan.from_config(cfg).stores["gallery"]
+    folder, key = gallery.folder, gallery.items[0].key
     store = Store(folder)
     store.missing([key])
     return folder / store._where[key][0]
@@ -134,7 +139,7 @@ def test_a_vector_no_cosine_allows_is_named_set_aside_and_rebuilt(
     shutil.rmtree(tmp_path / "cache" / "rankings")
     with caplog.at_level(logging.WARNING):
         again = ranked(cfg)
-    image = dataset_from_config(cfg).gallery[3].key  # the shard holds the gallery in listing order
+    image = RunPlan.from_config(cfg).dataset.gallery[3].key  # the shard holds the gallery in listing order
     assert f"shard {shard} holds a corrupt vector of {image} (it scores " in caplog.text
     assert shard.with_name(shard.name + ".corrupt").exists() and shard.exists()
     np.testing.assert_array_equal(again[0], clean[0])

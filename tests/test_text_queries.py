@@ -14,6 +14,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import REPO, ComposeFn
 from retrieval import artifacts, pipeline
@@ -25,7 +26,10 @@ from retrieval.queries.files import NO_IMAGE, QueryFileError, with_query_file
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate as evaluate_stage
 from retrieval.stages import extract as extract_stage
-from retrieval.stages.common import dataset_from_config, load_features, store_folder
+from retrieval.plan import RunPlan
+from retrieval.plan import run as plan_run
+from retrieval.plan.dataset import run_dataset
+from retrieval.queries.spec import query_spec
 
 ARCH = "ViT-S-32-alt"
 """The smallest open_clip CLIP that builds in about a second with random weights (224 px)."""
@@ -127,7 +131,7 @@ def expected_positives(gallery_keys: list[str]) -> list[list[int]]:
 
 def test_query_file_replaces_queries_and_truth(make_cfg: ComposeFn, tmp_path: Path) -> None:
     csv_path, json_path = write_query_files(tmp_path)
-    base = dataset_from_config(make_cfg())
+    base = RunPlan.from_config(make_cfg()).dataset
     from_csv, from_json = with_query_file(base, csv_path), with_query_file(base, json_path)
     for dataset in (from_csv, from_json):
         assert [r.key for r in dataset.queries] == ["q1", "q2", "q3", "q4"]
@@ -140,7 +144,8 @@ def test_query_file_replaces_queries_and_truth(make_cfg: ComposeFn, tmp_path: Pa
         assert dataset.gallery == base.gallery
     # the pipeline's dataset is the file's when query.file is set
     cfg = make_cfg("query=text", f"query.file={csv_path}")
-    assert [r.key for r in dataset_from_config(cfg).queries] == ["q1", "q2", "q3", "q4"]
+    dataset = run_dataset(OmegaConf.to_container(cfg.dataset, resolve=True), query_spec(cfg.query).file)
+    assert [r.key for r in dataset.queries] == ["q1", "q2", "q3", "q4"]
 
 
 @pytest.mark.parametrize(
@@ -160,7 +165,7 @@ def test_query_file_mistakes_are_one_line(make_cfg: ComposeFn, tmp_path: Path, r
     path = tmp_path / "queries.csv"
     path.write_text(rows)
     with pytest.raises(QueryFileError) as caught:
-        with_query_file(dataset_from_config(make_cfg()), path)
+        with_query_file(RunPlan.from_config(make_cfg()).dataset, path)
     assert str(caught.value).startswith(f"query.file={path} ") and message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -180,7 +185,7 @@ def test_model_without_text_tower_is_refused_up_front(make_cfg: ComposeFn, monke
 
     monkeypatch.setattr(extract_stage, "create_model", no_model)
     monkeypatch.setattr(extract_stage, "create_text_model", no_model)
-    monkeypatch.setattr(pipeline, "dataset_from_config", no_dataset)
+    monkeypatch.setattr(plan_run, "run_dataset", no_dataset)
     csv_path, _ = write_query_files(tmp_path)
     with pytest.raises(ConfigError) as caught:
         pipeline.evaluate(make_cfg(f"model={model}", f"query={query}", f"query.file={csv_path}"), tmp_path / "run")
@@ -218,15 +223,19 @@ def test_text_store_is_keyed_by_weights_and_tokenizer_only(make_cfg: ComposeFn, 
     csv_path, _ = write_query_files(tmp_path)
     overrides = [*clip_overrides(source[1]), f"query.file={csv_path}"]
     text = make_cfg("query=text", *overrides)
-    texts = store_folder(text, "queries")
-    assert texts == store_folder(make_cfg("query=composed", *overrides), "texts")
+    texts = RunPlan.from_config(text).stores["queries"].folder
+    composed_file = tmp_path / "composed.json"  # composed queries need an image each
+    composed_file.write_text(json.dumps([{"id": "c1", "image": "images/apple1/apple1-000-000.png", "text": TEXTS[0],
+                                          "instance": "apple1"}]))
+    composed = make_cfg("query=composed", *clip_overrides(source[1]), f"query.file={composed_file}")
+    assert texts == RunPlan.from_config(composed).stores["texts"].folder
     # options that only touch images change the image stores, not the text store
     stretched = make_cfg("query=text", *overrides, "model.resize=stretch")
-    assert store_folder(stretched, "queries") == texts
-    assert store_folder(stretched, "gallery") != store_folder(text, "gallery")
+    assert RunPlan.from_config(stretched).stores["queries"].folder == texts
+    assert RunPlan.from_config(stretched).stores["gallery"].folder != RunPlan.from_config(text).stores["gallery"].folder
     other = tmp_path / "other.pt"
     other.write_bytes(source[1].read_bytes())
-    assert store_folder(make_cfg("query=text", *overrides, f"model.checkpoint={other}"), "queries") != texts
+    assert RunPlan.from_config(make_cfg("query=text", *overrides, f"model.checkpoint={other}")).stores["queries"].folder != texts
     stored = artifacts.read_yaml(pipeline.features(text)[0] / "config.yaml")
     assert stored["representation"] == "text" and stored["tokenizer"]["arch"] == ARCH
     assert set(stored["model"]) == {"name", "family", "arch", "pretrained", "checkpoint"}
@@ -252,13 +261,14 @@ def test_text_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn.Mod
 
     # the text vectors are open_clip's own, through model.checkpoint=; each distinct text once
     query_store, gallery_store = pipeline.features(cfg)
-    queries = load_features(cfg, query_store, "queries")
+    stores = RunPlan.from_config(cfg).stores
+    queries = stores["queries"].load()
     np.testing.assert_allclose(queries.per_image(), encode_text(model, TEXTS), atol=1e-5)
     stored = [key for shard in query_store.glob("shard-*.npz") for key in np.load(shard)["items"].tolist()]
     assert sorted(stored) == sorted({text_key(text) for text in TEXTS})
 
     # searched against the gallery's image vectors as they are
-    gallery = load_features(cfg, gallery_store, "gallery").per_image()
+    gallery = stores["gallery"].load().per_image()
     ranking = Ranking.load(tmp_path / "run" / "ranking.npz")
     similarities = queries.per_image() @ gallery.T
     assert (np.sort(ranking.indices, axis=1) == np.arange(len(gallery))).all()  # every image, once

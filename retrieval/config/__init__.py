@@ -9,7 +9,8 @@ before a dataset, a model or an index is touched (so no leaderboard row either):
 
 Choices come from the registries (dataset formats, model families, query modes, proposers,
 representations, re-rank steps, protocols), and the options a format, family, mode,
-proposer, step or protocol takes are its entry's keyword parameters, typed by their hints:
+proposer, representation, step or protocol takes are its entry's keyword parameters, typed by
+their hints and limited by the rule annotated beside each (`Annotated[int, Rule(low=1)]`):
 adding a plug-in extends the schema without touching this package. The few fixed choices are
 imported from the modules that act on them (precisions, storage dtypes, mask fills, VPR
 ground-truth kinds).
@@ -27,7 +28,7 @@ type), as do cross-key checks such as the FAISS factory.
 
     check(cfg)                  raise ConfigError unless the composed config is valid
     check_groups(cfg)           what needs several groups together (query=text and the model)
-    resolve(cfg) -> dict        both checks, then a plain dict with `~` expanded in every path option
+    resolve(cfg) -> dict        both checks, then a plain dict (earlier spellings moved, `~` expanded in every path option)
     expand_paths(cfg) -> dict   only the expansion
     check_dataset(cfg, dataset) what needs the loaded dataset (query=mask, protocol options)
     check_index(factory, ...)   the FAISS factory and search parameters, at any dimension
@@ -38,15 +39,30 @@ The modules, each building on the ones above it:
     values.py    one value against its option, and the words for what would do
     nodes.py     a config tree walked against its schemas: unknown, missing and invalid keys
     choices.py   the values registries and this machine allow, read when checking
+    arguments.py limits annotated beside a plug-in's parameters, read by the schema, checked on each call
     plugins.py   the options of plug-in nodes, read from their entries' signatures
+    shorthands.py  earlier spellings of the representation's keys in `regions`, moved into it
     schema.py    one dataclass per group, and Config, the root
     factory.py   the FAISS factory and search parameters, checked by faiss itself
     paths.py     `~` expanded in every path option
     checks.py    check, check_groups, check_dataset and resolve
 """
-from retrieval.config.checks import check, check_dataset, check_groups, resolve
-from retrieval.config.factory import check_index
-from retrieval.config.paths import expand_paths
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from retrieval.config.rules import ConfigError
 
-__all__ = ["ConfigError", "check", "check_dataset", "check_groups", "check_index", "expand_paths", "resolve"]
+_LAZY = {"check": "checks", "check_dataset": "checks", "check_groups": "checks", "resolve": "checks",
+         "check_index": "factory", "expand_paths": "paths"}
+"""Imported on first use: plug-ins import `retrieval.config.rules` to annotate their parameters,
+and the checks import the plug-in registries."""
+
+__all__ = ["ConfigError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

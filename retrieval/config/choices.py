@@ -34,28 +34,21 @@ def image_modes() -> Iterable[str]:
 
 
 def combinations() -> Iterable[str]:
-    from retrieval.composed import COMBINATIONS
+    from retrieval.search.composed import COMBINATIONS
 
     return COMBINATIONS.available()
 
 
-def poolings() -> Iterable[str]:
-    """The representations that describe an image by its regions (the ones that localise)."""
+def representations() -> Iterable[str]:
     from retrieval.representations import REPRESENTATIONS
 
-    return [name for name in REPRESENTATIONS.available() if REPRESENTATIONS.get(name).localises]
+    return REPRESENTATIONS.available()
 
 
 def aggregations() -> Iterable[str]:
-    from retrieval.search import AGGREGATIONS
+    from retrieval.search.images import AGGREGATIONS
 
     return AGGREGATIONS
-
-
-def resize_modes() -> Iterable[str]:
-    from retrieval.models.base import RESIZE_MODES
-
-    return RESIZE_MODES
 
 
 def sam_model_types() -> Iterable[str]:

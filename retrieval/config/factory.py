@@ -1,5 +1,7 @@
 """The FAISS index factory and its search parameters, checked by building the index: faiss
-alone knows which factory strings and parameters it accepts."""
+alone knows which factory strings and parameters it accepts. The knobs this package tunes
+(nprobe, efSearch) are checked further, since faiss takes any number for them and then fails
+in the middle of a search (nprobe=-3) or silently finds almost nothing (efSearch=0)."""
 from __future__ import annotations
 
 import re
@@ -9,7 +11,7 @@ from retrieval.config.nodes import unknown
 from retrieval.config.rules import ConfigError
 
 REPRESENTATIVE_DIM = 7680
-"""The descriptor size index.factory is checked at before a model gives the real one: the
+"""The descriptor size index.factory is checked at when no model gives the real one: the
 least common multiple of the shipped models' sizes (384 DINOv2-S, 512 CLIP-B, 768 DINOv2-B
 and CLIP-L, 1280 EfficientNet-Lite0), so a PQ or OPQ sub-quantizer count that divides the
 size of any of them divides it too and no factory valid for a shipped model is refused."""
@@ -25,11 +27,14 @@ def check_index(
     dim: int = REPRESENTATIVE_DIM,
     target_recall: float | None = None,
 ) -> None:
-    """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim`,
-    accepts every search parameter, and has a knob to tune when a `target_recall` is set
-    (exact `Flat` needs none). Checked at REPRESENTATIVE_DIM before the model is known;
-    callers that know the real dimension can check again with it."""
+    """Raise ConfigError unless faiss builds `factory` for inner-product search at `dim` (the
+    model's descriptor size; REPRESENTATIVE_DIM when no model is known), accepts every search
+    parameter, with nprobe and efSearch in their range (but for the one a `target_recall`
+    tunes, whose value tuning replaces), and has a knob to tune when a `target_recall` is set
+    (exact `Flat` needs none)."""
     import faiss
+
+    from retrieval.search.approximate.knobs import knob_of
 
     bits = [int(b) for b in re.findall(r"x(\d+)", factory)]
     if bits and max(bits) > MAX_CODE_BITS:
@@ -42,8 +47,10 @@ def check_index(
     except RuntimeError as error:
         raise ConfigError(
             f"index.factory={factory} is not valid: faiss cannot build it for inner product at d={dim} "
-            f"({_faiss_reason(error)}); use a faiss index_factory string such as Flat, HNSW32 or IVF1024,PQ32"
+            f"({_faiss_reason(error)}); use index=flat, index=hnsw or another faiss index_factory string, "
+            "such as \"index.factory='IVF1024,PQ32'\""
         ) from None
+    tuned = knob_of(index) if target_recall is not None else None
     space = faiss.ParameterSpace()
     for name, value in (search_params or {}).items():
         try:
@@ -52,10 +59,29 @@ def check_index(
             space.initialize(index)
             known = [space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())]
             raise ConfigError(unknown(f"index.search_params.{name}", f"index.factory={factory}", known)) from None
+        problem = None if tuned is not None and name == tuned.name else _knob_problem(name, value, index, factory)
+        if problem:
+            raise ConfigError(f"index.search_params.{name}={value:g} is not valid: {problem}")
     if target_recall is not None and factory != "Flat":
-        from retrieval.approximate.knobs import knob_to_tune
+        from retrieval.search.approximate.knobs import knob_to_tune
 
         knob_to_tune(index, factory, target_recall)
+
+
+def _knob_problem(name: str, value: float, index, factory: str) -> str | None:
+    """What to use instead of `value` for knob `name` of `index`, or None when it fits:
+    nprobe from 1 to the lists the factory has, efSearch a whole number from 1."""
+    from retrieval.search.approximate.knobs import inner_index
+
+    whole = float(value).is_integer()
+    if name == "nprobe":
+        lists = inner_index(index).nlist
+        if not (whole and 1 <= value <= lists):
+            return f"index.factory={factory} has {lists} inverted lists: use a whole number from 1 to {lists}"
+    if name == "efSearch" and not (whole and value >= 1):
+        return ("use a whole number >= 1, and at least the k results each query keeps (dataset.k) "
+                "for the graph search to find them all")
+    return None
 
 
 def _faiss_reason(error: RuntimeError) -> str:

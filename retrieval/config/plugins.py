@@ -1,85 +1,25 @@
 """The options of the nodes whose entries are plug-ins: a dataset's format, a model's family, a
-query's mode, the region proposers, the re-rank steps and the protocol. Each takes its
-entry's keyword parameters, typed by their hints, so that adding a plug-in extends the
-schema without touching it; REFINEMENTS adds what a hint cannot say (bounds, choices, paths).
+query's mode, the representation, the region proposers, the re-rank steps and the protocol.
+Each takes its entry's keyword parameters, typed by their hints, with the limits (bounds,
+choices, paths) stated beside each, `Annotated[int, Rule(low=1)]` (`retrieval.config.arguments`;
+the registries of representations, proposers, steps and protocols check every call too), so
+that adding a plug-in extends the schema without touching it.
 """
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
-import inspect
-import sys
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.config.choices import (
-    combinations, device_problem, families, formats, image_modes, modes, resize_modes, sam_model_types,
-)
+from retrieval.config.arguments import parameters
+from retrieval.config.choices import combinations, families, formats, image_modes, modes, representations
 from retrieval.config.nodes import check_present
 from retrieval.config.rules import Option, Rule, Schema, dataclass_schema, opt
 from retrieval.config.values import check_value
-from retrieval.datasets.vpr import POSITIVES as VPR_POSITIVES
-from retrieval.queries import FILLS
 from retrieval.registry import Registry
-
-REFINEMENTS: dict[str, Rule] = {
-    "dataset.seed": Rule(low=0),
-    "dataset.radius_m": Rule(above=0),
-    "dataset.positives": Rule(choices=lambda: VPR_POSITIVES),
-    # files and folders relative to dataset.root (an absolute path is used as it is)
-    **{f"dataset.{name}": Rule(path=True) for name in (
-        "queries", "database", "ground_truth", "query_cameras", "database_cameras", "image_list", "pairs"
-    )},
-    "model.checkpoint": Rule(path=True, exists="file"),
-    "model.input_size": Rule(low=1),
-    "model.gem_p": Rule(above=0),
-    "model.resize": Rule(choices=resize_modes),
-    "query.margin": Rule(above=-0.5),
-    "query.fill": Rule(choices=lambda: FILLS, low=0, high=255),
-    "query.blur_sigma": Rule(above=0),
-    "regions.proposals.grid.scales": Rule(above=0, high=1),
-    "regions.proposals.grid.overlap": Rule(low=0, below=1),
-    "regions.proposals.segments.scales": Rule(above=0),
-    "regions.proposals.segments.sigma": Rule(low=0),
-    "regions.proposals.segments.min_area": Rule(low=0, high=1),
-    "regions.proposals.segments.max_area": Rule(above=0, high=1),
-    "regions.proposals.segments.dedupe_iou": Rule(above=0, high=1),
-    "regions.proposals.sam.checkpoint": Rule(path=True, exists="file", nullable=False),
-    "regions.proposals.sam.model_type": Rule(choices=sam_model_types),
-    "regions.proposals.sam.device": Rule(test=device_problem),
-    "regions.proposals.*.min_side": Rule(low=1),
-    "regions.proposals.*.max_side": Rule(low=1),
-    "regions.proposals.*.points_per_side": Rule(low=1),
-    "regions.proposals.*.max_regions": Rule(low=1),
-    "rerank.*.k": Rule(low=1),
-    "rerank.*.alpha": Rule(low=0),
-    "rerank.verify.features": Rule(choices=lambda: _verify_choices("features")),
-    "rerank.verify.model": Rule(choices=lambda: _verify_choices("model")),
-    "rerank.verify.gallery_view": Rule(choices=lambda: _verify_choices("gallery_view")),
-    "rerank.verify.top_n": Rule(low=1),
-    "rerank.verify.max_keypoints": Rule(low=1),
-    "rerank.verify.resize": Rule(low=32),
-    "rerank.verify.query_resize": Rule(low=32),
-    "rerank.verify.threshold": Rule(above=0),
-    "rerank.verify.min_inliers": Rule(low=3),
-    "rerank.verify.match_threshold": Rule(above=0),
-    "rerank.verify.context": Rule(low=0),
-    "rerank.verify.batch_size": Rule(low=1),
-    **{f"rerank.refine.{name}": Rule(low=1) for name in ("top_n", "seeds", "min_side", "batch_size")},
-    **{f"rerank.refine.{name}": Rule(low=0) for name in ("steps", "unions")},
-    **{f"rerank.refine.{name}": Rule(above=0) for name in ("shift", "scales", "aspects")},
-    "dataset.protocol_options.*": Rule(low=1),
-}
-"""Rules of the options read from registered entries' signatures, by dotted key (`*` = any
-name). `dataset.protocol_options.*`: every numeric protocol option is a depth or cut-off."""
-
-PROTOCOL_CHOICES = {"ap": "AP_MODES", "denominator": "DENOMINATORS"}
-"""Protocol option -> the constant of the protocol's own module that lists its values."""
-
 
 # The keys of a node besides its entry's options, one of which picks the entry.
 
@@ -103,6 +43,11 @@ class ModelCommon:
 
 
 @dataclass
+class RepresentationCommon:
+    name: str = opt(choices=representations)
+
+
+@dataclass
 class QueryCommon:
     name: str = opt(choices=modes)
 
@@ -120,7 +65,7 @@ def dataset_schema(key: str, node: Mapping[str, Any]) -> Schema:
 
     common = dataclass_schema(DatasetCommon, key)
     name = _selector(key, node, "format", common)
-    return Schema(f"dataset format {name}", {**_signature_options(LOADERS.get(name), key), **common.options})
+    return Schema(f"dataset format {name}", {**_signature_options(LOADERS.get(name)), **common.options})
 
 
 def model_schema(key: str, node: Mapping[str, Any]) -> Schema:
@@ -128,7 +73,7 @@ def model_schema(key: str, node: Mapping[str, Any]) -> Schema:
 
     common = dataclass_schema(ModelCommon, key)
     name = _selector(key, node, "family", common)
-    return Schema(f"model family {name}", {**_signature_options(FAMILIES.get(name), key), **common.options})
+    return Schema(f"model family {name}", {**_signature_options(FAMILIES.get(name)), **common.options})
 
 
 def query_schema(key: str, node: Mapping[str, Any]) -> Schema:
@@ -140,32 +85,31 @@ def query_schema(key: str, node: Mapping[str, Any]) -> Schema:
     common = dataclass_schema(QueryCommon, key)
     name = _selector(key, node, "name", common)
     if name not in TEXT_KINDS:
-        options = _signature_options(MODES.get(name), key, skip=("image", "instance"))
+        options = _signature_options(MODES.get(name), skip=("image", "instance"))
         return Schema(f"query={name}", {**options, **common.options})
     words = {**common.options, "file": Option(Path | None, Rule(path=True, exists="file", optional=True))}
     if name == "text":
         return Schema(f"query={name}", words)
     composed = dataclass_schema(ComposedQuery, key).options
     cut = _selector(key, node, "cut", Schema(f"query={name}", composed))
-    options = _signature_options(MODES.get(cut), key, skip=("image", "instance"))
+    options = _signature_options(MODES.get(cut), skip=("image", "instance"))
     weight = Option(float, Rule(low=0, high=1))  # `lambda` cannot name a dataclass field
     return Schema(f"query={name} with cut={cut}", {**options, **words, **composed, "lambda": weight})
+
+
+def representation_schema(key: str, node: Mapping[str, Any]) -> Schema:
+    """A representation's options: its constructor's parameters besides what the run supplies."""
+    from retrieval.representations import CONTEXT, REPRESENTATIONS
+
+    common = dataclass_schema(RepresentationCommon, key)
+    name = _selector(key, node, "name", common)
+    return Schema(f"representation {name}", {**_signature_options(REPRESENTATIONS.get(name), skip=CONTEXT), **common.options})
 
 
 def proposals_schema(key: str, node: Mapping[str, Any]) -> Schema:
     from retrieval.regions.proposals import PROPOSERS
 
     return _entries_schema(key, PROPOSERS, skip=("image",))
-
-
-def _verify_choices(option: str) -> tuple[str, ...]:
-    """The values of a verify option that names a choice (imported when checked: cv2 and the
-    extractors load only for a config that verifies)."""
-    from retrieval.local_features import EXTRACTORS
-    from retrieval.local_features.geometry import MODELS
-    from retrieval.rerank.verify import GALLERY_VIEWS
-
-    return {"features": tuple(EXTRACTORS.available()), "model": MODELS, "gallery_view": GALLERY_VIEWS}[option]
 
 
 def rerank_schema(key: str, node: Mapping[str, Any]) -> Schema:
@@ -178,7 +122,7 @@ def _entries_schema(key: str, registry: Registry, skip: tuple[str, ...] = ()) ->
     """A node of registered entries by name (proposers, re-rank steps), each with its options."""
 
     def entry(name: str, key: str, node: Mapping[str, Any]) -> Schema:
-        return Schema(f"{registry.kind} {name}", _signature_options(registry.get(name), key, skip))
+        return Schema(f"{registry.kind} {name}", _signature_options(registry.get(name), skip))
 
     return Schema(key, {
         name: Option(dict | None, Rule(optional=True, schema=functools.partial(entry, name))) for name in registry.available()
@@ -189,32 +133,17 @@ def protocol_schema(protocol: str) -> Schema:
     """A protocol's options: its keyword parameters, and the localisation flags it declares."""
     from retrieval.protocols import PROTOCOLS, localisation_spec
 
-    entry = PROTOCOLS.get(protocol)
-    options = _signature_options(entry, "dataset.protocol_options", skip=("ranking", "dataset"))
-    module = sys.modules[entry.__module__]
-    for name, constant in PROTOCOL_CHOICES.items():
-        if name in options and hasattr(module, constant):
-            values = tuple(getattr(module, constant))
-            options[name] = Option(options[name].hint, dataclasses.replace(options[name].rule, choices=lambda v=values: v))
+    options = _signature_options(PROTOCOLS.get(protocol), skip=("ranking", "dataset"))
     flags = {name: Option(bool, Rule(optional=True)) for name in localisation_spec(protocol).options}
     return Schema(f"protocol {protocol}", {**options, **flags})
 
 
-def _signature_options(entry: Callable, prefix: str, skip: Iterable[str] = ()) -> dict[str, Option]:
+def _signature_options(entry: Callable, skip: Iterable[str] = ()) -> dict[str, Option]:
     """The keyword options of a registered function or class: its parameters, typed by their
-    hints, with the rules REFINEMENTS gives them; one with a default may be left out."""
-    hints = typing.get_type_hints(entry.__init__ if isinstance(entry, type) else entry)
-    options = {}
-    for name, parameter in inspect.signature(entry).parameters.items():
-        if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        rule = _refinement(f"{prefix}.{name}")
-        options[name] = Option(hints.get(name, Any), dataclasses.replace(rule, optional=parameter.default is not parameter.empty))
-    return options
-
-
-def _refinement(key: str) -> Rule:
-    return next((rule for pattern, rule in REFINEMENTS.items() if fnmatch.fnmatchcase(key, pattern)), Rule())
+    hints, with the rule each is annotated with (`Annotated[int, Rule(low=1)]`); one with a
+    default may be left out."""
+    return {name: Option(hint, dataclasses.replace(rule or Rule(), optional=has_default))
+            for name, (hint, rule, has_default) in parameters(entry, skip).items()}
 
 
 def _selector(key: str, node: Mapping[str, Any], name: str, common: Schema) -> str:

@@ -2,21 +2,26 @@
 
 A field's annotation is the key's type, `opt` the rest of its rule. No defaults here: conf/
 states them, and an `optional` key left out takes the code's. The groups whose options are
-a plug-in's parameters (dataset, model, query, regions.proposals, rerank) are described by
-`retrieval.config.plugins`.
+a plug-in's parameters (dataset, model, query, representation, regions.proposals, rerank) are
+described by `retrieval.config.plugins`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.config.choices import aggregations, device_problem, engine_problem, engines, gpu_problem, poolings
-from retrieval.config.plugins import dataset_schema, model_schema, proposals_schema, query_schema, rerank_schema
+from retrieval.config.choices import aggregations, device_problem, engine_problem, engines, gpu_problem
+from retrieval.config.plugins import (
+    dataset_schema, model_schema, proposals_schema, query_schema, representation_schema, rerank_schema,
+)
 from retrieval.config.rules import Schema, dataclass_schema, opt
+from retrieval.config.shorthands import shorthand_options
 from retrieval.device import PRECISIONS
 from retrieval.features.extract import STORAGE
-from retrieval.sizes import size_problem
+from retrieval.search.exact import budget_problem
+from retrieval.sizes import Size
 
 DTYPES = tuple(STORAGE)
 
@@ -48,13 +53,13 @@ class Extract:
     dtype: str = opt(choices=lambda: DTYPES)
     max_pixels: int = opt(low=1)
     engine: str = opt(choices=engines, test=engine_problem)
-    ray: RayEngine = opt()
+    ray: RayEngine = opt(optional=True)
 
 
 @dataclass
 class Search:
     block_size: int = opt(low=1)
-    memory_budget: str | None = opt(test=size_problem, optional=True)
+    memory_budget: Size | None = opt(test=budget_problem, optional=True)
     queries: Path | None = opt(path=True, exists="folder", optional=True)
     gallery: Path | None = opt(path=True, exists="folder", optional=True)
 
@@ -81,15 +86,21 @@ class Index:
 
 @dataclass
 class Regions:
+    """Which regions describe a gallery image, and how they score and are stored; what embeds
+    them is the `representation` group's (the region presets choose `crop`)."""
+
     name: str = opt()
-    pooling: str = opt(choices=poolings, optional=True)
-    input_sizes: list[int] = opt(low=32, optional=True)
-    roi_size: int = opt(low=1, optional=True)
-    crop_size: int | None = opt(low=1, optional=True)
     shard_images: int = opt(low=1, optional=True)
     aggregate: str = opt(choices=aggregations, optional=True)
     k_regions: int | None = opt(low=1, optional=True)
     proposals: dict[str, Any] | None = opt(schema=proposals_schema, optional=True)
+
+
+def regions_schema(key: str, node: Mapping[str, Any]) -> Schema:
+    """The `regions` options, and the earlier spellings of the representation's keys
+    (`retrieval.config.shorthands`)."""
+    regions = dataclass_schema(Regions, key)
+    return Schema(regions.label, {**regions.options, **shorthand_options()})
 
 
 @dataclass
@@ -102,7 +113,9 @@ class Config:
     model: dict = opt(schema=model_schema)
     query: dict = opt(schema=query_schema)
     index: Index = opt()
-    regions: Regions = opt(optional=True)
+    representation: dict | None = opt(schema=representation_schema, optional=True)
+    """What describes a gallery image (left out: `global`)."""
+    regions: dict | None = opt(schema=regions_schema, optional=True)
     rerank: dict | None = opt(schema=rerank_schema, optional=True)
     hydra: Any = opt(optional=True)
     """Hydra's own node, in a config composed with it; Hydra checks it."""

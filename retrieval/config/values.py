@@ -37,7 +37,7 @@ def check_value(key: str, value: Any, option: Option) -> None:
         problem = (rule.test(value) if rule.test else None) or _existence_problem(value, rule.exists)
         if problem is None:
             return
-    raise ConfigError(f"{key}={_show(value)} is not valid: {problem}")
+    raise ConfigError(f"{key}={show(value)} is not valid: {problem}")
 
 
 def _existence_problem(value: Any, kind: str | None) -> str | None:
@@ -175,14 +175,14 @@ def either(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A value as it would be written on the command line."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return f"[{', '.join(map(_show, value))}]"
+        return f"[{', '.join(map(show, value))}]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
     return str(value)

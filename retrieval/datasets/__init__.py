@@ -11,9 +11,7 @@ from typing import Any
 from retrieval.records import Dataset
 from retrieval.registry import Registry
 
-LOADERS: Registry[Callable[..., Dataset]] = Registry(
-    "dataset format", __name__, ("folder", "anns", "demo", "revisitop", "vpr", "gl3d", "patterncom")
-)
+LOADERS: Registry[Callable[..., Dataset]] = Registry("dataset format", __name__, modules=None)
 register = LOADERS.register
 available = LOADERS.available
 

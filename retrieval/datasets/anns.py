@@ -1,4 +1,4 @@
-"""VoxDet-SoIR `anns.pt` reader (FORMATS.md section 1).
+"""VoxDet-SoIR `anns.pt` reader (docs/formats.md section 1).
 
 The file is a pickle written by the reference builder: paths are absolute on the machine that
 built it, query masks use the builder's own (sometimes inverted) row-major RLE, query boxes are
@@ -22,6 +22,7 @@ import numpy as np
 from retrieval import masks
 from retrieval.datasets import register
 from retrieval.datasets.safe_pickle import UnsafePickleError, torch_safe_globals
+from retrieval.errors import UserError, brief, unreadable
 from retrieval.images import ImageError, open_image
 from retrieval.records import Box, Dataset, Instance, Record, truth_by_instance
 
@@ -35,6 +36,12 @@ LAYOUT = """\
   <root>/RoboTools/test/<scene>/rgb/*             RoboTools gallery"""
 
 REBUILD = "rebuild it with VoxDet-SoIR's create_dataset.py"
+WHAT = "VoxDet annotation file"
+
+
+class NoUsableEntry(UserError, ValueError):
+    """An annotation file none of whose entries gives an image: nothing to rank, and no
+    model should be loaded to find that out."""
 
 
 @register("anns")
@@ -68,12 +75,10 @@ def load(
         )
     entries = read_anns(anns_path, trusted=trusted)
     if not isinstance(entries, dict):
-        raise ValueError(
-            f"{anns_path}: expected a dict of image path -> annotation, "
-            f"got {type(entries).__name__}"
-        )
+        raise unreadable(anns_path, WHAT, f"it holds a {type(entries).__name__}, not a dict of image path -> annotation",
+                         REBUILD)
     if not entries:
-        raise ValueError(f"{anns_path} holds no annotations (an empty dict); {REBUILD}")
+        raise unreadable(anns_path, WHAT, "it holds no annotations (an empty dict)", REBUILD)
 
     wanted = _select_sets(entries, sets, anns_path)
     reroot = _Rerooter(root)
@@ -108,6 +113,8 @@ def load(
         except (KeyError, TypeError, ValueError) as error:
             skipped.append((str(raw_key), f"malformed annotation: {type(error).__name__}: {error}"))
 
+    if not queries and not gallery:
+        raise _no_usable_entry(anns_path, root, skipped)
     queries.sort(key=lambda record: record.key)
     gallery.sort(key=lambda record: record.key)
     extra = _summary(anns_path, queries, gallery, reroot.rerooted, report, skipped)
@@ -145,14 +152,14 @@ def read_anns(path: Path, trusted: bool = False) -> Any:
             raise UnsafePickleError(
                 f"refused to load {path}: it contains objects outside the safe list (plain "
                 f"containers, numbers, strings, numpy scalars and arrays). "
-                f"{refusal[0].removeprefix('WeightsUnpickler error: ')}\n"
+                f"{refusal[0].removeprefix('WeightsUnpickler error: ').rstrip('.')}. "
                 "Only if you trust this file, set dataset.trusted=true to load it with full pickle."
             ) from error
         detail = re.search(r"WeightsUnpickler error: ([^\n]+)", str(error))
         reason = detail[1] if detail else type(error).__name__
-        raise ValueError(f"{path} is corrupt ({reason}); {REBUILD}") from error
+        raise unreadable(path, WHAT, f"corrupt ({reason})", REBUILD) from error
     except Exception as error:  # truncated zip, bad magic number, cut-off pickle
-        raise ValueError(f"{path} is corrupt ({type(error).__name__}: {error}); {REBUILD}") from error
+        raise unreadable(path, WHAT, f"corrupt ({brief(error)})", REBUILD) from error
 
 
 def _check_torch_file(path: Path) -> None:
@@ -161,12 +168,22 @@ def _check_torch_file(path: Path) -> None:
     with open(path, "rb") as handle:
         head = handle.read(4)
     if not head:
-        raise ValueError(f"{path} is empty (0 bytes); {REBUILD}")
+        raise unreadable(path, WHAT, "it is empty (0 bytes)", REBUILD)
     if not head.startswith((b"PK\x03\x04", b"\x80")):
-        raise ValueError(
-            f"{path} is not a torch file (neither a torch.save zip archive nor a pickle): it is "
-            f"corrupt, or another kind of file; {REBUILD}"
+        raise unreadable(
+            path, WHAT, f"not a torch file (neither a torch.save zip archive nor a pickle: it starts with {head!r}), "
+            "so corrupt or another kind of file", REBUILD,
         )
+
+
+def _no_usable_entry(anns_path: Path, root: Path, skipped: list[tuple[str, str]]) -> NoUsableEntry:
+    """The error for an annotation file that gives neither a query nor a gallery image (each
+    entry of the selected sets was skipped, so `skipped` is not empty)."""
+    recorded, reason = skipped[0]
+    return NoUsableEntry(
+        f"{anns_path} gives no usable image: every one of its {len(skipped)} entries was skipped "
+        f"(first: {recorded}: {reason}); set dataset.root (now {root}) to the folder its image paths lead to, or {REBUILD}"
+    )
 
 
 def _select_sets(entries: dict, sets: str | Iterable[str] | None, anns_path: Path) -> set[Any]:

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.datasets.listing import is_image_name, visible_entries
+from retrieval.errors import unreadable
 from retrieval.images import ImageError, not_regular, open_image
 from retrieval.records import Dataset, Instance, Record, truth_by_instance
+from retrieval.text_files import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +19,8 @@ LAYOUT = """expected layout:
   <root>/images/<instance_id>/<name>.jpg|png     one folder per object instance
   <root>/masks/<instance_id>/<name>.png          optional: the object's mask, same stem
   <root>/queries.txt                              optional: query images, one relative path per line"""
+QUERY_LIST = ("dataset.queries names a text file (under dataset.root unless absolute) listing query images as "
+              "images/<instance_id>/<name>, one per line")
 
 
 def _check_root(root: Path) -> None:
@@ -49,7 +55,7 @@ def _find_mask(root: Path, image: Path, skipped: list[tuple[str, str]]) -> Path 
 @register("folder")
 def load_folder(
     root: str | Path,
-    queries: str | None = None,
+    queries: Annotated[str | None, Rule(path=True)] = None,
     name: str = "folder",
     use_masks: bool = True,
 ) -> Dataset:
@@ -75,11 +81,17 @@ def load_folder(
         self_matches = list(range(len(gallery)))
         protocol_note = "leave-one-out: every image queries all others"
     else:
-        list_file = Path(queries) if Path(queries).is_absolute() else root / queries
-        keys = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        given = Path(queries).expanduser()
+        list_file = given if given.is_absolute() else root / given
+        problem = not_regular(list_file)
+        if problem:
+            where = f"no file at {list_file}" if problem == "missing file" else f"{list_file} {problem}"
+            raise FileNotFoundError(f"dataset.queries={queries}: {where}; {QUERY_LIST}")
+        keys = [line.strip() for line in read_utf8(list_file, "query list").splitlines() if line.strip()]
         unknown = [key for key in keys if key not in by_key]
         if unknown:
-            raise ValueError(f"{len(unknown)} query paths in {list_file} are not under images/: {unknown[:3]}")
+            reason = f"{len(unknown)} of its {len(keys)} paths are not images under images/ (first: {unknown[0]})"
+            raise unreadable(list_file, "query list", reason, QUERY_LIST)
         query_records = [gallery[by_key[key]] for key in keys]
         self_matches = [by_key[key] for key in keys]
         protocol_note = f"queries from {list_file.name}; each excluded from its own results"

@@ -1,7 +1,7 @@
 """GL3D matchable-image retrieval (MIRorR benchmark): an image list plus a ground-truth pair list.
 
 Every image is a query and the whole list is the gallery, the query included, as the reference
-pipeline retrieves it (FORMATS.md section 5). The query itself is put in its own junk so it is
+pipeline retrieves it (docs/formats.md section 5). The query itself is put in its own junk so it is
 dropped before scoring. Pairs are directed: line `i j` makes j a positive of i only. A pair on
 several lines is one positive; for images with such duplicated lines, `extra["listed_positives"]`
 keeps how many lines list their positives, which the protocol's `ap=reference` divides by.
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.images import require_files
 from retrieval.protocols import LISTED_POSITIVES
@@ -68,8 +70,8 @@ def read_pairs(path: Path, n_images: int) -> tuple[list[set[int]], list[int]]:
 @register("gl3d")
 def load(
     root: str | os.PathLike,
-    image_list: str = "eval_img_list.txt",
-    pairs: str = "gl3d_gt_pairs",
+    image_list: Annotated[str, Rule(path=True)] = "eval_img_list.txt",
+    pairs: Annotated[str, Rule(path=True)] = "gl3d_gt_pairs",
     image_root: str | os.PathLike | None = None,
     name: str = "gl3d",
 ) -> Dataset:

@@ -1,4 +1,4 @@
-"""PatternCom composed image + text retrieval (FORMATS.md section 6): PatternNet + six attribute files.
+"""PatternCom composed image + text retrieval (docs/formats.md section 6): PatternNet + six attribute files.
 
 Layout, as the rscir reference (`evaluate.py`, IGARSS 2024) reads it, `<root>` being its
 `PatternNet/` folder (or a folder holding `PatternNet/`, with `PatternCom/` inside it or beside it):

@@ -5,7 +5,7 @@ The release holds `<city>_pair2labelpath.npy`, a pickled dict "{query}_{gallery 
 LabelMe JSON path (relative to the release folder), and those JSON files, whose polygons
 (`shapes[*].points`, pixel [x, y]) together outline the landmark. Here each pair becomes an
 `Instance` of the query's id in the gallery image, with the union of its polygons as mask,
-so the localisation metrics (FORMATS.md sections 7 and 8) score region-level rankings on it.
+so the localisation metrics (docs/formats.md sections 7 and 8) score region-level rankings on it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.datasets.safe_pickle import load_npy
+from retrieval.datasets.safe_pickle import REDOWNLOAD, load_npy
+from retrieval.errors import brief, unreadable
 from retrieval.images import open_image
 from retrieval.masks import encode
 from retrieval.records import Instance
@@ -26,17 +27,21 @@ def read_pair_labels(path: Path) -> dict[str, str]:
     """The "{query}_{gallery index}" -> label path dict of a pair file: a pickled object array,
     read without running code (a label index has no reason to)."""
     index = load_npy(path)
+    what = "pixel-label index"
     if index.dtype != np.dtype(object):
-        raise ValueError(f"{path} is not a pickled label index (dtype {index.dtype})")
+        raise unreadable(path, what, f"it holds a {index.dtype} array, not a pickled dict", REDOWNLOAD)
     labels = index.item() if index.size == 1 else index
     if not isinstance(labels, dict):
-        raise ValueError(f"{path} holds {type(labels).__name__}, expected a dict of label paths")
+        raise unreadable(path, what, f"it holds a {type(labels).__name__}, not a dict of label paths", REDOWNLOAD)
     return {str(k): str(v) for k, v in labels.items()}
 
 
 def labelme_polygons(path: Path) -> list[list[float]]:
     """Every shape of a LabelMe JSON as a flat COCO polygon [x1, y1, x2, y2, ...]."""
-    shapes = json.loads(Path(path).read_text()).get("shapes", [])
+    try:
+        shapes = json.loads(Path(path).read_text(encoding="utf-8")).get("shapes", [])
+    except (OSError, ValueError) as error:  # missing, not UTF-8, not JSON
+        raise unreadable(path, "LabelMe label file", brief(error), REDOWNLOAD) from None
     return [[float(v) for point in shape["points"] for v in point] for shape in shapes if len(shape.get("points", [])) >= 3]
 
 

@@ -1,6 +1,6 @@
 """Revisited Oxford and Paris (revisitop): `<root>/<name>/gnd_<name>.pkl` plus `jpg/`.
 
-The ground truth is resolved here into the three published setups (FORMATS.md section 2), so
+The ground truth is resolved here into the three published setups (docs/formats.md section 2), so
 the scoring protocol only ever sees positives and junk:
 
 | setup  | positives   | junk        |
@@ -23,7 +23,8 @@ import numpy as np
 
 from retrieval.datasets import register
 from retrieval.datasets.pixel_labels import pixel_instances
-from retrieval.datasets.safe_pickle import load_pickle
+from retrieval.datasets.safe_pickle import REDOWNLOAD, load_pickle
+from retrieval.errors import unreadable
 from retrieval.images import require_files
 from retrieval.protocols import LISTED_POSITIVES
 from retrieval.records import Dataset, Instance, QueryTruth, Record
@@ -49,13 +50,14 @@ def layout_help(root: Path, name: str) -> str:
 def read_ground_truth(path: Path) -> dict[str, Any]:
     """A gnd_*.pkl, unpickled without running code (`safe_pickle`), with its keys checked."""
     data = load_pickle(path)
+    what = "revisitop ground truth (gnd_*.pkl)"
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a {type(data).__name__}, not a dict; is it a revisitop gnd_*.pkl file?")
+        raise unreadable(path, what, f"it holds a {type(data).__name__}, not a dict", REDOWNLOAD)
     missing = {"imlist", "qimlist", "gnd"} - set(data)
     if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}; is it a revisitop gnd_*.pkl file?")
+        raise unreadable(path, what, f"it lacks {', '.join(sorted(missing))}", REDOWNLOAD)
     if len(data["gnd"]) != len(data["qimlist"]):
-        raise ValueError(f"{path}: {len(data['gnd'])} gnd entries for {len(data['qimlist'])} queries")
+        raise unreadable(path, what, f"{len(data['gnd'])} gnd entries for {len(data['qimlist'])} queries", REDOWNLOAD)
     return data
 
 
@@ -114,8 +116,9 @@ def load(
     crop_queries: bool = True,
     pixel_labels: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk;
-    with `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
+    """Revisited Oxford/Paris (gnd_<name>.pkl + jpg/): Easy, Medium and Hard setups with junk.
+
+    With `pixel_labels` (the PROxford/PRParis release folder) the landmark's mask in each
     positive, so region-level rankings get localisation metrics. R1M: `dataset.distractors`
     (`retrieval.datasets.distractors`), as for every dataset."""
     root = Path(root).expanduser()

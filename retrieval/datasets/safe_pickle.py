@@ -4,7 +4,8 @@ Public benchmark files are pickles: revisitop's `gnd_*.pkl`, VPR-Bench's object-
 `ground_truth_new.npy`, the PROxford/PRParis label index, VoxDet-SoIR's `anns.pt`. Unpickling
 can call any importable function, so a downloaded file could run code. These files only ever
 hold plain containers, numbers, strings and numpy arrays, so every reader here rebuilds exactly
-those and refuses anything else, naming the file and what it asked for.
+those and refuses anything else, naming the file and what it asked for. A damaged file is an
+`UnreadableFile` naming it: both are one line at the command line.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retrieval.errors import UserError, brief, unreadable
 
 NUMPY_GLOBALS = frozenset(
     (module, name)
@@ -25,7 +28,11 @@ PLAIN_GLOBALS = frozenset({("_codecs", "encode")})
 """Protocol-2 pickles (torch.save's default) spell `bytes` as a call of `_codecs.encode`."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+REDOWNLOAD = "re-download it from its publisher"
+"""What to do about a damaged ground-truth file."""
+
+
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The file asks for an object beyond the allow-list: loading it could run code."""
 
 
@@ -46,27 +53,26 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def _restricted_load(handle: Any, source: Path) -> Any:
+def _restricted_load(handle: Any, source: Path, what: str) -> Any:
     try:
         return _RestrictedUnpickler(handle, source).load()
     except UnsafePickleError:
         raise
     except Exception as error:  # truncated, corrupt, or not a pickle at all
-        raise ValueError(
-            f"{source} is corrupt or not a pickle ({type(error).__name__}: {error}); re-download it"
-        ) from error
+        raise unreadable(source, what, f"corrupt or not a pickle ({brief(error)})", REDOWNLOAD) from error
 
 
 def load_pickle(path: Path) -> Any:
     """The content of a pickle file, through the restricted unpickler."""
     with open(path, "rb") as handle:
-        return _restricted_load(handle, Path(path))
+        return _restricted_load(handle, Path(path), "pickle file")
 
 
 def load_npy(path: Path) -> np.ndarray:
     """A `.npy` array. An object array is a pickle after the header: its elements are read
     through the restricted unpickler, never with `allow_pickle=True`."""
     path = Path(path)
+    what = ".npy array file"
     with open(path, "rb") as handle:
         try:
             version = np.lib.format.read_magic(handle)
@@ -75,13 +81,17 @@ def load_npy(path: Path) -> np.ndarray:
             )
             shape, fortran_order, dtype = read_header(handle)
         except ValueError as error:
-            raise ValueError(f"{path} is not a .npy array file ({error})") from error
+            raise unreadable(path, what, f"no .npy header ({error})", REDOWNLOAD) from error
         if not dtype.hasobject:
             handle.seek(0)
-            return np.load(handle, allow_pickle=False)
-        array = _restricted_load(handle, path)
+            try:
+                return np.load(handle, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as error:  # cut short after its header
+                reason = f"its {dtype} array of shape {shape} cannot be read ({brief(error)})"
+                raise unreadable(path, what, reason, REDOWNLOAD) from error
+        array = _restricted_load(handle, path, what)
     if not isinstance(array, np.ndarray) or array.shape != shape:
-        raise ValueError(f"{path}: the pickled array does not match its header (shape {shape}); re-download it")
+        raise unreadable(path, what, f"the pickled array does not match its header (shape {shape})", REDOWNLOAD)
     return array
 
 

@@ -1,6 +1,6 @@
 """Visual place recognition folders: a database and a query folder, positives by position.
 
-Three ways to find positives (FORMATS.md section 4):
+Three ways to find positives (docs/formats.md section 4):
 - `utm`: file names `@easting@northing@...@.jpg` (the VPR-datasets-downloader layout that
   VPR-methods-evaluation and AnyLoc read); positives within `radius_m` (25) in 2-D.
 - `vpr_bench`: `ref/<int>.jpg`, `query/<int>.jpg` and `ground_truth_new.npy` (VPR-Bench).
@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.datasets import register
 from retrieval.datasets.listing import image_files
-from retrieval.datasets.safe_pickle import load_npy
+from retrieval.datasets.safe_pickle import REDOWNLOAD, load_npy
+from retrieval.errors import unreadable
 from retrieval.records import Dataset, Instance, QueryTruth, Record
 
 VPR_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -148,8 +151,9 @@ def _vpr_bench_positives(root: Path, queries: str, database: str, ground_truth: 
     if not gt_file.is_file():
         raise _missing(gt_file, "Ground truth", layout)
     table = load_npy(gt_file)  # an object array: its pickled rows are read without running code
+    what = "VPR-Bench ground truth"
     if table.ndim != 2 or table.shape[1] < 2:
-        raise ValueError(f"{gt_file}: expected an [n_query, 2] table, got shape {table.shape}")
+        raise unreadable(gt_file, what, f"expected an [n_query, 2] table, got shape {table.shape}", REDOWNLOAD)
     position = {number: index for index, (number, _) in enumerate(refs)}
     positives, ignored = [], 0
     for number, path in qs:
@@ -158,7 +162,8 @@ def _vpr_bench_positives(root: Path, queries: str, database: str, ground_truth: 
         try:
             listed = [int(v) for v in np.asarray(table[number][1]).reshape(-1)]
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{gt_file}: row {number} does not list reference numbers ({error})") from error
+            reason = f"row {number} does not list reference numbers ({error})"
+            raise unreadable(gt_file, what, reason, REDOWNLOAD) from error
         kept = sorted({position[v] for v in listed if v in position})
         ignored += sum(v not in position for v in listed)
         positives.append(np.asarray(kept, dtype=np.int64))
@@ -193,13 +198,13 @@ def _camera_positives(root: Path, queries: str, database: str, cameras: dict[str
 @register("vpr")
 def load(
     root: str | os.PathLike,
-    queries: str = "queries",
-    database: str = "database",
-    positives: str = "utm",
-    radius_m: float | None = None,
-    ground_truth: str = "ground_truth_new.npy",
-    query_cameras: str = "query_gt",
-    database_cameras: str = "training_gt",
+    queries: Annotated[str, Rule(path=True)] = "queries",
+    database: Annotated[str, Rule(path=True)] = "database",
+    positives: Annotated[str, Rule(choices=lambda: POSITIVES)] = "utm",
+    radius_m: Annotated[float | None, Rule(above=0)] = None,
+    ground_truth: Annotated[str, Rule(path=True)] = "ground_truth_new.npy",
+    query_cameras: Annotated[str, Rule(path=True)] = "query_gt",
+    database_cameras: Annotated[str, Rule(path=True)] = "training_gt",
     name: str | None = None,
 ) -> Dataset:
     """Place recognition folders (UTM names, VPR-Bench ground_truth_new.npy, or .camera poses)."""

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from retrieval.features.engines import ENGINES
 from retrieval.features.keys import Item
+from retrieval.features.progress import FirstBatchEstimate
 from retrieval.features.store import ShardRows, Store
 from retrieval.models.base import Embedder
 from retrieval.representations import Representation, Rows
@@ -120,16 +122,21 @@ def fill_store(
 ) -> dict[str, Any]:
     """Extract the items `store` lacks, their shards built by `engine` (`ENGINES`, with its
     options); returns statistics of this call. The settings are the `extract` config group's
-    (defaults in conf/config.yaml)."""
+    (defaults in conf/config.yaml). What each item will take (the representation's plan: the
+    regions per image) is logged before, and the time the rest will take after the first batch."""
     if dtype not in STORAGE:
         raise ValueError(f"dtype must be one of {sorted(STORAGE)}, not {dtype!r}")
     build = ENGINES.get(engine)
     by_key = {item.key: item for item in items}
     embedding = Embedding(representation, model, precision, batch_size, workers, STORAGE[dtype], torch.get_num_threads())
     pending = store.missing(list(by_key))
+    plan = representation.plan([by_key[key] for key in pending]) if pending else None
+    if plan:
+        log.info("%s: %s", desc, plan)
     started = time.perf_counter()
-    with tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
-        embedded = build(store, by_key, shard_size, embedding, device, bar.update, **(engine_options or {})) if pending else 0
+    with logging_redirect_tqdm(), tqdm(total=len(pending), desc=desc, unit="img", disable=not pending) as bar:
+        progress = FirstBatchEstimate(desc, len(pending), bar.update)
+        embedded = build(store, by_key, shard_size, embedding, device, progress, **(engine_options or {})) if pending else 0
     seconds = time.perf_counter() - started
     return {"embedded": embedded, "seconds": round(seconds, 3),
             "images_per_s": round(embedded / seconds, 2) if embedded and seconds > 0 else None}

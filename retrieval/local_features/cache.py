@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.errors import brief, unreadable
+from retrieval.features.store import UNREADABLE
 from retrieval.images import DEFAULT_MAX_PIXELS
 from retrieval.local_features import Extractor, LocalFeatures
 from retrieval.local_features.frames import Frame, FrameError, Prepared, prepare
@@ -38,6 +40,8 @@ class FeatureCache:
         """Extract the frames not in the cache yet, `batch_size` at a time."""
         unique = {frame.key: frame for frame in frames}
         missing = [frame for key, frame in unique.items() if not self.path(key).exists()]
+        if missing:
+            artifacts.writable(self.folder)
         for start in range(0, len(missing), self.batch_size):
             self._extract(missing[start : start + self.batch_size])
         log.info("local features: %d frames extracted, %d cached in %s", len(missing), len(unique) - len(missing), self.folder)
@@ -67,12 +71,18 @@ class FeatureCache:
                 np.savez(handle, key=np.array(key), **arrays)
 
     def load(self, key: str) -> LocalFeatures | str:
-        """The features of an `ensure`d frame, or the reason it has none ("unreadable", "too_small")."""
-        with np.load(self.path(key), allow_pickle=False) as data:
-            if "reason" in data:
-                return str(data["reason"])
-            return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
-                                 _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
+        """The features of an `ensure`d frame, or the reason it has none ("unreadable", "too_small");
+        a damaged file is an UnreadableFile naming it (deleting it has the frame extracted again)."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "reason" in data:
+                    return str(data["reason"])
+                return LocalFeatures(data["keypoints"], data["descriptors"].astype(np.float32),
+                                     _pair(data["frame_size"]), data["to_image"], _pair(data["image_size"]))
+        except UNREADABLE as error:
+            raise unreadable(path, "local-feature cache file", brief(error),
+                             "delete it and run again to extract it again") from error
 
 
 def _pair(values: np.ndarray) -> tuple[int, int]:

@@ -4,7 +4,9 @@
 normalised images to one descriptor each, and carries the `Preprocess` its weights expect,
 so the transform always matches the weights (as in timm and open_clip).
 `resolve_preprocess(family, **options)` gives that same `Preprocess` from the configurations
-alone, without building the network or loading weights.
+alone, without building the network or loading weights; `embedding_dim(family, **options)`
+the size of its descriptors (what an index is built for) as cheaply; and `pretrained_weights(family,
+**options)` says which named weights it would load and what that downloads (`Pretrained`).
 
 Families whose weights include a text tower (open_clip) also register it:
 `create_text_model(family, **options)` returns a `TextEncoder` of the same weights, taking the
@@ -16,7 +18,8 @@ the feature store of query texts.
 Every model is built under one fixed seed (`RANDOM_INIT_SEED`), so random weights
 (`pretrained=null` and no checkpoint) are the same network in every stage and process that
 builds them; loaded weights replace all of it. What identifies the weights in a store's key
-is `retrieval.models.identity`.
+is `retrieval.models.identity`; what results call them, and the check that hub weights can be
+had here before any work, `retrieval.models.weights`.
 """
 from __future__ import annotations
 
@@ -27,17 +30,21 @@ from typing import Any
 
 import torch
 
-from retrieval.models.base import Embedder, Preprocess, TextEncoder
+from retrieval.models.base import Embedder, Pretrained, Preprocess, TextEncoder
 from retrieval.registry import Registry
 
 Constructor = Callable[..., Embedder]
 
-FAMILIES: Registry[Constructor] = Registry(
-    "model family", __name__, ("effnet_lite", "openclip", "timm_models")
-)
+FAMILIES: Registry[Constructor] = Registry("model family", __name__, modules=None)
 PREPROCESSING: dict[str, Callable[..., Preprocess]] = {}
 """Family name -> its preprocessing resolver, which takes some of the constructor's options
 (by the same names, without defaults) and is what the constructor itself calls."""
+DIMS: dict[str, Callable[..., int]] = {}
+"""Family name -> the resolver of its descriptors' size, which takes some of the constructor's
+options as the preprocessing resolver does, and loads no weights."""
+PRETRAINED: dict[str, Callable[..., Pretrained]] = {}
+"""Family name -> what its named weights are (taking some of the constructor's options, by
+the same names), for families whose `pretrained` loads more than a package's own file."""
 available = FAMILIES.available
 RANDOM_INIT_SEED = 0
 """The seed of the CPU generator while a model is built: its random initialisation."""
@@ -53,11 +60,21 @@ def seeded_initialisation() -> Iterator[None]:
         yield
 
 
-def register_family(name: str, preprocess: Callable[..., Preprocess]) -> Callable[[Constructor], Constructor]:
-    """Register a family's constructor under `name`, with the resolver of its preprocessing."""
+def register_family(
+    name: str,
+    preprocess: Callable[..., Preprocess],
+    dim: Callable[..., int],
+    pretrained: Callable[..., Pretrained] | None = None,
+) -> Callable[[Constructor], Constructor]:
+    """Register a family's constructor under `name`, with the resolvers of its preprocessing
+    and of its descriptors' size, and, when its named weights are more than their tag, the
+    resolver of what they are."""
 
     def decorate(constructor: Constructor) -> Constructor:
         PREPROCESSING[name] = preprocess
+        DIMS[name] = dim
+        if pretrained is not None:
+            PRETRAINED[name] = pretrained
         return FAMILIES.register(name)(constructor)
 
     return decorate
@@ -144,8 +161,30 @@ def resolve_preprocess(family: str, **options: Any) -> Preprocess:
     return resolver(**_taken_by(resolver, bound))
 
 
+def embedding_dim(family: str, **options: Any) -> int:
+    """The size of the descriptors `create_model(family, **options)` makes (its `dim`), from
+    the configurations alone: options are checked and defaulted as the constructor does."""
+    bound = bound_options(family, options)
+    resolver = DIMS[family]
+    return resolver(**_taken_by(resolver, bound))
+
+
+def pretrained_weights(family: str, **options: Any) -> Pretrained | None:
+    """The named weights `create_model(family, **options)` loads (a tag, or a package's own
+    weights) and what loading them downloads; None for weights from a checkpoint file or a
+    random initialisation (`pretrained` null or false)."""
+    bound = bound_options(family, options)
+    if bound.get("checkpoint") or ("pretrained" in bound and not bound["pretrained"]):
+        return None
+    if family not in PRETRAINED:
+        return Pretrained(str(bound.get("pretrained", family)))
+    resolver = PRETRAINED[family]
+    return resolver(**_taken_by(resolver, bound))
+
+
 __all__ = [
-    "Embedder", "Preprocess", "TextEncoder", "available", "bound_options", "create_model", "create_text_model", "has_text_tower",
-    "register_family", "register_text_tower", "resolve_preprocess", "seeded_initialisation", "text_options",
-    "tokenizer_settings",
+    "Embedder", "Pretrained", "Preprocess", "TextEncoder", "available", "bound_options", "create_model",
+    "create_text_model", "embedding_dim", "has_text_tower", "pretrained_weights", "register_family",
+    "register_text_tower", "resolve_preprocess",
+    "seeded_initialisation", "text_options", "tokenizer_settings",
 ]

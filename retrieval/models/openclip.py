@@ -1,6 +1,7 @@
 """open_clip image and text towers, by architecture and pretrained tag or a local checkpoint file."""
 from __future__ import annotations
 
+import posixpath
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,9 @@ from typing import Any
 import torch
 
 from retrieval.models import register_family, register_text_tower
-from retrieval.models.base import Embedder, Preprocess, TextEncoder, offline_hint
+from retrieval.models.base import (
+    Checkpoint, Embedder, HubWeights, InputSize, Preprocess, Pretrained, Resize, TextEncoder, offline_hint, safetensors_first,
+)
 
 # open_clip's eval resize modes that have an exact equivalent here; its "longest" pads with
 # its own fill colour and rounding, so it is left to an explicit model.resize.
@@ -54,8 +57,7 @@ def pretrained_tag(arch: str, pretrained: str | None, checkpoint: str | None) ->
     does not know is accepted only as the name of the weights in a `checkpoint` file."""
     import open_clip
 
-    if arch not in open_clip.list_models():
-        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+    _check_arch(arch)
     if pretrained and not checkpoint and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
         valid = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
         raise ValueError(f"Unknown pretrained tag {pretrained!r} for {arch}. Valid tags: {valid}.")
@@ -82,6 +84,23 @@ def open_clip_preprocess(
     return tower_preprocess(arch, pretrained_tag(arch, pretrained, checkpoint), input_size, resize)
 
 
+def clip_weights(arch: str, pretrained: str) -> Pretrained:
+    """The tag's weights as open_clip's `download_pretrained` fetches them: from the tag's hub
+    repository when it names one (its safetensors copy first), else from its URL into
+    open_clip's cache folder (~/.cache/clip)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    tag = pretrained_tag(arch, pretrained, None)
+    what = f"open_clip {arch} {pretrained}"
+    if tag.get("hf_hub"):
+        repo, name = posixpath.split(tag["hf_hub"])
+        files = safetensors_first(name or HF_WEIGHTS_NAME, {HF_WEIGHTS_NAME: HF_SAFE_WEIGHTS_NAME})
+        return Pretrained(pretrained, HubWeights(what, repo=repo, files=files))
+    url = tag.get("url", "")
+    cached_as = Path("~/.cache/clip").expanduser() / posixpath.basename(url) if url else None
+    return Pretrained(pretrained, HubWeights(what, url=url, cached_as=cached_as) if url else None)
+
+
 def load_clip(arch: str, pretrained: str | None, checkpoint: str | None) -> torch.nn.Module:
     """The whole open_clip model of `arch` with the weights of tag `pretrained`, or of the
     `checkpoint` file; random weights when both are None."""
@@ -98,21 +117,29 @@ def load_clip(arch: str, pretrained: str | None, checkpoint: str | None) -> torc
         )
 
 
+def _check_arch(arch: str) -> None:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture {arch!r}; see open_clip.list_models().")
+
+
 def embed_dim(arch: str) -> int:
     """The size of the space where image and text embeddings meet (the model config's
     embed_dim): open_clip's own towers and timm trunks (which have no output_dim) alike."""
     import open_clip
 
+    _check_arch(arch)
     return open_clip.get_model_config(arch)["embed_dim"]
 
 
-@register_family("open_clip", preprocess=open_clip_preprocess)
+@register_family("open_clip", preprocess=open_clip_preprocess, dim=embed_dim, pretrained=clip_weights)
 def open_clip_tower(
     arch: str = "ViT-B-32",
     pretrained: str | None = "openai",
-    checkpoint: str | None = None,
-    input_size: int | None = None,
-    resize: str | None = None,
+    checkpoint: Checkpoint = None,
+    input_size: InputSize = None,
+    resize: Resize = None,
 ) -> Embedder:
     """open_clip image tower: `arch` + `pretrained` tag, or `checkpoint` (a local file); None = random."""
     preprocess = open_clip_preprocess(arch, pretrained, checkpoint, input_size, resize)

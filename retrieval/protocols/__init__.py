@@ -67,7 +67,9 @@ class LocalisationSpec:
             raise ValueError(f"ap must be one of {AP_KINDS}, not {self.ap!r}")
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol", __name__, ("instance", "revisitop", "vpr", "gl3d", "patterncom"))
+PROTOCOLS: Registry[Protocol] = Registry(
+    "protocol", __name__, ("instance", "revisitop", "vpr", "gl3d", "patterncom"), checked="dataset.protocol_options"
+)
 available = PROTOCOLS.available
 get_protocol = PROTOCOLS.get
 _LOCALISATION: dict[str, LocalisationSpec] = {}

@@ -1,4 +1,4 @@
-"""GL3D matchable-image retrieval (FORMATS.md section 5): mAP@200.
+"""GL3D matchable-image retrieval (docs/formats.md section 5): mAP@200.
 
 Every image is a query against the whole set, itself included, as the reference pipeline
 retrieves it; the adapter gives each query itself as junk. The top `depth` entries of the raw
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.metrics import Indices, count_positives, relevance, trapezoid_ap, trapezoid_ap_from_hits
 from retrieval.protocols import ProtocolResult, evaluate_setups, register, with_listed_positives
 from retrieval.ranking import Ranking
@@ -56,7 +58,10 @@ def gl3d_per_query(
 
 @register("gl3d")
 def gl3d(
-    ranking: Ranking, dataset: Dataset, depth: int = 200, ap: str = "standard"
+    ranking: Ranking,
+    dataset: Dataset,
+    depth: Annotated[int, Rule(low=1)] = 200,
+    ap: Annotated[str, Rule(choices=lambda: AP_MODES)] = "standard",
 ) -> ProtocolResult:
     """GL3D: trapezoid mAP@200 over the raw top 200, self dropped (ap='reference': MIRorR's own).
 
@@ -67,8 +72,6 @@ def gl3d(
     ground-truth line of the image, a duplicated line as often as it occurs (the adapter's
     `extra["listed_positives"]`), so AP can exceed 1.
     """
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     if ap == "reference":
         dataset = with_listed_positives(dataset)
     return evaluate_setups(ranking, dataset, partial(gl3d_per_query, depth=depth, ap=ap))

@@ -1,15 +1,17 @@
-"""Instance retrieval (FORMATS.md section 3): mAP, mAP@K, P@K, recall@K and hit@K, and the
+"""Instance retrieval (docs/formats.md section 3): mAP, mAP@K, P@K, recall@K and hit@K, and the
 Find-your-Needle (SoIR) reference mode."""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.metrics import (
     ap_at_k_from_hits,
     available_items,
@@ -83,7 +85,10 @@ def fyn_summary(summary: Mapping[str, float]) -> dict[str, float]:
 
 @register("instance")
 def instance(
-    ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10), ap: str = "standard"
+    ranking: Ranking,
+    dataset: Dataset,
+    ks: Annotated[Sequence[int], Rule(low=1)] = (1, 5, 10),
+    ap: Annotated[str, Rule(choices=lambda: AP_MODES)] = "standard",
 ) -> ProtocolResult:
     """Instance retrieval: mAP, mAP@K, P@K, recall@K, hit@K (ap='fyn': Find-your-Needle's own).
 
@@ -93,8 +98,6 @@ def instance(
     in the top K / K with queries skipped when the gallery holds fewer than K items (a mean
     over no query is 0), and queries without positives scored 0, kept in the means.
     """
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     per_query = fyn_per_query if ap == "fyn" else per_query_metrics
     scorer = partial(per_query, n_gallery=len(dataset.gallery), ks=tuple(ks))
     result = evaluate_setups(ranking, dataset, scorer)

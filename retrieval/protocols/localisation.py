@@ -1,4 +1,4 @@
-"""Localisation scoring of a ranking that says where the object is (FORMATS.md 7 and 8).
+"""Localisation scoring of a ranking that says where the object is (docs/formats.md sections 7 and 8).
 
 For each returned positive, the IoU of its predicted box (or mask) with the query's
 instances in that image (the best-matching one when there are several); then, through

@@ -1,4 +1,4 @@
-"""PatternCom composed retrieval (FORMATS.md section 6): mAP per attribute and their plain mean.
+"""PatternCom composed retrieval (docs/formats.md section 6): mAP per attribute and their plain mean.
 
 Each query is one (query image, text) pair; its positives come from the adapter
 (`retrieval.datasets.patterncom`) and its group is its attribute. AP is the non-interpolated
@@ -31,10 +31,12 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.metrics import count_positives, relevance
 from retrieval.protocols import ProtocolResult, evaluate_setups, register
 from retrieval.ranking import Ranking
@@ -109,10 +111,8 @@ def summarise_attributes(per_query: pd.DataFrame, dataset: Dataset, labels: Iter
 
 
 @register("patterncom")
-def patterncom(ranking: Ranking, dataset: Dataset, ap: str = "standard") -> ProtocolResult:
+def patterncom(ranking: Ranking, dataset: Dataset, ap: Annotated[str, Rule(choices=lambda: AP_MODES)] = "standard") -> ProtocolResult:
     """PatternCom: mAP per attribute and their mean, rounded as rscir does (ap='reference': its AP)."""
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     indices = np.asarray(ranking.indices)
     if indices.size and (indices.shape[1] < len(dataset.gallery) or (indices < 0).any()):
         log.warning(

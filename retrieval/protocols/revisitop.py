@@ -1,18 +1,20 @@
-"""Revisited Oxford and Paris (FORMATS.md section 2): trapezoid mAP and mP@k per setup.
+"""Revisited Oxford and Paris (docs/formats.md section 2): trapezoid mAP and mP@k per setup.
 
 The dataset adapter resolves the Easy / Medium / Hard positives and junk into
 `dataset.truth["easy" | "medium" | "hard"]`, so this module only scores. Localisation is
 scored with the same trapezoid AP, and the `pixel_reference` option adds the PROxford /
-PRParis reference evaluation's own numbers (FORMATS.md section 8).
+PRParis reference evaluation's own numbers (docs/formats.md section 8).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.localisation import PIXEL_RETRIEVAL_IGNORED, pixel_retrieval_iou, pixel_retrieval_map
 from retrieval.metrics import (
     Indices,
@@ -27,7 +29,7 @@ from retrieval.ranking import Ranking
 from retrieval.records import Dataset, QueryTruth
 
 AP_MODES = ("standard", "reference")
-"""`standard`: FORMATS.md section 2 on the ranking with each item once; `reference`: revisitop's
+"""`standard`: docs/formats.md section 2 on the ranking with each item once; `reference`: revisitop's
 `compute_map` itself (repeated entries counted at each occurrence)."""
 
 
@@ -89,7 +91,7 @@ def revisitop_per_query(
 def pixel_reference_summary(
     ranking: Ranking, dataset: Dataset, ious: Mapping[str, np.ndarray]
 ) -> dict[str, dict[str, float]]:
-    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (FORMATS.md
+    """Medium and Hard as the PROxford/PRParis reference evaluation computes them (docs/formats.md
     section 8, compatibility): box IoU, strict IoU > t, queries with no passing positive
     dropped per threshold, its two ignored queries kept in the denominator; mIoU skipping
     unpredicted easy positives in Medium. Of `ious` (per kind), the reference uses boxes."""
@@ -115,7 +117,10 @@ def pixel_reference_summary(
 
 @register("revisitop", LocalisationSpec(ap="trapezoid", options={"pixel_reference": pixel_reference_summary}))
 def revisitop(
-    ranking: Ranking, dataset: Dataset, ks: Sequence[int] = (1, 5, 10), ap: str = "standard"
+    ranking: Ranking,
+    dataset: Dataset,
+    ks: Annotated[Sequence[int], Rule(low=1)] = (1, 5, 10),
+    ap: Annotated[str, Rule(choices=lambda: AP_MODES)] = "standard",
 ) -> ProtocolResult:
     """Revisited Oxford/Paris: trapezoid mAP and mP@k per setup, junk removed (ap='reference':
     revisitop's compute_map).
@@ -127,8 +132,6 @@ def revisitop(
     adapter's `extra["listed_positives"]`). Papers report 100 x mAP rounded to 2 decimals;
     the reporting layer does that.
     """
-    if ap not in AP_MODES:
-        raise ValueError(f"ap must be one of {AP_MODES}, not {ap!r}")
     if ap == "reference":
         dataset = with_listed_positives(dataset)
     return evaluate_setups(ranking, dataset, partial(revisitop_per_query, ks=tuple(ks), ap=ap))

@@ -1,4 +1,4 @@
-"""Visual place recognition (FORMATS.md section 4): hit@N.
+"""Visual place recognition (docs/formats.md section 4): hit@N.
 
 VPR papers call this metric Recall@N; it is hit@N (a query counts if any of its top N is a
 positive), so it is named hit@N here to keep it apart from true recall.
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
+from retrieval.config.rules import Rule
 from retrieval.metrics import count_positives, hit_at_k
 from retrieval.protocols import ProtocolResult, evaluate_setups, register
 from retrieval.ranking import Ranking
@@ -46,15 +48,13 @@ def vpr_per_query(
 def vpr(
     ranking: Ranking,
     dataset: Dataset,
-    ns: Sequence[int] = (1, 5, 10, 20),
-    denominator: str = "all",
+    ns: Annotated[Sequence[int], Rule(low=1)] = (1, 5, 10, 20),
+    denominator: Annotated[str, Rule(choices=lambda: DENOMINATORS)] = "all",
 ) -> ProtocolResult:
     """Place recognition: hit@N (papers' "Recall@N"), over all queries by default.
 
     `denominator="with_positives"` leaves queries without positives out, as Revisit-Anything
     does; by default they count as misses, as AnyLoc and VPR-Bench do.
     """
-    if denominator not in DENOMINATORS:
-        raise ValueError(f"denominator must be one of {DENOMINATORS}, not {denominator!r}")
     scorer = partial(vpr_per_query, ns=tuple(ns), denominator=denominator)
     return evaluate_setups(ranking, dataset, scorer)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.records import Box, Instance
 from retrieval.registry import Registry
 
@@ -33,6 +34,8 @@ QueryFn = Callable[..., np.ndarray]
 
 FILLS = ("mean", "blur")
 """query.fill of the mask mode, besides a constant 0..255."""
+Margin = Annotated[float, Rule(above=-0.5)]
+"""query.margin: the box grown (or, negative, shrunk) by this fraction of its size on each side."""
 
 MODES: Registry[QueryFn] = Registry("query mode", __name__)
 register = MODES.register
@@ -131,7 +134,7 @@ def full_image(image: np.ndarray, instance: Instance | None, **_: Any) -> np.nda
 
 @register("box")
 @reads("box", "mask")
-def box_crop(image: np.ndarray, instance: Instance | None, margin: float = 0.0, **_: Any) -> np.ndarray:
+def box_crop(image: np.ndarray, instance: Instance | None, margin: Margin = 0.0, **_: Any) -> np.ndarray:
     """Crop to the object's box grown by `margin` x its size (whole image if it has no box)."""
     box = _box_of(image, instance)
     if box is None:
@@ -145,9 +148,9 @@ def box_crop(image: np.ndarray, instance: Instance | None, margin: float = 0.0, 
 def masked_crop(
     image: np.ndarray,
     instance: Instance | None,
-    margin: float = 0.0,
-    fill: str | float = "mean",
-    blur_sigma: float = 8.0,
+    margin: Margin = 0.0,
+    fill: Annotated[str | float, Rule(choices=lambda: FILLS, low=0, high=255)] = "mean",
+    blur_sigma: Annotated[float, Rule(above=0)] = 8.0,
     **_: Any,
 ) -> np.ndarray:
     """Crop to the box and replace the background: a constant, the image mean, or a blur."""

@@ -4,6 +4,7 @@ a dataset's own queries and truth; `with_query_file` is where that replacement h
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import defaultdict
 from dataclasses import replace
@@ -12,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import UserError
+from retrieval.errors import UserError, unreadable
 from retrieval.records import Box, Dataset, Instance, QueryTruth, Record
+from retrieval.text_files import read_utf8
 
 NO_IMAGE = Path()
 """The `path` of a query that has only words (a text-only row of a query file)."""
@@ -21,6 +23,9 @@ NO_IMAGE = Path()
 
 class QueryFileError(UserError, ValueError):
     """A query file that cannot be read into queries and truth."""
+
+
+WHAT = "query file"
 
 
 QUERY_FILE_COLUMNS = ("id", "text", "image", "box", "group", "instance", "positives")
@@ -31,18 +36,18 @@ queries' image part; group reports the query in a subset of its own."""
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a CSV (with a header) or JSON (a list of objects) query file."""
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise QueryFileError(f"query.file={path} is neither .csv nor .json: use one of them")
+    text = read_utf8(path, WHAT)
     if path.suffix.lower() == ".json":
         try:
-            rows = json.loads(path.read_text())
+            rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise QueryFileError(f"query.file={path} is not valid JSON ({error})") from None
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise QueryFileError(f"query.file={path} must hold a JSON list of objects, one per query")
         return rows
-    if path.suffix.lower() != ".csv":
-        raise QueryFileError(f"query.file={path} is neither .csv nor .json: use one of them")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _csv_rows(path, text)
     for row in rows:
         row.pop(None, None)  # cells past the header: reported as no column at all
         if row.get("positives") is not None:
@@ -52,6 +57,27 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         for key in ("image", "box", "group", "instance"):
             if row.get(key) == "":
                 row[key] = None
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    """The rows of a CSV query file; a row the csv module cannot split is named by the line it
+    starts on (a cell over csv's size limit is most often a quote left open)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict[str, Any]] = []
+    start = 1  # the line the next row (the header, first) starts on
+    try:
+        if reader.fieldnames is not None:  # reading them reads the header
+            start = reader.line_num + 1
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            reason = f"the row from line {start} has a cell over {csv.field_size_limit():,} characters"
+            raise unreadable(path, WHAT, reason, "a quote left open runs on to the end of the file: close it, "
+                             "or shorten the cell") from None
+        raise unreadable(path, WHAT, f"the row from line {start} cannot be read ({error})", "fix that row") from None
     return rows
 
 

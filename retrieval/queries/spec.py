@@ -32,7 +32,7 @@ class QuerySpec:
     text: bool
     """Whether the query has words, embedded by the model's text tower."""
     combine: str | None = None
-    """composed: the name of the combination method (`retrieval.composed.COMBINATIONS`)."""
+    """composed: the name of the combination method (`retrieval.search.composed.COMBINATIONS`)."""
     weight: float | None = None
     """composed: `query.lambda`, the weight of the text similarity."""
     file: str | None = None

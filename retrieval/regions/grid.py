@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.regions.proposals import Regions, boxes_only, register
 
 
@@ -22,9 +24,9 @@ def positions(length: int, side: int, overlap: float) -> np.ndarray:
 @register("grid")
 def grid(
     image: np.ndarray,
-    scales: Sequence[float] = (0.5, 0.35, 0.25, 0.18),
-    overlap: float = 0.5,
-    min_side: int = 16,
+    scales: Annotated[Sequence[float], Rule(above=0, high=1)] = (0.5, 0.35, 0.25, 0.18),
+    overlap: Annotated[float, Rule(low=0, below=1)] = 0.5,
+    min_side: Annotated[int, Rule(low=1)] = 16,
 ) -> Regions:
     """Square windows of side = scale x the shorter image side, overlapping by `overlap`.
 
@@ -32,8 +34,6 @@ def grid(
     (a factor ~sqrt(2) apart) give ~270 windows on a 4:3 image. Windows shorter than
     `min_side` pixels are not made (they would be smaller than a feature-map cell).
     """
-    if not 0 <= overlap < 1:
-        raise ValueError(f"grid overlap must be in [0, 1), got {overlap}")
     height, width = image.shape[:2]
     boxes = []
     for scale in scales:

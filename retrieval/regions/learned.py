@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from retrieval.config.choices import device_problem, sam_model_types
+from retrieval.config.rules import Rule
 from retrieval.device import resolve_device
 from retrieval.regions.proposals import Regions, register
 
@@ -30,8 +33,6 @@ def _sam_generator(checkpoint: str, model_type: str, points_per_side: int, devic
             "regions proposer 'sam' needs the segment_anything package: "
             "pip install git+https://github.com/facebookresearch/segment-anything"
         ) from error
-    if model_type not in sam_model_registry:
-        raise ValueError(f"Unknown SAM model_type {model_type!r}. Valid: {', '.join(sam_model_registry)}.")
     model = sam_model_registry[model_type](checkpoint=None)
     # weights only: a checkpoint is a file from the internet, and a full unpickle could run code
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
@@ -42,19 +43,13 @@ def _sam_generator(checkpoint: str, model_type: str, points_per_side: int, devic
 @register("sam")
 def sam(
     image: np.ndarray,
-    checkpoint: str | None = None,
-    model_type: str = "vit_b",
-    points_per_side: int = 16,
-    max_regions: int = 150,
-    device: str = "auto",
+    checkpoint: Annotated[str | None, Rule(path=True, exists="file", nullable=False)] = None,
+    model_type: Annotated[str, Rule(choices=sam_model_types)] = "vit_b",
+    points_per_side: Annotated[int, Rule(low=1)] = 16,
+    max_regions: Annotated[int, Rule(low=1)] = 150,
+    device: Annotated[str, Rule(test=device_problem)] = "auto",
 ) -> Regions:
     """Segment Anything automatic masks from a local checkpoint (regions.proposals.sam.checkpoint)."""
-    if not checkpoint or not Path(checkpoint).expanduser().is_file():
-        raise FileNotFoundError(
-            f"regions proposer 'sam' needs local Segment Anything weights; checkpoint={checkpoint!r} "
-            "is not a file. Download e.g. sam_vit_b_01ec64.pth from the segment-anything "
-            "release page and pass regions.proposals.sam.checkpoint=/path/to/it"
-        )
     generator = _sam_generator(str(Path(checkpoint).expanduser()), model_type, points_per_side, device)
     found = sorted(generator.generate(image), key=lambda m: -m["predicted_iou"])[:max_regions]
     boxes, masks = [], []

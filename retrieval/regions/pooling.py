@@ -23,8 +23,7 @@ import torch
 from PIL import Image
 from torchvision.ops import roi_align
 
-from retrieval.device import autocast
-from retrieval.models.transform import normalise, prepare
+from retrieval.models.transform import prepare
 from retrieval.models.base import Embedder, Preprocess
 from retrieval.regions.proposals import Regions
 
@@ -68,17 +67,6 @@ def crop_pixels(image: np.ndarray, regions: Regions, preprocess: Preprocess) -> 
             crop = np.where(mask[..., None], crop, fill)
         crops.append(prepare(np.ascontiguousarray(crop), preprocess).transpose(2, 0, 1))
     return np.stack(crops)
-
-
-def crop_vectors(model: Embedder, pixels: torch.Tensor, device: torch.device, precision: str, batch_size: int) -> torch.Tensor:
-    """(n, D) float32, not normalised: crops from `crop_pixels` (uint8, any device) embedded
-    `batch_size` at a time, as a query's cut-out is embedded."""
-    parts = []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size].to(device, non_blocking=True)
-        with autocast(device, precision):
-            parts.append(model(normalise(batch, model.preprocess)).float())
-    return torch.cat(parts) if parts else torch.zeros((0, model.dim))
 
 
 def roi_vectors(

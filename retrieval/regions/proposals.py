@@ -45,7 +45,10 @@ class Regions:
 
 Proposer = Callable[..., Regions]
 
-PROPOSERS: Registry[Proposer] = Registry("region proposer", "retrieval.regions", ("grid", "segments", "learned"))
+PROPOSERS: Registry[Proposer] = Registry(
+    "region proposer", "retrieval.regions", ("grid", "segments", "learned"), checked="regions.proposals.{name}"
+)
+"""A proposer's options are checked on every call against the rules annotated beside its parameters."""
 register = PROPOSERS.register
 available = PROPOSERS.available
 

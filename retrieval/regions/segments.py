@@ -11,11 +11,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
+from retrieval.config.rules import Rule
 from retrieval.localisation import box_iou
 from retrieval.masks import tight_box
 from retrieval.regions.proposals import Regions, register
@@ -127,13 +129,13 @@ def _spread(order: np.ndarray, count: int) -> np.ndarray:
 @register("segments")
 def segments(
     image: np.ndarray,
-    max_side: int = 384,
-    scales: Sequence[float] = (100, 300),
-    sigma: float = 0.8,
-    min_area: float = 0.001,
-    max_area: float = 0.5,
-    dedupe_iou: float = 0.9,
-    max_regions: int = 150,
+    max_side: Annotated[int, Rule(low=1)] = 384,
+    scales: Annotated[Sequence[float], Rule(above=0)] = (100, 300),
+    sigma: Annotated[float, Rule(low=0)] = 0.8,
+    min_area: Annotated[float, Rule(low=0, high=1)] = 0.001,
+    max_area: Annotated[float, Rule(above=0, high=1)] = 0.5,
+    dedupe_iou: Annotated[float, Rule(above=0, high=1)] = 0.9,
+    max_regions: Annotated[int, Rule(low=1)] = 150,
 ) -> Regions:
     """Selective-search-like segments: Felzenszwalb superpixels (one run per `scales` value)
     grouped hierarchically by colour, texture, size and fill; every level is a proposal.

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ class RunInputs:
     metrics: dict[str, Any]
     per_query: dict[str, dict[int, dict[str, str]]]
     """setup -> query index -> that row of `per_query.csv`."""
+    created: str
+    """When the run was scored: metrics.json's `created`, else the time the file was written
+    (the ranking's own time is its search's, which a later run may have reused from the cache)."""
 
     @property
     def setups(self) -> list[str]:
@@ -45,11 +49,14 @@ def load_run(run_dir: Path) -> RunInputs:
     odd = [f"{name} {problem}" for name, problem in problems.items() if problem]
     if odd:
         raise ValueError(f"{run_dir}: {', '.join(odd)}; the run's artifacts must be regular files")
+    metrics = json.loads((run_dir / METRICS).read_text())
+    written = datetime.fromtimestamp((run_dir / METRICS).stat().st_mtime, timezone.utc)
     inputs = RunInputs(
-        ranking=Ranking.load(run_dir / RANKING),
+        ranking=Ranking.load(run_dir / RANKING, "run evaluate again to rewrite the run folder"),
         dataset=json.loads((run_dir / DATASET).read_text()),
-        metrics=json.loads((run_dir / METRICS).read_text()),
+        metrics=metrics,
         per_query=_per_query(run_dir / PER_QUERY),
+        created=str(metrics.get("created") or written.isoformat(timespec="seconds")),
     )
     n_queries = len(inputs.dataset["queries"])
     if inputs.ranking.indices.shape[0] != n_queries:

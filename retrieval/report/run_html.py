@@ -8,28 +8,23 @@ import json
 from html import escape
 from typing import Any
 
-from retrieval.approximate.recall import describe
 from retrieval.percent import percent_text
+from retrieval.search.approximate.recall import describe
 from retrieval.report.curves import ap_histogram, mean_pr_curve
+from retrieval.report.entries import rerank_steps, verified
+from retrieval.report.facts import fact_rows, fact_table, step_text, when
 from retrieval.report.inputs import RunInputs
 from retrieval.report.svg import histogram_chart, pr_chart
 
 ASSETS = "report"
+RANDOM = "random"
+"""metrics.json's `weights` of a model built without trained weights."""
 SKIPPED_SHOWN = 500
 
 
-def _percent(value: Any) -> str:
+def percent(value: Any) -> str:
     """Metrics are fractions; papers and the leaderboard quote them as percentages."""
     return percent_text(value) if isinstance(value, (int, float)) else escape(str(value))
-
-
-def _plain(value: Any) -> str:
-    """Counts and timings as a person reads them: short floats, JSON for nested values."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return escape(json.dumps(value))
-    return escape(str(value))
 
 
 LOCALISATION_FAMILIES = {
@@ -56,21 +51,54 @@ def _summary_tables(summary: dict[str, dict[str, Any]], baseline: dict[str, dict
             rows += [(f"{label}, whole image", values, ' class="baseline"') for label, values in baseline.items()]
         body = "".join(
             f"<tr{css}><th>{escape(label)}</th>"
-            + "".join(f"<td>{_percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
+            + "".join(f"<td>{percent(values[m]) if m in values else ''}</td>" for m, _ in columns)
             + "</tr>"
             for label, values, css in rows
         )
         caption = f"<caption>{escape(title)}</caption>" if len(families) > 1 else ""
         tables.append(f'<table class="metrics">{caption}<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>')
-    return "".join(tables)
+    return f'<div class="metric-tables">{"".join(tables)}</div>'
 
 
-def _facts(title: str, values: dict[str, Any]) -> str:
-    """A small key/value list (counts, timings); nothing when the run recorded none."""
-    if not values:
-        return ""
-    items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_plain(v)}</dd>" for k, v in values.items())
-    return f'<div class="facts"><h3>{escape(title)}</h3><dl>{items}</dl></div>'
+def _facts(run: RunInputs) -> str:
+    """Counts, search, timings and environment as labelled tables. `timings` in metrics.json
+    is the search's record: its sizes are search facts, its `created` the ranking's time."""
+    metrics = run.metrics
+    counts = dict(metrics.get("counts") or {})
+    confirmed = verified(run.ranking)
+    if confirmed is not None:
+        counts["verified results"] = int(confirmed.sum())
+        counts["queries with a verified result"] = int(confirmed.any(axis=1).sum())
+    timings = {k: v for k, v in (metrics.get("timings") or {}).items() if k not in counts}
+    speed = {k: v for k, v in timings.items() if k.endswith(("_seconds", "_per_s", "_s"))}
+    environment = {k: timings[k] for k in ("created", "versions") if k in timings}
+    search = {k: v for k, v in timings.items() if k not in speed and k not in environment}
+    return "".join((
+        fact_table("Counts", fact_rows(counts, run.setups), "counts"),
+        fact_table("Search", fact_rows(search), "search"),
+        fact_table("Timings", fact_rows(speed), "timings"),
+        fact_table("Environment", fact_rows(environment), "environment"),
+    ))
+
+
+def _steps(run: RunInputs) -> str:
+    """The line naming what produced the ranking: the search, then each re-rank step with the
+    options it is known by; how many results verification confirmed when it ran last."""
+    search = next((step for step in run.ranking.provenance if step.get("step") == "search"), None)
+    parts = [f'<span class="step">search <b>{escape(str(search.get("index", "?")))}</b></span>'] if search else []
+    steps = rerank_steps(run.ranking)
+    for step in steps:
+        name, every = step_text(step)
+        parts.append(f'<span class="step rerank" data-step="{escape(str(step.get("name", "")))}" '
+                     f'title="{escape(every)}">{escape(name)}</span>')
+    if not steps:
+        parts.append('<span class="step none">no re-rank</span>')
+    confirmed = verified(run.ranking)
+    note = ""
+    if confirmed is not None:
+        note = (f'<span class="verified-note"><span class="check">✓</span> {int(confirmed.sum()):,} results verified '
+                f"in {int(confirmed.any(axis=1).sum()):,} of {confirmed.shape[0]:,} queries</span>")
+    return f'<p class="steps" id="steps"><span class="steps-label">Steps</span> {" → ".join(parts)}{note}</p>'
 
 
 def _skipped(skipped: dict[str, list[list[str]]]) -> str:
@@ -106,6 +134,14 @@ def _charts(run: RunInputs, setups: dict[str, dict[str, Any]], default: str) -> 
     )
 
 
+def _random_notice(weights: str) -> str:
+    """A visible line when the model had no trained weights, so its numbers are not read as a model's."""
+    if weights != RANDOM:
+        return ""
+    return ('<p class="notice warn-notice" id="random-weights">random weights: the model was built without '
+            "trained weights, so these numbers say nothing about it</p>")
+
+
 def _search_notice(search: dict[str, Any] | None) -> str:
     """A visible line when the ranking came from an approximate index, so its numbers are not
     mistaken for exact ones: `approximate search: recall@100 0.962 against exact (...)`."""
@@ -118,7 +154,9 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
     metrics, dataset = run.metrics, run.dataset
     name = metrics.get("dataset") or dataset.get("name", "")
     model = metrics.get("model", "")
+    weights = str(metrics.get("weights") or "")
     facts = {
+        "weights": weights,
         "query mode": metrics.get("query_mode", ""),
         "combination": metrics.get("combination", ""),
         "index": metrics.get("index", ""),
@@ -126,8 +164,11 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
         "queries": len(dataset["queries"]),
         "gallery": len(dataset["gallery"]),
         "ranking depth": run.ranking.k,
+        "run": when(run.created),
     }
-    subtitle = " · ".join(f"{k} <b>{escape(str(v))}</b>" for k, v in facts.items() if v != "")
+    subtitle = " · ".join(
+        f'{k} <b{" class=warn" if k == "weights" and v == RANDOM else ""}>{escape(str(v))}</b>'
+        for k, v in facts.items() if v != "")
     provenance = (
         f"<details><summary>Provenance of the ranking</summary>"
         f"<pre>{escape(json.dumps(run.ranking.provenance, indent=2))}</pre></details>"
@@ -145,13 +186,15 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
 <header class="page-head">
   <h1>{escape(name)} <span class="model">{escape(model)}</span></h1>
   <p class="subtitle">{subtitle}</p>
+  {_steps(run)}
+  {_random_notice(weights)}
   {_search_notice(metrics.get("search"))}
 </header>
 <main>
 <section class="card" id="summary">
   <h2>Metrics <small>(%)</small></h2>
   {_summary_tables(metrics.get("summary", {}), metrics.get("whole_image_summary"))}
-  <div class="facts-row">{_facts("Counts", metrics.get("counts", {}))}{_facts("Timings", metrics.get("timings", {}))}</div>
+  <div class="facts-row">{_facts(run)}</div>
   {_skipped(metrics.get("skipped", {}))}
   {provenance}
 </section>
@@ -168,6 +211,7 @@ def page_html(run: RunInputs, setups: dict[str, dict[str, Any]], default: str, t
 </main>
 <script src="{ASSETS}/data.js"></script>
 <script src="{ASSETS}/run.js"></script>
+<script src="{ASSETS}/lightbox.js"></script>
 </body>
 </html>
 """

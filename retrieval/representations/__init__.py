@@ -14,12 +14,25 @@ extraction loop (`retrieval.features.extract`) drives:
 
 `settings()` is exactly what determines the rows besides the model and the storage dtype:
 the key of the feature store they live in.
+
+A representation may learn a state first (a codebook, a PCA-whitening) from a seeded sample of
+images: `learns()` returns its `Sample`, `fit(inputs)` the state (an object that saves itself
+and that `state_type.load` reads back: a `retrieval.aggregation` vocabulary or whitening),
+`fitted(state)` the representation that embeds with it (`retrieval.representations.fitting`). Queries are cut out
+by the query mode and encoded by the gallery's representation when it `encodes_queries`, else
+by `global`. One that does not localise gives rows without boxes.
+
+Its options are its constructor's parameters besides the run's context (`CONTEXT`), each
+typed and limited beside it (`Annotated[int, Rule(low=1)]`): the `representation` config
+node's schema, checked on every construction too.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +40,9 @@ import torch
 from retrieval.features.keys import Item
 from retrieval.models.base import Embedder
 from retrieval.registry import Registry
+
+if TYPE_CHECKING:
+    from retrieval.representations.fitting import FitInputs, Sample, State
 
 
 @dataclass
@@ -49,12 +65,32 @@ class Representation:
     embeds_words: bool = False
     """Whether items are texts for the model's text tower (whose store the image preprocessing
     does not key)."""
+    encodes_queries: bool = False
+    """Whether query cut-outs are encoded by this representation too (with the query's mode);
+    False: by `global`, one whole-image vector each."""
     source_names: list[str] = []
-    options: tuple[str, ...] = ()
-    """Names of the `regions` config keys the constructor takes besides proposals and max_pixels."""
+
+    state: State | None = None
+    """What `fit` learnt, once `fitted` gives it."""
+    state_type: type[State] | None = None
+    """The type of that state (its `load` reads a saved one), for a representation that learns."""
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def learns(self) -> "Sample | None":
+        """The sample this representation learns its state from (None: it learns nothing)."""
+        return None
+
+    def fit(self, inputs: "FitInputs") -> State:
+        """The state learnt from the sample `learns()` names."""
+        raise NotImplementedError
+
+    def fitted(self, state: State) -> "Representation":
+        """A copy that embeds with `state`."""
+        clone = copy.copy(self)
+        clone.state = state
+        return clone
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         raise NotImplementedError
@@ -62,15 +98,41 @@ class Representation:
     def images_per_batch(self, batch_size: int) -> int:
         return batch_size
 
+    def plan(self, items: Sequence[Item]) -> str | None:
+        """What embedding each of `items` will take, said before it starts where that is more
+        than one pass per item (None: nothing to say)."""
+        return None
+
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         raise NotImplementedError
 
 
-REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, ("whole", "regions", "text"))
+REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, modules=None, checked="representation")
 register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
 
 
-def create_representation(name: str, **options: Any) -> Representation:
-    """The representation registered as `name`, with its options."""
-    return REPRESENTATIONS.get(name)(**options)
+CONTEXT = ("max_pixels", "proposals", "mode", "mode_options", "tokenizer")
+"""Constructor parameters the run supplies, not the user: the pixel cap, the regions' proposers,
+a query's image mode with its options, the text tower's tokenizer. Every other parameter is an
+option of the representation's config node (`representation.<name>`)."""
+
+
+def create_representation(name: str, **arguments: Any) -> Representation:
+    """The representation registered as `name`, with its options and context."""
+    return REPRESENTATIONS.get(name)(**arguments)
+
+
+def _parameters(name: str) -> dict[str, inspect.Parameter]:
+    return {key: p for key, p in inspect.signature(REPRESENTATIONS.get(name)).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The options of representation `name`: its constructor's parameters besides the context."""
+    return tuple(key for key in _parameters(name) if key not in CONTEXT)
+
+
+def takes(name: str, parameter: str) -> bool:
+    """Whether representation `name` takes `parameter` (e.g. `proposals`: it describes regions)."""
+    return parameter in _parameters(name)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from retrieval.config.rules import ConfigError, Rule
 from retrieval.device import autocast
 from retrieval.features.keys import Item
 from retrieval.images import ImageError, load_rgb
@@ -21,10 +23,12 @@ from retrieval.masks import encode
 from retrieval.models.base import Embedder
 from retrieval.models.transform import normalise
 from retrieval.regions.learned import needs_main_process
-from retrieval.regions.pooling import crop_pixels, crop_vectors, pyramid_levels, roi_vectors, roi_weights, scene_pixels
+from retrieval.regions.pooling import crop_pixels, pyramid_levels, roi_vectors, roi_weights, scene_pixels
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, Regions, full_mask, propose
 from retrieval.representations import Representation, Rows, register
 
+PLAN_TRIES = 5
+"""Images tried for the plan of an extraction before saying nothing (unreadable ones are skips)."""
 SCENES_PER_QUERY_BATCH = 4
 """ROI pooling: a DataLoader batch holds batch_size / 4 scenes, each with every pyramid level
 it needs (a 1280 px scene alone is 4.6 MB of pixels), so prefetched batches stay small."""
@@ -97,6 +101,30 @@ class RegionRepresentation(Representation):
     def settings(self) -> dict[str, Any]:
         return {"representation": self.pooling, "proposals": self.proposers, "max_pixels": self.max_pixels}
 
+    def plan(self, items: Sequence[Item]) -> str | None:
+        """The regions per image, as the proposers find them on the first of `items` that reads
+        (the grid's count depends on the image's shape; segments' on its content). Said before
+        any image is embedded: a large image can take many seconds on a CPU. Nothing is said
+        ahead for learned proposers, whose run on one image costs as much as the embedding."""
+        if self.main_process:
+            return None
+        for item in items[:PLAN_TRIES]:
+            try:
+                image = load_rgb(item.path, max_pixels=self.max_pixels)
+            except ImageError:
+                continue
+            regions = propose(image, self.proposers)
+            counts = " + ".join(f"{regions.sources.count(source)} {'whole image' if source == IMAGE_SOURCE else source}"
+                                for source in self.source_names)
+            height, width = image.shape[:2]
+            return (f"{len(regions)} regions per image ({counts}; counted on {Path(item.path).name}, {width}x{height}), "
+                    f"{self.embedding_words()}: about {len(regions) * len(items):,} regions for {len(items):,} images")
+        return None
+
+    def embedding_words(self) -> str:
+        """How a region becomes a vector, in a few words."""
+        raise NotImplementedError
+
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         return RegionImages(items, self, model)
 
@@ -110,25 +138,33 @@ class RoiRegions(RegionRepresentation):
     """Regions ROI-aligned out of a few backbone passes over an image pyramid (dense models)."""
 
     pooling = "roi"
-    options = ("input_sizes", "roi_size")
 
-    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, input_sizes: Sequence[int], roi_size: int):
+    def __init__(
+        self,
+        proposals: Mapping[str, Mapping[str, Any] | None],
+        max_pixels: int,
+        input_sizes: Annotated[Sequence[int], Rule(low=32)] = (640, 1280),
+        roi_size: Annotated[int, Rule(low=1)] = 7,
+    ):
         super().__init__(proposals, max_pixels)
         self.input_sizes = tuple(int(size) for size in input_sizes)
         self.roi_size = int(roi_size)
-        if not self.input_sizes or min(self.input_sizes) < 32:
-            raise ValueError(f"regions.input_sizes must list scene sizes of at least 32 pixels, not {list(self.input_sizes)}")
+        if not self.input_sizes:
+            raise ConfigError("representation.input_sizes=[] is not valid: list the scene sizes of the backbone passes, e.g. [640, 1280]")
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "input_sizes": list(self.input_sizes), "roi_size": self.roi_size}
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         if not model.dense:
-            raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use regions.pooling=crop")
+            raise ValueError(f"{type(model).__name__} has no dense feature map to ROI-pool; use representation=crop")
         return super().worker_dataset(items, model)
 
     def images_per_batch(self, batch_size: int) -> int:
         return max(1, batch_size // SCENES_PER_QUERY_BATCH)
+
+    def embedding_words(self) -> str:
+        return f"ROI-pooled from backbone passes at {', '.join(map(str, self.input_sizes))} px"
 
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         """Backbone passes over equally sized scenes of one pyramid level, each pass holding at
@@ -170,9 +206,9 @@ class CropRegions(RegionRepresentation):
     """Every region cut out (segments: background filled) and embedded like a query (any model)."""
 
     pooling = "crop"
-    options = ("crop_size",)
 
-    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int, crop_size: int | None):
+    def __init__(self, proposals: Mapping[str, Mapping[str, Any] | None], max_pixels: int,
+                 crop_size: Annotated[int | None, Rule(low=1)] = None):
         super().__init__(proposals, max_pixels)
         self.crop_size = crop_size
         """Side each crop is resized to; None = the model's input size (as queries are)."""
@@ -183,5 +219,16 @@ class CropRegions(RegionRepresentation):
     def images_per_batch(self, batch_size: int) -> int:
         return 1  # one image's crops fill the batches
 
+    def embedding_words(self) -> str:
+        return "each cut out and embedded alone"
+
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
-        return [self._rows(p, crop_vectors(model, p["pixels"], device, precision, batch_size)) for p in prepared]
+        out = []
+        for p in prepared:
+            parts = []
+            for start in range(0, len(p["pixels"]), batch_size):
+                pixels = p["pixels"][start : start + batch_size].to(device, non_blocking=True)
+                with autocast(device, precision):
+                    parts.append(model(normalise(pixels, model.preprocess)).float())
+            out.append(self._rows(p, torch.cat(parts)))
+        return out

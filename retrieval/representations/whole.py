@@ -1,19 +1,26 @@
-"""`global`: one vector per image, or per query cut-out (the query mode runs in the worker)."""
+"""`global`: one vector per image, or per query cut-out (the query mode runs in the worker);
+optionally PCA-whitened (`whiten`), the whitening learnt once on a seeded sample of the gallery's
+(or `fit_images`') whole-image vectors and applied to gallery and queries alike."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
+from retrieval.aggregation.whitening import Whitening, fit_whitening, whiten
+from retrieval.config.rules import Rule
 from retrieval.device import autocast
+from retrieval.errors import UserError
 from retrieval.features.keys import Item
 from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder, Preprocess
 from retrieval.models.transform import normalise, prepare
 from retrieval.queries import QueryError, QueryFn
 from retrieval.representations import Representation, Rows, register
+from retrieval.representations.fitting import FitInputs, Sample
 
 
 class WholeImages(torch.utils.data.Dataset):
@@ -46,15 +53,43 @@ class WholeImages(torch.utils.data.Dataset):
 class GlobalRepresentation(Representation):
     """One vector per image: the model's own descriptor of the whole image (or the query's cut-out)."""
 
-    def __init__(self, max_pixels: int, mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None):
+    encodes_queries = True
+    state_type = Whitening
+
+    def __init__(
+        self,
+        max_pixels: int,
+        mode: QueryFn | None = None,
+        mode_options: dict[str, Any] | None = None,
+        whiten: Annotated[int | None, Rule(low=1)] = None,
+        fit_sample: Annotated[int, Rule(low=2)] = 1000,
+        fit_seed: int = 0,
+        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
+    ):
         self.max_pixels = int(max_pixels)
         self.mode = mode
         self.mode_options = dict(mode_options or {})
+        self.whiten = whiten
+        """Dimensions kept after PCA-whitening (None: the model's vectors as they are)."""
+        self.sample = Sample(int(fit_sample), int(fit_seed), None if fit_images is None else Path(fit_images))
 
     def settings(self) -> dict[str, Any]:
         # The query mode is not here: it is part of each query's item key, so whole-image
         # cut-outs share the gallery's vectors in the same store.
-        return {"representation": "global", "max_pixels": self.max_pixels}
+        whitened = {} if self.whiten is None else {"whiten": self.whiten}
+        return {"representation": "global", "max_pixels": self.max_pixels, **whitened}
+
+    def learns(self) -> Sample | None:
+        return None if self.whiten is None else self.sample
+
+    def fit(self, inputs: FitInputs) -> Whitening:
+        """The PCA-whitening of the sample's whole-image vectors."""
+        rows = inputs.rows(GlobalRepresentation(self.max_pixels))
+        try:
+            return fit_whitening(np.asarray(rows.vectors, dtype=np.float32), self.whiten)
+        except UserError as error:
+            raise UserError(f"representation.whiten={self.whiten}: {error} "
+                            "(representation.fit_sample, representation.whiten)") from None
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         return WholeImages(items, model.preprocess, self.max_pixels, self.mode, self.mode_options)
@@ -65,4 +100,8 @@ class GlobalRepresentation(Representation):
         pixels = torch.stack([p["pixels"] for p in prepared]).to(device, non_blocking=True)
         with autocast(device, precision):
             vectors = model(normalise(pixels, model.preprocess)).float()
+        if self.whiten is not None:
+            if self.state is None:
+                raise RuntimeError("a whitening representation embeds only once fitted (Representation.fitted)")
+            vectors = whiten(torch.nn.functional.normalize(vectors, dim=1), self.state)  # learnt on unit vectors
         return [Rows(vectors=vector[None]) for vector in vectors]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from retrieval.models.base import Embedder
+    from retrieval.representations import Representation
 
 NEEDS = ("query_vectors", "gallery", "dataset", "query_cutouts", "cache", "query_model")
 """What a step may ask for: the query vectors (n_query, D); the gallery's rows (vectors,
@@ -69,8 +70,12 @@ class QueryModel:
     max_pixels: int
     """extract.max_pixels: larger images are not read."""
     identity: dict[str, Any]
-    """What determines the vector of given pixels (model, weights, preprocessing, storage):
-    the settings of the feature store of whole images, the key of anything made of its vectors."""
+    """What determines the vector of given pixels (model, weights, preprocessing, the queries'
+    representation and its learnt state, storage): the settings of the queries' feature store,
+    the key of anything made of its vectors."""
+    representation: Representation
+    """What embeds the queries' pixels (fitted when it learns a state, e.g. a whitening): crops
+    go through it as a query's cut-out does."""
 
 
 @dataclass
@@ -144,7 +149,9 @@ class Step:
         raise NotImplementedError
 
 
-STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, ("steps", "verify", "refine"))
+STEPS: Registry[Callable[..., Step]] = Registry("re-rank step", __name__, modules=None, checked="rerank.{name}")
+"""Each step's options are checked on construction against the rules annotated beside its
+parameters (`retrieval.config.arguments`), which the config schema reads too."""
 register = STEPS.register
 available = STEPS.available
 

@@ -1,5 +1,6 @@
 """Vectors of crops of gallery images, embedded exactly as a query's cut-out is (the run's model,
-preprocessing, precision and storage rounding), kept per (image key, window, mask).
+preprocessing, precision, the queries' representation with its learnt state, and storage
+rounding), kept per (image key, window, mask).
 
 Queries that share results share the work: a crop is embedded once however many queries ask
 for it. With a cache folder, each image's crops are also kept on disk, one file per image
@@ -24,7 +25,7 @@ import torch
 from retrieval import artifacts
 from retrieval.features.extract import STORAGE
 from retrieval.images import ImageError, load_rgb
-from retrieval.regions.pooling import crop_pixels, crop_vectors
+from retrieval.regions.pooling import crop_pixels
 from retrieval.regions.proposals import Regions
 from retrieval.rerank import QueryModel
 
@@ -111,8 +112,10 @@ class CropVectors:
         for start in range(0, len(crops), self.batch_size):
             chunk = _by_image(crops[start : start + self.batch_size])
             pixels = np.concatenate([crop_pixels(image.pixels, regions, self.model.preprocess) for image, regions, _ in chunk])
-            made = crop_vectors(self.model, torch.from_numpy(pixels), self.embedder.device, self.embedder.precision,
-                                self.batch_size)
+            prepared = [{"pixels": torch.from_numpy(crop)} for crop in pixels]
+            rows = self.embedder.representation.embed(self.model, prepared, self.embedder.device, self.embedder.precision,
+                                                      self.batch_size)
+            made = torch.cat([torch.as_tensor(row.vectors).float() for row in rows])
             # rounded as the store rounds the query vectors; a non-finite vector stays NaN (scores nothing)
             made = iter(torch.nn.functional.normalize(made, dim=1).cpu().numpy().astype(self.storage))
             for image, _, keys in chunk:

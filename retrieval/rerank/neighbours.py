@@ -3,7 +3,7 @@
 Database-side augmentation needs the neighbours of every gallery row among the gallery rows, a
 gallery x gallery search. The full score matrix does not fit in memory for a real gallery, so
 scores are computed one (query block x row block) tile at a time and merged into a running top-k.
-Ties are broken by the lower row id, the rule `retrieval.index.search` follows, so results do not
+Ties are broken by the lower row id, the rule `retrieval.search.index.search` follows, so results do not
 depend on the block size or the device.
 """
 from __future__ import annotations

@@ -41,12 +41,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Annotated
 
 import numpy as np
 from tqdm import tqdm
 
 from retrieval import artifacts
-from retrieval.errors import UserError
+from retrieval.config.rules import Rule
 from retrieval.features import Features
 from retrieval.features.keys import gallery_items
 from retrieval.localisation import box_iou
@@ -66,8 +67,13 @@ MASK_IOU = 0.5
 bar a box must pass to count as found): they agree on where the object is."""
 
 
-class RefineOptionError(UserError, ValueError):
-    """Options of rerank.refine out of their range."""
+def _factors_problem(factors: Sequence[float]) -> str | None:
+    """A factor of 1 moves nothing: what to use instead (None: fine)."""
+    return "list factors other than 1, e.g. [0.7, 1.4]" if any(float(f) == 1 for f in factors) else None
+
+
+Factors = Annotated[Sequence[float], Rule(above=0, test=_factors_problem)]
+"""A round's scale or aspect factors (area times factor^2, or width times its square root)."""
 
 
 @register("refine")
@@ -78,27 +84,17 @@ class Refine(Step):
 
     def __init__(
         self,
-        top_n: int = 10,
-        seeds: int = 2,
-        steps: int = 2,
-        shift: float = 0.25,
-        scales: Sequence[float] = (0.7, 1.4),
-        aspects: Sequence[float] = (0.7, 1.4),
-        unions: int = 8,
-        min_side: int = 16,
+        top_n: Annotated[int, Rule(low=1)] = 10,
+        seeds: Annotated[int, Rule(low=1)] = 2,
+        steps: Annotated[int, Rule(low=0)] = 2,
+        shift: Annotated[float, Rule(above=0)] = 0.25,
+        scales: Factors = (0.7, 1.4),
+        aspects: Factors = (0.7, 1.4),
+        unions: Annotated[int, Rule(low=0)] = 8,
+        min_side: Annotated[int, Rule(low=1)] = 16,
         crop_cache: bool = True,
-        batch_size: int = 32,
+        batch_size: Annotated[int, Rule(low=1)] = 32,
     ):
-        for name, value, low in (("top_n", top_n, 1), ("seeds", seeds, 1), ("steps", steps, 0), ("unions", unions, 0),
-                                 ("min_side", min_side, 1), ("batch_size", batch_size, 1)):
-            if not (isinstance(value, (int, np.integer)) and value >= low):
-                raise RefineOptionError(f"rerank.refine.{name} must be a whole number >= {low}, not {value!r}")
-        if not shift > 0:
-            raise RefineOptionError(f"rerank.refine.shift must be > 0 (a fraction of the window's side), not {shift!r}")
-        for name, factors in (("scales", scales), ("aspects", aspects)):
-            if isinstance(factors, (str, bytes)) or not all(isinstance(f, (int, float)) and f > 0 and f != 1 for f in factors):
-                raise RefineOptionError(f"rerank.refine.{name} must list factors > 0 other than 1 (e.g. [0.7, 1.4]), "
-                                        f"not {factors!r}")
         self.top_n, self.seeds, self.steps, self.shift = int(top_n), int(seeds), int(steps), float(shift)
         self.scales, self.aspects = [float(f) for f in scales], [float(f) for f in aspects]
         self.unions, self.min_side = int(unions), int(min_side)

@@ -3,25 +3,27 @@ database-side augmentation. Definitions and references: `retrieval.rerank.expans
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.features import Features
 from retrieval.ranking import Ranking
 from retrieval.rerank import RerankInputs, Step, StepOutput, best_rows, register
 from retrieval.rerank.expansion import alpha_query_expansion, average_query_expansion, database_side_augmentation
 
 
-def _positive(name: str, value: float, minimum: float) -> None:
-    if not value >= minimum:
-        raise ValueError(f"rerank option {name} must be >= {minimum}, not {value!r}")
+Neighbours = Annotated[int, Rule(low=1)]
+"""k: how many nearest results (or gallery rows) a step averages."""
+Alpha = Annotated[float, Rule(low=0)]
+"""alpha: the exponent of a neighbour's similarity in its weight (0: every neighbour weighs 1)."""
 
 
 class _Expansion(Step):
     needs = ("query_vectors", "gallery")
 
-    def __init__(self, k: int):
-        _positive("k", k, 1)
+    def __init__(self, k: Neighbours):
         self.k = int(k)
 
     def expand(self, queries: np.ndarray, gallery: Features, neighbours: np.ndarray) -> np.ndarray:
@@ -46,9 +48,8 @@ class AverageQueryExpansion(_Expansion):
 class AlphaQueryExpansion(_Expansion):
     """alpha-QE (Radenovic et al. 2019): top k results weighted by similarity^alpha, searched again."""
 
-    def __init__(self, k: int, alpha: float):
+    def __init__(self, k: Neighbours, alpha: Alpha):
         super().__init__(k)
-        _positive("alpha", alpha, 0)
         self.alpha = float(alpha)
 
     def expand(self, queries: np.ndarray, gallery: Features, neighbours: np.ndarray) -> np.ndarray:
@@ -62,9 +63,7 @@ class DatabaseSideAugmentation(Step):
     needs = ("query_vectors", "gallery")
     updates_gallery = True
 
-    def __init__(self, k: int, alpha: float):
-        _positive("k", k, 1)
-        _positive("alpha", alpha, 0)
+    def __init__(self, k: Neighbours, alpha: Alpha):
         self.k, self.alpha = int(k), float(alpha)
 
     def __call__(self, ranking: Ranking, inputs: RerankInputs) -> StepOutput:

@@ -25,12 +25,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Annotated
 
 import numpy as np
 
+from retrieval.config.rules import Rule
 from retrieval.errors import UserError
 from retrieval.features.keys import gallery_items
-from retrieval.local_features import Extractor, LocalFeatures, create_extractor
+from retrieval.local_features import EXTRACTORS, Extractor, LocalFeatures, create_extractor
 from retrieval.local_features.cache import FeatureCache
 from retrieval.local_features.frames import Frame, grown_box, source_mask
 from retrieval.local_features.geometry import (
@@ -56,30 +58,21 @@ class GeometricVerification(Step):
 
     def __init__(
         self,
-        top_n: int = 100,
-        features: str = "sift",
-        max_keypoints: int = 2048,
-        resize: int = 1024,
-        query_resize: int = 512,
-        model: str = "homography",
-        threshold: float = 8.0,
-        min_inliers: int = 12,
-        match_threshold: float | None = None,
-        gallery_view: str = "region",
-        context: float = 1.0,
-        batch_size: int = 8,
+        top_n: Annotated[int, Rule(low=1)] = 100,
+        features: Annotated[str, Rule(choices=lambda: tuple(EXTRACTORS.available()))] = "sift",
+        max_keypoints: Annotated[int, Rule(low=1)] = 2048,
+        resize: Annotated[int, Rule(low=32)] = 1024,
+        query_resize: Annotated[int, Rule(low=32)] = 512,
+        model: Annotated[str, Rule(choices=lambda: MODELS)] = "homography",
+        threshold: Annotated[float, Rule(above=0)] = 8.0,
+        min_inliers: Annotated[int, Rule(low=3)] = 12,
+        match_threshold: Annotated[float | None, Rule(above=0)] = None,
+        gallery_view: Annotated[str, Rule(choices=lambda: GALLERY_VIEWS)] = "region",
+        context: Annotated[float, Rule(low=0)] = 1.0,
+        batch_size: Annotated[int, Rule(low=1)] = 8,
     ):
-        if model not in MODELS:
-            raise VerifyOptionError(f"rerank.verify.model must be one of {', '.join(MODELS)}, not {model!r}")
-        if gallery_view not in GALLERY_VIEWS:
-            raise VerifyOptionError(f"rerank.verify.gallery_view must be one of {', '.join(GALLERY_VIEWS)}, not {gallery_view!r}")
         if min_inliers < MIN_MATCHES[model]:
             raise VerifyOptionError(f"rerank.verify.min_inliers must be >= {MIN_MATCHES[model]} for model={model}, not {min_inliers}")
-        for name, value, low in (("top_n", top_n, 1), ("max_keypoints", max_keypoints, 1), ("resize", resize, 32),
-                                 ("query_resize", query_resize, 32), ("threshold", threshold, 1e-6), ("context", context, 0),
-                                 ("batch_size", batch_size, 1)):
-            if not value >= low:
-                raise VerifyOptionError(f"rerank.verify.{name} must be >= {low}, not {value!r}")
         self.top_n, self.features, self.max_keypoints = int(top_n), features, int(max_keypoints)
         self.resize, self.query_resize = int(resize), int(query_resize)
         self.model, self.threshold, self.min_inliers = model, float(threshold), int(min_inliers)

@@ -5,7 +5,7 @@ sample photos (so it needs no download) and pastes them large into 40 scenes. Be
 any masked object folder (e.g. ETH-80, `images/<instance>/` + `masks/<instance>/`) and paste
 small objects (0.5-5 % of the image) with same-category distractors and partial occlusion.
 
-Output (keys of `anns.pt` are paths relative to `<out>`; VoxDet format, FORMATS.md section 1):
+Output (keys of `anns.pt` are paths relative to `<out>`; VoxDet format, docs/formats.md section 1):
 
     <out>/anns.pt                    queries and gallery entries
     <out>/queries/<instance>/<n>.png one object on a plain or textured background

@@ -1,11 +1,11 @@
-"""Pipeline stages: config and input paths in, artifact path out; each builds only what is
-missing and never imports another stage (what they share is in `common`).
+"""Pipeline stages: a run's plan (and input paths) in, artifact path out; each builds only what
+is missing and never imports another stage (what they share is the plan, `retrieval.plan`).
 
-    extract.main(cfg, split)                      -> feature store  (split = "queries" or "gallery")
-    search.main(cfg, queries, gallery)            -> ranking.npz
-    rerank.main(cfg, ranking, queries, gallery)   -> ranking.npz of the last re-rank step
-    evaluate.main(cfg, ranking, out, baseline)    -> metrics.json
+    extract.main(plan, split)                     -> feature store  (split = "queries", "texts" or "gallery")
+    search.main(plan)                             -> ranking.npz
+    rerank.main(plan, ranking)                    -> ranking.npz of the last re-rank step
+    evaluate.main(plan, ranking, out, baseline)   -> metrics.json
 
-`retrieval.pipeline` chains them. `cfg` is a plain mapping (an OmegaConf DictConfig from the
-Hydra entry points, or a dict), so the stages run the same without Hydra.
+`retrieval.pipeline` builds the plan once (`RunPlan.from_config`, from Hydra's config or a
+plain dict) and chains them, so the stages run the same without Hydra.
 """

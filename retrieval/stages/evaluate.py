@@ -1,7 +1,7 @@
 """Stage 4: score a ranking with the dataset's protocol; write metrics, per-query table,
 leaderboard row and the HTML report into the run folder.
 
-    main(cfg, ranking, out, baseline=None) -> metrics.json
+    main(plan, ranking, out, baseline=None) -> metrics.json
 
 `baseline`, for a region-level run, is the same run's whole-image ranking, reported beside."""
 from __future__ import annotations
@@ -14,19 +14,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from retrieval import artifacts
-from retrieval.approximate.recall import describe
-from retrieval.datasets.distractors import distractor_count, labelled
+from retrieval.search.approximate.recall import describe
+from retrieval.datasets.distractors import distractor_count
 from retrieval.leaderboard import append_row, git_commit
 from retrieval.masks import decode, encode
 from retrieval.percent import percent, percent_text
 from retrieval.protocols import score
-from retrieval.ranking import Ranking
+from retrieval.ranking import GIVEN, Ranking
 from retrieval.records import Dataset, Instance, Record
 from retrieval.protocols.localisation import add_localisation, split_options
 from retrieval.report import build_leaderboard_page, build_run_report
-from retrieval.composed import combination_settings
-from retrieval.queries.spec import QuerySpec
-from retrieval.stages.common import dataset_from_config, plain, query_of, region_config
+from retrieval.plan import RunPlan
+from retrieval.ranking import RANKING_FILE
 
 log = logging.getLogger(__name__)
 
@@ -102,24 +101,14 @@ def print_summary(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def combination(query: QuerySpec) -> str:
-    """How a composed query's similarities were combined, for the leaderboard: `weicom
-    lambda=0.3 cut=box` (lambda only where the method reads it); "" for other queries."""
-    if not query.composed:
-        return ""
-    settings = combination_settings(query.combine, query.weight)
-    weight = "" if settings["lambda"] is None else f" lambda={settings['lambda']:g}"
-    return f"{query.combine}{weight} cut={query.image_mode}"
-
-
-def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path | None = None) -> Path:
+def main(plan: RunPlan, ranking_path: Path, out: Path, baseline: Path | None = None) -> Path:
     """Score the ranking at `ranking_path` into the run folder `out`; returns metrics.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = dataset_from_config(cfg)
+    dataset = plan.dataset
     ranking_path = Path(ranking_path)
-    ranking = Ranking.load(ranking_path)
-    options = plain(cfg["dataset"]).get("protocol_options") or {}
+    ranking = Ranking.load(ranking_path, GIVEN if plan.eval.ranking is not None else None)
+    options = plan.eval.protocol_options
     scoring, localising = split_options(dataset.protocol, options)
     # box/mask metrics when the ranking localises and the gallery has truth
     result = add_localisation(score(ranking, dataset, **scoring), ranking, dataset, **localising)
@@ -130,28 +119,16 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "queries": search_meta.get("skipped_queries", []),
         "gallery": search_meta.get("skipped_gallery", []),
     }
-    label = labelled(dataset)  # the name, with "+<n>" when distractors follow the gallery
-    model_name = plain(cfg["model"])["name"]
-    query_mode = plain(cfg["query"])["name"]
-    combined = combination(query_of(cfg))
-    index_name = plain(cfg["index"])["name"]
-    regions_name = region_config(cfg)["name"]
-    rerank_names = "+".join(step["name"] for step in ranking.provenance if step.get("step") == "rerank")
+    identity = plan.identity.of_ranking(ranking).fields()
     whole = _json_summary(score(Ranking.load(baseline), dataset, **scoring).summary) if baseline else None
     sizes = {"n_queries": len(dataset.queries), "n_gallery": len(dataset.gallery), "n_distractors": distractor_count(dataset)}
     search = search_meta.get("search")
     metrics = {
-        "dataset": label,
-        "model": model_name,
-        "query_mode": query_mode,
-        "combination": combined,
-        "index": index_name,
-        "regions": regions_name,
+        **identity,
         "protocol": dataset.protocol,
         "protocol_options": options,
         "dataset_notes": dataset.extra,
         "summary": _json_summary(result.summary),
-        "rerank": rerank_names,
         "whole_image_summary": whole,
         "counts": {
             **result.counts,
@@ -163,19 +140,13 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         "search": search,
         "ranking": str(ranking_path),
     }
-    shutil.copyfile(ranking_path, out / "ranking.npz")
+    shutil.copyfile(ranking_path, out / RANKING_FILE)
     artifacts.write_json(out / "dataset.json", dataset_manifest(dataset, gallery_masks=len(dataset.gallery) <= 5000))
     result.per_query.to_csv(out / "per_query.csv", index=False)
     metrics_path = artifacts.write_json(out / "metrics.json", metrics)
     row = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": label,
-        "model": model_name,
-        "query_mode": query_mode,
-        "combination": combined,
-        "index": index_name,
-        "regions": regions_name,
-        "rerank": rerank_names,
+        **identity,
         **sizes,
         "images_per_s": speed or "",
         **search_columns(search),
@@ -184,12 +155,13 @@ def main(cfg: Mapping[str, Any], ranking_path: Path, out: Path, baseline: Path |
         **_percent_row(result.summary),
         **({"whole_image_mAP": _percent_row(whole).get("mAP", "")} if whole else {}),
     }
-    leaderboard = append_row(Path(cfg["paths"]["leaderboard"]), row)
-    report = _report(cfg, out, leaderboard)
+    leaderboard = append_row(plan.paths.leaderboard, row)
+    report = _report(plan, out, leaderboard)
     n_skipped = sum(len(v) for v in skipped.values())
     log.info(
-        "%s | %s | query=%s | index=%s | regions=%s (%% below)\n%s",
-        label, model_name, query_mode, index_name, regions_name, print_summary(result.summary),
+        "%s | %s (weights %s) | query=%s | index=%s | regions=%s (%% below)\n%s",
+        identity["dataset"], identity["model"], identity["weights"], identity["query_mode"], identity["index"],
+        identity["regions"], print_summary(result.summary),
     )
     approximate = describe(search)
     if approximate:
@@ -217,20 +189,24 @@ def search_columns(search: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _search_meta(ranking_path: Path) -> dict[str, Any]:
-    """The meta of the search that a ranking descends from (through any re-rank steps)."""
+    """The meta of the search that a ranking descends from: a re-rank step's meta names the
+    ranking it re-ranked (`input_ranking`), followed back to the search's (whose `search` is
+    the dict describing it). Empty when the ranking is not a cached artifact (`eval.ranking`
+    from elsewhere), or its chain does not lead to one."""
     folder = ranking_path.parent
-    if not artifacts.is_complete(folder):
-        return {}
-    meta = artifacts.read_meta(folder)
-    if "step" in meta and meta.get("search"):
-        return artifacts.read_meta(Path(meta["search"]))
-    return meta
+    while artifacts.is_complete(folder):
+        meta = artifacts.read_meta(folder)
+        if "step" not in meta:
+            return meta
+        if "input_ranking" not in meta:
+            return {}
+        folder = Path(meta["input_ranking"]).parent
+    return {}
 
 
-def _report(cfg: Mapping[str, Any], out: Path, leaderboard: Path) -> Path | None:
-    settings = plain(cfg["eval"])
-    if not settings["report"]:
+def _report(plan: RunPlan, out: Path, leaderboard: Path) -> Path | None:
+    if not plan.eval.report:
         return None
-    path = build_run_report(out, top_k=settings["report_top_k"])
+    path = build_run_report(out, top_k=plan.eval.report_top_k)
     build_leaderboard_page(leaderboard)
     return path

@@ -9,7 +9,9 @@ caches hold), embeds on the GPU Ray gave it (the CPU when none) and writes the s
 itself, through the same `Store.build_shard` (lock, atomic write, skip when finished) as the
 local engine. The nodes see the driver's `retrieval` package (shipped as a Ray `py_modules`
 entry) and need its dependencies and the store's folder (a shared file system on a real
-cluster).
+cluster). Before any work, the address must answer Ray's own first call (`check_answers`,
+through grpcio), so an address that is not a Ray cluster fails at once instead of being
+retried for minutes.
 
 A task that fails is run again alone, up to `max_retries` more times; a shard that fails
 every try stops the run once the other tasks are done, so every finished shard is kept and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,8 +41,9 @@ log = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[ray]'"
 
 
-class ShardsFailed(RuntimeError):
-    """Shards whose every try failed; the others are in the store."""
+class ShardsFailed(UserError, RuntimeError):
+    """Shards whose every try failed; the others are in the store. One line at the command
+    line (the shard and its cause's first line): the tasks' tracebacks are in Ray's log."""
 
 
 def import_ray() -> ModuleType:
@@ -51,8 +55,10 @@ def import_ray() -> ModuleType:
 
 
 def check_answers(address: str, timeout: float) -> None:
-    """Raise UserError unless something listens at `address` (`host:port` or
-    `ray://host:port`): Ray itself would retry a silent address for minutes."""
+    """Raise UserError unless a Ray cluster answers at `address` (`host:port` of the head's
+    GCS, or `ray://host:port` of a Ray Client server) within `timeout` seconds: something must
+    listen there, and answer Ray's own first call (the GCS's cluster id; the client server's
+    ping), since Ray itself retries anything else, silent or not, for minutes."""
     if address == "auto":  # Ray reads the address of the cluster started on this machine
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -65,6 +71,47 @@ def check_answers(address: str, timeout: float) -> None:
             f"extract.ray.address={address} does not answer ({error}); start the cluster (ray start --head) "
             "or drop extract.ray.address to run a local one"
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        log.info("extract.ray.address=%s: RAY_USE_TLS is set, so Ray's handshake is left to ray.init", address)
+        return
+    problem = _handshake_problem(f"{host}:{port}", address.startswith("ray://"), timeout)
+    if problem:
+        raise UserError(f"extract.ray.address={address} is not a Ray cluster: {problem}")
+
+
+def _handshake_problem(target: str, client: bool, timeout: float) -> str | None:
+    """Why the gRPC server at `target` did not answer Ray's first call within `timeout`
+    seconds (a Ray Client server's ping when `client`, else the GCS's cluster id), or None
+    when it did. A cluster that asks for its token (Ray's token authentication) is Ray."""
+    try:
+        import grpc
+    except ImportError:
+        raise UserError(f"extract.ray.address needs grpcio to check the address: {INSTALL}") from None
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:  # straight there, as the socket went
+        try:
+            if client:
+                ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=timeout)
+            else:
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                                                                                  timeout=timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                return None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                return ("it answers, but not in gRPC (an HTTP server, or another service); "
+                        "give the head node's GCS address (port 6379 unless ray start --head was given --port)")
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                other = "drop ray:// to reach a GCS" if client else "write ray://host:port for a Ray Client server"
+                return f"it speaks gRPC but has no Ray {'Client' if client else 'GCS'} service; {other}"
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return (f"it accepted a connection but gave no Ray answer within extract.ray.connect_timeout={timeout:g}s; "
+                        "check the address, or raise the timeout for a busy cluster")
+            return f"its answer was {code.name} ({error.details()}); check the address"
+    return None
 
 
 @contextmanager

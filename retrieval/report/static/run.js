@@ -66,13 +66,17 @@
     return sign * (x - y);
   }
 
-  // A framed thumbnail that opens the original image on click.
-  function thumb(src, uri, cls, alt, title) {
+  // A framed thumbnail; a click opens it large with its box and mask (lightbox.js).
+  function thumb(src, uri, cls, alt, title, overlay) {
     var fig = el("figure", "thumb " + cls);
     fig.title = title;
     var link = el("a");
     link.href = uri;
-    link.target = "_blank";
+    link.dataset.lightbox = "";
+    link.dataset.caption = title.split("\n").filter(function (line) { return line.indexOf("click:") !== 0; }).join(" \u00b7 ");
+    if (src) link.dataset.thumb = src;
+    if (overlay && overlay.box) link.dataset.box = JSON.stringify(overlay.box);
+    if (overlay && overlay.mask !== null && overlay.mask !== undefined) link.dataset.mask = JSON.stringify(D.masks[overlay.mask]);
     if (src) {
       var img = el("img");
       img.loading = "lazy";
@@ -88,12 +92,19 @@
     return fig;
   }
 
+  // A result's score as read: a verified one's inlier count, else the similarity.
+  function scoreText(result) {
+    if (result[1] === null) return "";
+    return result[5] ? Math.round(result[1]) + " inliers" : result[1].toFixed(3);
+  }
+
   function card(i, position) {
     var query = D.queries[i];
     var setup = D.setups[state.setup];
     var labels = setup.labels[i];
     var found = (labels.match(/p/g) || []).length;
     var article = el("article", "query");
+    article.dataset.lightboxGroup = "";
     article.dataset.index = i;
     article.dataset.id = query.id;
 
@@ -109,7 +120,8 @@
 
     var strip = el("div", "strip");
     if (query.uri) {
-      var q = thumb(query.thumb, query.uri, "query-thumb", "query " + query.id, query.id);
+      var q = thumb(query.thumb, query.uri, "query-thumb", "query " + query.id, "query " + query.id + "\nclick: open large",
+        { box: query.box, mask: query.mask });
       q.appendChild(el("figcaption", "", "query"));
       strip.appendChild(q);
     }
@@ -124,10 +136,13 @@
     query.results.forEach(function (result, r) {
       var outcome = labels.charAt(r);
       var image = D.gallery[result[0]];
-      var score = result[1] === null ? "" : result[1].toFixed(3);
-      var fig = thumb(result[2], image[1], outcome, image[0],
-        "#" + (r + 1) + " " + image[0] + "\n" + OUTCOME[outcome] + ", score " + score + "\nclick: open the original");
+      var score = scoreText(result);
+      var checked = result[5] === 1;
+      var fig = thumb(result[2], image[1], outcome + (checked ? " verified" : ""), image[0],
+        "#" + (r + 1) + " " + image[0] + "\n" + OUTCOME[outcome] + (checked ? ", verified: " : ", score ") + score +
+        "\nclick: open large with its box and mask", { box: result[3], mask: result[4] });
       fig.appendChild(el("span", "badge", String(r + 1)));
+      if (checked) fig.appendChild(el("span", "verified-mark", "\u2713 verified"));
       fig.appendChild(el("figcaption", "", score));
       results.appendChild(fig);
     });
@@ -228,12 +243,12 @@
     var legend = el("div", "legend");
     ["p", "n", "j"].forEach(function (k) { legend.appendChild(el("span", "key " + k, OUTCOME[k])); });
     legend.appendChild(el("span", "key overlay", "object box / mask"));
+    if (D.verified) legend.appendChild(el("span", "key verified", "verified: score = inliers"));
     head.appendChild(legend);
     bar.parentNode.insertBefore(head, list);
   }
 
   readHash();
-  list.style.setProperty("--k", D.topK);
   toolbar();
   render();
 })();
