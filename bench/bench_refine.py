@@ -135,6 +135,22 @@ def probe(args: argparse.Namespace, count: int) -> None:
     print(f"\n{above} of {len(chosen)}: refine's window scores above the true box while overlapping it by IoU < 0.3")
 
 
+def queries_with_positives(root: Path, anns: str | None) -> str:
+    """The set's annotation file without the queries that have no positive scene, written beside
+    it as <name>_positive.pt: no metric counts such a query, and refine works query by query, so
+    leaving them out changes no figure and saves their refine time."""
+    import torch
+
+    source = Path(anns) if anns and Path(anns).is_absolute() else root / (anns or "anns.pt")
+    entries = torch.load(source, weights_only=True)
+    held = {instance for entry in entries.values() if not entry["is_query"] for instance in entry["ins"]}
+    kept = {key: entry for key, entry in entries.items() if not entry["is_query"] or entry["ins"] in held}
+    out = source.with_name(f"{source.stem}_positive.pt")
+    with artifacts.atomic_path(out) as tmp:
+        torch.save(kept, tmp)
+    return str(out)
+
+
 def slug(name: str) -> str:
     return name.replace(" + ", "+").replace(" ", "_").replace("(", "").replace(")", "")
 
@@ -150,9 +166,13 @@ def main() -> None:
     parser.add_argument("--refine", nargs="*", default=[], help="overrides added to the refine runs")
     parser.add_argument("--again", action="store_true", help="measure runs whose row exists again")
     parser.add_argument("--probe", type=int, metavar="N", help="the objective on N positive pairs (see above)")
+    parser.add_argument("--with-positives", action="store_true",
+                        help="leave out the queries with no positive image (their anns written as <anns>_positive.pt)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # internal: measure this one run, in this process
     args = parser.parse_args()
     args.root, args.cache, args.out = args.root.resolve(), args.cache.resolve(), args.out.resolve()
+    if args.with_positives:
+        args.anns = queries_with_positives(args.root, args.anns)
     rows_dir = args.out / "rows"
     if args.probe:
         probe(args, args.probe)
