@@ -27,7 +27,8 @@ Cost: about seeds + unions + steps x (4 + len(scales) + len(aspects)) crops per 
 query's top_n only: it grows with queries x top_n, never with the gallery. Crop vectors are kept
 per (image key, window, mask) (`retrieval.rerank.crops`), so queries that share results share
 work (seeds and their unions first of all); with `crop_cache` they stay on disk under
-<cache>/crops/, keyed by what makes a vector (model, weights, preprocessing, storage), for
+<cache>/crops/, keyed by what makes a vector (the queries' store's key: model, weights, preprocessing,
+the queries' representation and any state it learnt, storage), for
 reruns with other options.
 
 Bad input, counted in the report and never fatal: an image unreadable now (its entries keep
