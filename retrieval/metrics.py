@@ -13,7 +13,7 @@ the relevance-vector functions here.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -214,6 +214,21 @@ def check_table(indices: np.ndarray, truths: Sequence[QueryTruth]) -> None:
         )
 
 
+QueryScorer = Callable[[np.ndarray, QueryTruth, int, int], dict[str, float]]
+"""Scores one query's ranked row: (ranked ids, truth, npos, gallery items besides its junk)."""
+
+
+def query_table(indices: npt.ArrayLike, truths: Sequence[QueryTruth], n_gallery: int, score: QueryScorer) -> pd.DataFrame:
+    """One row per query: npos, then what `score` gives; a protocol's per-query table."""
+    indices = np.asarray(indices, dtype=np.int64)
+    check_table(indices, truths)
+    rows = []
+    for ranked, truth in zip(indices, truths):
+        npos = count_positives(truth.positives)
+        rows.append({"npos": npos, **score(ranked, truth, npos, available_items(n_gallery, truth.junk))})
+    return pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="query")).astype({"npos": np.int64})
+
+
 def per_query_metrics(
     indices: npt.ArrayLike,
     truths: Sequence[QueryTruth],
@@ -225,24 +240,18 @@ def per_query_metrics(
     Queries without positives get NaN everywhere, so plain means skip them. (The instance
     protocol's `ap="fyn"` mode scores as Find-your-Needle does: `protocols.instance.fyn_per_query`.)
     """
-    indices = np.asarray(indices, dtype=np.int64)
-    check_table(indices, truths)
-    rows = []
-    for ranked, truth in zip(indices, truths):
+    def score(ranked: np.ndarray, truth: QueryTruth, npos: int, n_available: int) -> dict[str, float]:
         hits = relevance(ranked, truth.positives, truth.junk)
-        npos = count_positives(truth.positives)
-        n_available = available_items(n_gallery, truth.junk)
-        row: dict[str, float] = {"npos": npos}
-        row["ap"] = ap_from_hits(hits, npos)
+        row = {"ap": ap_from_hits(hits, npos)}
         row.update({f"ap@{k}": ap_at_k_from_hits(hits, npos, k) for k in ks})
         row.update({f"P@{k}": _precision_at_k(hits, k, n_available) for k in ks})
         row.update({f"recall@{k}": recall_at_k_from_hits(hits, npos, k) for k in ks})
         row.update({f"hit@{k}": hit_at_k_from_hits(hits, k) for k in ks})
-        rows.append(row)
-    frame = pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="query"))
-    empty = frame["npos"] == 0
-    frame.loc[empty, frame.columns.drop("npos")] = np.nan
-    return frame.astype({"npos": np.int64})
+        return row
+
+    frame = query_table(indices, truths, n_gallery, score)
+    frame.loc[frame["npos"] == 0, frame.columns.drop("npos")] = np.nan
+    return frame
 
 
 def summary_name(column: str) -> str:

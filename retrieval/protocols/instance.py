@@ -14,12 +14,10 @@ import pandas as pd
 from retrieval.config.rules import Rule
 from retrieval.metrics import (
     ap_at_k_from_hits,
-    available_items,
-    check_table,
-    count_positives,
     found_ap_from_hits,
     hit_at_k_from_hits,
     per_query_metrics,
+    query_table,
     recall_at_k_from_hits,
     relevance,
 )
@@ -48,25 +46,19 @@ def fyn_per_query(
     recall@K, which SoIR does not report, keep their definitions, except that such queries
     score 0 there too.
     """
-    indices = np.asarray(indices, dtype=np.int64)
-    check_table(indices, truths)
-    rows = []
-    for ranked, truth in zip(indices, truths):
+    def score(ranked: np.ndarray, truth: QueryTruth, npos: int, n_available: int) -> dict[str, float]:
         hits = relevance(ranked, truth.positives, truth.junk)
-        npos = count_positives(truth.positives)
-        n_available = available_items(n_gallery, truth.junk)
-        row: dict[str, float] = {"npos": npos}
         entries = relevance(ranked, truth.positives, truth.junk, unique=False)
-        row["ap"] = found_ap_from_hits(entries)
+        row = {"ap": found_ap_from_hits(entries)}
         row.update({f"ap@{k}": ap_at_k_from_hits(hits, npos, k) for k in ks})
         row.update({f"P@{k}": _fyn_precision_at_k(entries, k, n_available) for k in ks})
         row.update({f"recall@{k}": recall_at_k_from_hits(hits, npos, k) for k in ks})
         row.update({f"hit@{k}": hit_at_k_from_hits(entries, k) for k in ks})
-        rows.append(row)
-    frame = pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="query"))
-    empty = frame["npos"] == 0
-    frame.loc[empty, [f"{m}@{k}" for m in ("ap", "recall") for k in ks]] = 0.0
-    return frame.astype({"npos": np.int64})
+        return row
+
+    frame = query_table(indices, truths, n_gallery, score)
+    frame.loc[frame["npos"] == 0, [f"{m}@{k}" for m in ("ap", "recall") for k in ks]] = 0.0
+    return frame
 
 
 def _fyn_precision_at_k(entries: np.ndarray, k: int, n_available: int) -> float:
