@@ -2,11 +2,12 @@
 supersegments: segments (SAM masks when the regions config gives a checkpoint, the offline
 grouping of `retrieval.regions.segments` otherwise), their neighbourhood graph, each segment
 grown by its neighbours of order `order`, each VLAD-encoded over the patches it covers and
-PCA-whitened (`retrieval.aggregation.segvlad`). One row per supersegment, with the box and mask
-of the segment it grew from (`locate`: or of the whole supersegment). An image is scored by the votes of the query's segments
-(`image_scores`; `retrieval.search.votes`), so a query is several rows too: the supersegments of
-its cut-out, whatever the query mode (a whole image, a box or a masked crop), since SegVLAD
-matches segments of the query to segments of the database, not the query as one region.
+PCA-whitened (`retrieval.aggregation.segvlad`). One row per supersegment, with the box and
+mask of the segment it grew from (`locate`: or of the whole supersegment). An image is scored
+by the votes of the query's segments (`image_scores`; `retrieval.search.votes`), so a query is
+several rows too: the supersegments of its cut-out, whatever the query mode (a whole image, a
+box or a masked crop), since SegVLAD matches segments of the query to segments of the
+database, not the query as one region.
 """
 from __future__ import annotations
 
@@ -119,14 +120,14 @@ class SegVladRepresentation(LearntAggregation):
         """The vocabulary of the sample's first part's patches (as `vlad`); the whitening of the
         held-out part's supersegment VLADs (SegVLAD fits its PCA on database segments)."""
         words, held_out = self.split(inputs.items)
-        state = VladState(self.fit_vocabulary(inputs, words))
+        state = VladState(self.learn_vocabulary(inputs, words))
         if self.whiten is None:
             return state
         unwhitened = SegVladRepresentation(
             self.max_pixels, self.proposers, order=self.order, graph=self.graph, clusters=self.clusters, layer=self.layer,
             facet=self.facet, input_size=self.input_size, fit_descriptors=self.fit_descriptors, whiten=None,
         ).fitted(state)
-        return VladState(state.vocabulary, self.fit_whitening(np.asarray(inputs.rows(unwhitened, held_out).vectors)))
+        return VladState(state.vocabulary, self.learn_whitening(np.asarray(inputs.rows(unwhitened, held_out).vectors)))
 
     def images_per_batch(self, batch_size: int) -> int:
         return max(1, batch_size // 4)  # each image brings its full-size segment masks

@@ -196,6 +196,11 @@ class LearntAggregation(DenseRepresentation):
             raise ConfigError(f"representation.facet={facet} is not a facet: use one of {', '.join(FACETS)}")
         self.clusters = int(clusters)
         self.fit_descriptors = int(fit_descriptors)
+        if self.clusters > int(fit_sample) * self.fit_descriptors:
+            raise ConfigError(
+                f"representation.clusters={clusters} needs at least {clusters} sample descriptors, but "
+                f"representation.fit_sample={fit_sample} images x representation.fit_descriptors={fit_descriptors} "
+                f"give at most {int(fit_sample) * self.fit_descriptors}: sample more or use fewer clusters")
         self.whiten = whiten
         self.whiten_sample = int(whiten_sample)
         self.fit_seed = int(fit_seed)
@@ -221,7 +226,7 @@ class LearntAggregation(DenseRepresentation):
         held = set(np.random.default_rng(self.fit_seed).choice(len(items), count, replace=False).tolist())
         return [item for i, item in enumerate(items) if i not in held], [item for i, item in enumerate(items) if i in held]
 
-    def fit_vocabulary(self, inputs: FitInputs, items: list[Item]) -> Vocabulary:
+    def learn_vocabulary(self, inputs: FitInputs, items: list[Item]) -> Vocabulary:
         helper = SampledDescriptors(self.max_pixels, self.layer, self.facet, self.input_size, self.fit_descriptors, self.fit_seed)
         descriptors = np.asarray(inputs.rows(helper, items).vectors, dtype=np.float32)
         try:
@@ -230,7 +235,7 @@ class LearntAggregation(DenseRepresentation):
             raise UserError(f"representation.clusters={self.clusters}: {error} "
                             "(representation.fit_sample, representation.fit_descriptors, representation.clusters)") from None
 
-    def fit_whitening(self, vectors: np.ndarray) -> Whitening:
+    def learn_whitening(self, vectors: np.ndarray) -> Whitening:
         try:
             return fit_whitening(vectors, self.whiten)
         except UserError as error:
@@ -277,12 +282,12 @@ class VladRepresentation(LearntAggregation):
     def fit(self, inputs: FitInputs) -> VladState:
         """The vocabulary of the sample's first part; the whitening of the held-out part's VLADs."""
         words, held_out = self.split(inputs.items)
-        state = VladState(self.fit_vocabulary(inputs, words))
+        state = VladState(self.learn_vocabulary(inputs, words))
         if self.whiten is None:
             return state
         unwhitened = VladRepresentation(self.max_pixels, clusters=self.clusters, layer=self.layer, facet=self.facet,
                                         input_size=self.input_size, fit_descriptors=self.fit_descriptors).fitted(state)
-        return VladState(state.vocabulary, self.fit_whitening(np.asarray(inputs.rows(unwhitened, held_out).vectors)))
+        return VladState(state.vocabulary, self.learn_whitening(np.asarray(inputs.rows(unwhitened, held_out).vectors)))
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
         return self.dense_images(items, model, mode=self.mode, mode_options=self.mode_options)

@@ -163,6 +163,14 @@ def test_a_vocabulary_larger_than_its_sample_is_refused(make_cfg: ComposeFn, cou
     assert counts.extracted == [("fit sample", 12)]  # refused before the gallery is embedded
 
 
+def test_a_vocabulary_larger_than_any_sample_can_give_is_refused_before_work(make_cfg: ComposeFn, counts: Counts) -> None:
+    with pytest.raises(UserError, match=r"^representation.clusters=40 needs at least 40 sample descriptors, but "
+                                        r"representation.fit_sample=4 images x representation.fit_descriptors=8 give at most "
+                                        r"32: sample more or use fewer clusters$"):
+        RunPlan.from_config(make_cfg("query=full", *VLAD, "representation.clusters=40", "representation.fit_sample=4"))
+    assert counts.extracted == []
+
+
 class HeadOnly(Embedder):
     """A model whose descriptor comes from its own head (as the CLIP towers): no dense map."""
 
