@@ -97,7 +97,7 @@ def check_representation(tree: Mapping[str, Any]) -> None:
     learns a state (a whitening) moves its rows out of the space the text tower embeds words in,
     so queries with words cannot search them."""
     from retrieval.queries.spec import query_spec
-    from retrieval.representations import REPRESENTATIONS, create_representation, takes
+    from retrieval.representations import REPRESENTATIONS, create_representation, needs_regions, takes
 
     representation = dict(tree.get("representation") or WHOLE_IMAGE)
     name = representation.pop("name")
@@ -106,7 +106,7 @@ def check_representation(tree: Mapping[str, Any]) -> None:
         raise ConfigError(f"representation={name} embeds the words of queries, not images: the gallery needs "
                           f"representation={either([n for n in REPRESENTATIONS.available() if not REPRESENTATIONS.get(n).embeds_words])}")
     regional = takes(name, "proposals")
-    if regional and regions == NO_REGIONS:
+    if needs_regions(name) and regions == NO_REGIONS:
         raise ConfigError(f"representation={name} describes an image by its regions, and regions=none proposes none: "
                           f"choose regions={either(_region_presets())}, or representation=global")
     if regions != NO_REGIONS and not regional:

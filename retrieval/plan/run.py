@@ -19,19 +19,20 @@ import numpy as np
 
 from retrieval import artifacts, config
 from retrieval.datasets.distractors import labelled
+from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.features.keys import Item, gallery_items, query_items, text_items
 from retrieval.models.weights import check_weights, weights_label
 from retrieval.plan.dataset import run_dataset
 from retrieval.plan.identity import RunIdentity, combination
 from retrieval.plan.model import ModelSpec
-from retrieval.plan.search import SearchSpec
+from retrieval.plan.search import EXACT, SearchSpec
 from retrieval.plan.settings import EvalSpec, ExtractSpec, Paths
 from retrieval.plan.stores import FitSpec, StoreSpec, chosen_store, features_folder, store_settings
 from retrieval.queries import get_query_mode
 from retrieval.queries.spec import QuerySpec, query_spec
 from retrieval.records import Dataset
-from retrieval.representations import REPRESENTATIONS, Representation, create_representation, takes
+from retrieval.representations import REPRESENTATIONS, SEGMENT_VOTES, Representation, create_representation, takes
 from retrieval.representations.fitting import Sample, fit_settings, sample_items
 from retrieval.rerank import Step, create_step
 from retrieval.search.exact import OutOfRangeScores
@@ -41,6 +42,20 @@ WHOLE_IMAGE = "global"
 """The representation of one vector per image: a region-level run's baseline, and how queries
 are encoded unless the gallery's representation encodes them itself."""
 NO_REGIONS = {"name": "none"}
+
+
+def check_votes(name: str, factory: str, query: QuerySpec, steps: tuple[tuple[str, Step], ...]) -> None:
+    """A representation whose queries' rows vote for images is searched exactly, for image
+    queries, and its ranking is final (re-rank steps take one vector per query)."""
+    if factory != EXACT:
+        raise UserError(f"representation={name} scores images by the votes of the query's segments, searched exactly: "
+                        f"use index=flat, not index.factory={factory}")
+    if query.image_mode is None or query.composed:
+        raise UserError(f"representation={name} describes images by their segments: use an image query mode (query=box, "
+                        "mask or full), not words")
+    if steps:
+        raise UserError(f"representation={name} describes a query by several rows, which re-rank steps do not take: "
+                        f"drop rerank=[{','.join(step for step, _ in steps)}]")
 
 
 @dataclass(frozen=True)
@@ -84,9 +99,13 @@ class RunPlan:
         regional = regions["name"] != NO_REGIONS["name"]
         gallery = tree["representation"]
         k = len(dataset.gallery) if tree["dataset"].get("k") is None else min(int(tree["dataset"]["k"]), len(dataset.gallery))
-        search = SearchSpec.of(tree["index"], tree["search"], k, regions.get("aggregate") if regional else None,
-                               regions.get("k_regions") if regional else None, extract.device)
+        aggregate = regions.get("aggregate") if regional else None
         steps = tuple((name, create_step(name, **dict(options or {}))) for name, options in (tree.get("rerank") or {}).items())
+        if REPRESENTATIONS.get(gallery["name"]).image_scores == SEGMENT_VOTES:
+            check_votes(gallery["name"], tree["index"]["factory"], query, steps)
+            aggregate = SEGMENT_VOTES
+        search = SearchSpec.of(tree["index"], tree["search"], k, aggregate,
+                               regions.get("k_regions") if regional else None, extract.device)
         plan = cls(
             dataset=dataset,
             query=query,

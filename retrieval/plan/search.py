@@ -17,6 +17,7 @@ from retrieval.search.approximate import measured
 from retrieval.search.composed import composed_search
 from retrieval.search.images import ImageHits
 from retrieval.search.rank import rank_images
+from retrieval.search.votes import segment_votes
 from retrieval.sizes import parse_size
 
 EXACT = "Flat"
@@ -34,7 +35,8 @@ class SearchSpec:
     k: int
     """Images kept per query: `dataset.k`, at most the gallery."""
     aggregate: str | None
-    """How an image's rows make its score (`regions.aggregate`); None: one row per image."""
+    """How an image's rows make its score (`regions.aggregate`, or the representation's
+    `image_scores` when not "max"); None: one row per image."""
     k_regions: int | None
     """Approximate indexes: rows fetched per query (None: a multiple of the depth)."""
     block_size: int
@@ -91,6 +93,11 @@ class SearchSpec:
             k_regions=self.k_regions, block_size=self.block_size, index=index, memory_budget=self.memory_budget,
             rescore_rows=self.rescore,
         )
+
+    def vote(self, queries: Features, gallery: Features) -> ImageHits:
+        """The top images for queries described by several rows each, by the votes of their
+        rows' nearest gallery rows (`aggregate` = SEGMENT_VOTES; always exact)."""
+        return segment_votes(queries, gallery, self.k, self.device)
 
     def approximate_index(self, cache: Path, gallery_identity: Mapping[str, Any], queries: Features,
                           gallery: Features) -> tuple[faiss.Index, dict[str, Any]]:

@@ -69,6 +69,10 @@ class Representation:
     """Whether query cut-outs are encoded by this representation too (with the query's mode);
     False: by `global`, one whole-image vector each."""
     source_names: list[str] = []
+    image_scores: str = "max"
+    """How a gallery image's score is made from its rows' similarities to the query's rows:
+    "max", its best row's (a query is one row); SEGMENT_VOTES, the query's rows each voting
+    for the images of their nearest rows (SegVLAD; a query is several rows)."""
 
     state: State | None = None
     """What `fit` learnt, once `fitted` gives it."""
@@ -107,6 +111,10 @@ class Representation:
         raise NotImplementedError
 
 
+SEGMENT_VOTES = "segment_votes"
+"""`image_scores` of a representation whose queries' rows vote (`retrieval.search.votes`)."""
+
+
 REPRESENTATIONS: Registry[Callable[..., Representation]] = Registry("representation", __name__, modules=None, checked="representation")
 register = REPRESENTATIONS.register
 available = REPRESENTATIONS.available
@@ -136,3 +144,10 @@ def options_of(name: str) -> tuple[str, ...]:
 def takes(name: str, parameter: str) -> bool:
     """Whether representation `name` takes `parameter` (e.g. `proposals`: it describes regions)."""
     return parameter in _parameters(name)
+
+
+def needs_regions(name: str) -> bool:
+    """Whether representation `name` describes regions that only a regions config proposes (its
+    `proposals` have no default of its own, as `segvlad`'s offline segments are)."""
+    parameter = _parameters(name).get("proposals")
+    return parameter is not None and parameter.default is inspect.Parameter.empty

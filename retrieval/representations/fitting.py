@@ -64,8 +64,9 @@ class FitInputs:
 
     items: list[Item]
     """The sample, in listing order."""
-    rows: Callable[["Representation"], Features]
-    """The sample's rows as a representation embeds them (one entry per item, in order)."""
+    rows: Callable[..., Features]
+    """`rows(representation, items=None)`: the rows of the sample (or of `items`, a part of it)
+    as a representation embeds them (one entry per item, in order)."""
 
 
 def sample_records(records: list[Record], size: int, seed: int) -> list[Record]:

@@ -6,6 +6,7 @@
     index.py        faiss indexes: the one builder, tie-ordered search, GPUs, saving
     approximate/    approximate indexes: shortlists, saved indexes, knobs, tuning, recall
     composed.py     composed queries (an image and words): two similarities combined, exactly
+    votes.py        queries of several rows (segments) voting for images (SegVLAD), exactly
     rank.py         the search a run asks for: exact, or through an approximate index
     finish.py       hits to a ranking: depth, skipped queries, boxes and masks
 

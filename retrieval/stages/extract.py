@@ -51,7 +51,7 @@ def main(plan: RunPlan, split: str) -> Path:
     model = build(plan.model.family, **plan.model.options)
     representation, fit = spec.representation, spec.fit
     if fit is not None:
-        inputs = FitInputs(fit.items, lambda helper: _sample_rows(plan, model, helper, fit.items))
+        inputs = FitInputs(fit.items, lambda helper, items=None: _sample_rows(plan, model, helper, fit.items if items is None else items))
         state = fitted_state(fit.folder, lambda: spec.representation.fit(inputs), spec.representation.state_type.load)
         representation = representation.fitted(state)
     log.info("%s of %s: %s with %s on %s -> %s", split, plan.dataset.name, type(representation).__name__,

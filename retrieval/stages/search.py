@@ -28,6 +28,7 @@ from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.plan import MismatchError, RunPlan
 from retrieval.ranking import RANKING_FILE
+from retrieval.representations import SEGMENT_VOTES
 from retrieval.search.composed import combination_settings
 from retrieval.search.finish import finish_ranking
 
@@ -92,7 +93,9 @@ def _build(plan: RunPlan, folder: Path) -> None:
     search, query = plan.search, plan.query
     started = time.perf_counter()
     searched: dict[str, Any] = {"index": "Flat", "exact": True}
-    if text_vectors is not None:
+    if search.aggregate == SEGMENT_VOTES:
+        hits = search.vote(queries, gallery)
+    elif text_vectors is not None:
         hits = search.composed(queries.per_image(), text_vectors, gallery, query.combine, query.weight)
     elif search.exact:
         hits = plan.rank(queries.per_image(), gallery)

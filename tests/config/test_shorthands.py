@@ -48,9 +48,9 @@ def test_the_region_presets_choose_crop_and_the_command_line_wins(make_cfg: Comp
          "choose regions=grid, grid_crop, grid_segments, sam or segments, or representation=global"),
         (["regions=grid", "representation=global"],
          "regions=grid proposes regions, which representation=global does not describe: "
-         "choose representation=crop or roi, or regions=none"),
+         "choose representation=crop, roi or segvlad, or regions=none"),
         (["representation=text"],
-         "representation=text embeds the words of queries, not images: the gallery needs representation=crop, global or roi"),
+         "representation=text embeds the words of queries, not images: the gallery needs representation=crop, global, roi, segvlad or vlad"),
         (["query=text", "model=clip_vit_b32", "representation.whiten=64"],
          "query=text searches with the text tower's vectors, and representation.whiten=64 learns a transform of the "
          "image vectors they cannot follow: drop it for queries with words"),

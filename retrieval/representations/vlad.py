@@ -1,0 +1,299 @@
+"""`vlad`: AnyLoc's VLAD over a model's dense local features, one vector per image (or query
+cut-out), with a vocabulary learnt by seeded k-means on a sample and an optional PCA-whitening
+learnt on a held-out part of it (`retrieval.aggregation.vlad`, `.whitening`).
+
+Every image is resized whole (aspect kept, longer side `input_size`; for ViTs each side a
+whole number of patches) and passed once; its map's cells are its local descriptors. The fit
+samples `fit_descriptors` cells of each of the sample's vocabulary images (seeded per image),
+clusters them, and, when `whiten` is set, encodes the held-out images with that vocabulary to
+learn the whitening: its vectors are not those of the images the words were fitted on.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from retrieval.aggregation.dense import dense_maps, local_descriptors
+from retrieval.aggregation.state import load_state, save_state
+from retrieval.aggregation.vlad import Vocabulary, fit_vocabulary, vlad_map
+from retrieval.aggregation.whitening import Whitening, fit_whitening, whiten
+from retrieval.config.rules import ConfigError, Rule
+from retrieval.errors import UserError
+from retrieval.features.keys import Item
+from retrieval.images import ImageError, load_rgb
+from retrieval.models.base import Embedder
+from retrieval.models.dense import FACETS, check_dense
+from retrieval.queries import QueryError, QueryFn
+from retrieval.representations import Representation, Rows, register
+from retrieval.representations.fitting import FitInputs, Sample
+
+KIND = "vlad-state"
+
+
+@dataclass(frozen=True)
+class VladState:
+    """What `vlad` and `segvlad` learn: a vocabulary, and the whitening of its vectors if asked."""
+
+    vocabulary: Vocabulary
+    whitening: Whitening | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.vocabulary.digest + ("" if self.whitening is None else "+" + self.whitening.digest)
+
+    def save(self, path: Path) -> Path:
+        arrays = {"centroids": self.vocabulary.centroids}
+        settings: dict[str, Any] = {"seed": self.vocabulary.seed, "niter": self.vocabulary.niter,
+                                    "vocabulary": self.vocabulary.digest, "whitening": None}
+        if self.whitening is not None:
+            arrays.update(mean=self.whitening.mean, projection=self.whitening.projection, eigenvalues=self.whitening.eigenvalues)
+            settings.update(whitening=self.whitening.digest, eps=self.whitening.eps)
+        return save_state(path, KIND, settings, self.digest, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "VladState":
+        settings, _, arrays = load_state(path, KIND, ("centroids",))
+        vocabulary = Vocabulary(arrays["centroids"], settings["seed"], settings["niter"], settings["vocabulary"])
+        if settings["whitening"] is None:
+            return cls(vocabulary)
+        _, _, more = load_state(path, KIND, ("mean", "projection", "eigenvalues"))
+        return cls(vocabulary, Whitening(**more, eps=settings["eps"], digest=settings["whitening"]))
+
+
+def scene_size(height: int, width: int, long_side: int, patch: int | None) -> tuple[int, int]:
+    """(height, width) of an image resized whole to a longer side of `long_side`, aspect kept;
+    for a ViT (`patch` pixels a cell) each side rounded to a whole number of patches (a side
+    that rounds to none stays below one patch: `DenseImages` skips such images)."""
+    scale = long_side / max(height, width)
+    size = [max(1, round(height * scale)), max(1, round(width * scale))]
+    if patch:
+        size = [side if side < patch else round(side / patch) * patch for side in size]
+    return size[0], size[1]
+
+
+class DenseImages(torch.utils.data.Dataset):
+    """Item -> {"position", "error", "key", "pixels": uint8 CHW, the whole image (or query
+    cut-out) resized by `scene_size`, "size_hw": the image's own size}."""
+
+    def __init__(self, items: Sequence[Item], long_side: int, patch: int | None, max_pixels: int,
+                 mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None, keep_image: bool = False):
+        self.items = items
+        self.long_side = long_side
+        self.patch = patch
+        self.max_pixels = max_pixels
+        self.mode = mode
+        self.mode_options = dict(mode_options or {})
+        self.keep_image = keep_image
+        """Also return the image itself (uint8 HWC), for what is computed on it (segments)."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        item = self.items[position]
+        try:
+            image = load_rgb(item.path, max_pixels=self.max_pixels)
+            if self.mode is not None:
+                image = self.mode(image, item.instance, **self.mode_options)
+        except (ImageError, QueryError) as error:
+            return {"position": position, "error": str(error)}
+        height, width = image.shape[:2]
+        scene_hw = scene_size(height, width, self.long_side, self.patch)
+        if min(scene_hw) < (self.patch or 1):
+            return {"position": position, "error": (
+                f"its {width}x{height} pixels resized to a longer side of {self.long_side} are {scene_hw[1]}x{scene_hw[0]}: "
+                f"less than one {self.patch}-pixel patch across (representation.input_size)")}
+        scene = np.asarray(Image.fromarray(image).resize((scene_hw[1], scene_hw[0]), Image.BICUBIC))
+        prepared = {"position": position, "error": "", "key": item.key, "size_hw": (height, width),
+                    "pixels": torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))}
+        if self.keep_image:
+            prepared["image"] = image
+        return prepared
+
+
+class DenseRepresentation(Representation):
+    """What the representations over dense local features share: how an image becomes a map."""
+
+    def __init__(self, max_pixels: int, layer: int | None, facet: str, input_size: int | None):
+        self.max_pixels = int(max_pixels)
+        self.layer = layer
+        """The ViT block whose tokens are read (None: the model's own feature map)."""
+        self.facet = facet
+        self.input_size = input_size
+        """Longer side the whole image is resized to (None: the model's input size)."""
+
+    def dense_settings(self) -> dict[str, Any]:
+        return {"max_pixels": self.max_pixels, "layer": self.layer, "facet": self.facet, "input_size": self.input_size}
+
+    def dense_images(self, items: Sequence[Item], model: Embedder, **options: Any) -> DenseImages:
+        """The items' pixels, once the model is known to give the features asked for (a
+        one-line DenseFeatureError, before any image is embedded, if not)."""
+        check_dense(model, self.layer, self.facet)
+        return DenseImages(items, self.input_size or model.preprocess.input_size, model.patch_size, self.max_pixels, **options)
+
+    def maps(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str,
+             batch_size: int) -> list[torch.Tensor]:
+        """Each prepared image's C x h x w map; images of one size share a backbone pass."""
+        out: list[torch.Tensor | None] = [None] * len(prepared)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for position, p in enumerate(prepared):
+            shapes.setdefault(tuple(p["pixels"].shape), []).append(position)
+        for members in shapes.values():
+            for start in range(0, len(members), batch_size):
+                chosen = members[start : start + batch_size]
+                pixels = torch.stack([prepared[i]["pixels"] for i in chosen]).to(device, non_blocking=True)
+                for position, feature_map in zip(chosen, dense_maps(model, pixels, self.layer, self.facet, precision)):
+                    out[position] = feature_map
+        return out  # type: ignore[return-value]
+
+
+class SampledDescriptors(DenseRepresentation):
+    """A fit's helper: `per_image` local descriptors of each image, drawn with a seed fixed by
+    (seed, the item's key), so a sample's store is the same whichever images it is filled with."""
+
+    def __init__(self, max_pixels: int, layer: int | None, facet: str, input_size: int | None, per_image: int, seed: int):
+        super().__init__(max_pixels, layer, facet, input_size)
+        self.per_image = per_image
+        self.seed = seed
+
+    def settings(self) -> dict[str, Any]:
+        return {"representation": "dense-descriptors", **self.dense_settings(), "per_image": self.per_image, "seed": self.seed}
+
+    def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
+        return self.dense_images(items, model)
+
+    def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
+        rows = []
+        for p, feature_map in zip(prepared, self.maps(model, prepared, device, precision, batch_size)):
+            descriptors = local_descriptors(feature_map)
+            if self.per_image < len(descriptors):
+                draw = np.random.default_rng([self.seed, zlib.crc32(p["key"].encode())])
+                chosen = np.sort(draw.choice(len(descriptors), self.per_image, replace=False))
+                descriptors = descriptors[torch.from_numpy(chosen).to(descriptors.device)]
+            rows.append(Rows(vectors=descriptors))
+        return rows
+
+
+class LearntAggregation(DenseRepresentation):
+    """A dense representation with a VLAD vocabulary and an optional whitening, fitted on a
+    seeded sample: the vocabulary on its first part, the whitening on a held-out second part."""
+
+    state_type = VladState
+    state: VladState | None = None
+
+    def __init__(self, max_pixels: int, layer: int | None, facet: str, input_size: int | None, clusters: int,
+                 fit_descriptors: int, fit_sample: int, fit_seed: int, fit_images: Path | None,
+                 whiten: int | None, whiten_sample: int):
+        super().__init__(max_pixels, layer, facet, input_size)
+        if facet not in FACETS:
+            raise ConfigError(f"representation.facet={facet} is not a facet: use one of {', '.join(FACETS)}")
+        self.clusters = int(clusters)
+        self.fit_descriptors = int(fit_descriptors)
+        if self.clusters > int(fit_sample) * self.fit_descriptors:
+            raise ConfigError(
+                f"representation.clusters={clusters} needs at least {clusters} sample descriptors, but "
+                f"representation.fit_sample={fit_sample} images x representation.fit_descriptors={fit_descriptors} "
+                f"give at most {int(fit_sample) * self.fit_descriptors}: sample more or use fewer clusters")
+        self.whiten = whiten
+        self.whiten_sample = int(whiten_sample)
+        self.fit_seed = int(fit_seed)
+        held_out = self.whiten_sample if whiten is not None else 0
+        self.sample = Sample(int(fit_sample) + held_out, self.fit_seed, None if fit_images is None else Path(fit_images))
+
+    def learnt_settings(self) -> dict[str, Any]:
+        """The options the rows depend on through the state (the sample is keyed by the fit),
+        and, for a fitted copy used inside a fit, the state itself."""
+        whitened = {} if self.whiten is None else {"whiten": self.whiten, "whiten_sample": self.whiten_sample}
+        fitted = {} if self.state is None else {"state": self.state.digest}
+        return {"clusters": self.clusters, "fit_descriptors": self.fit_descriptors, **whitened, **fitted}
+
+    def learns(self) -> Sample:
+        return self.sample
+
+    def split(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
+        """(vocabulary images, held-out images) of the sample: `whiten_sample` of it held out
+        (at most half), chosen with the fit's seed; none without whitening."""
+        if self.whiten is None:
+            return items, []
+        count = min(self.whiten_sample, len(items) // 2)
+        held = set(np.random.default_rng(self.fit_seed).choice(len(items), count, replace=False).tolist())
+        return [item for i, item in enumerate(items) if i not in held], [item for i, item in enumerate(items) if i in held]
+
+    def learn_vocabulary(self, inputs: FitInputs, items: list[Item]) -> Vocabulary:
+        helper = SampledDescriptors(self.max_pixels, self.layer, self.facet, self.input_size, self.fit_descriptors, self.fit_seed)
+        descriptors = np.asarray(inputs.rows(helper, items).vectors, dtype=np.float32)
+        try:
+            return fit_vocabulary(descriptors, self.clusters, seed=self.fit_seed)
+        except UserError as error:
+            raise UserError(f"representation.clusters={self.clusters}: {error} "
+                            "(representation.fit_sample, representation.fit_descriptors, representation.clusters)") from None
+
+    def learn_whitening(self, vectors: np.ndarray) -> Whitening:
+        try:
+            return fit_whitening(vectors, self.whiten)
+        except UserError as error:
+            raise UserError(f"representation.whiten={self.whiten}: {error} "
+                            "(representation.whiten_sample, representation.whiten)") from None
+
+    def whitened(self, vectors: torch.Tensor) -> torch.Tensor:
+        if self.state is None:
+            raise RuntimeError("a learning representation embeds only once fitted (Representation.fitted)")
+        return vectors if self.state.whitening is None else whiten(vectors, self.state.whitening)
+
+
+@register("vlad")
+class VladRepresentation(LearntAggregation):
+    """One VLAD vector per image (or query cut-out) over the model's dense local features."""
+
+    encodes_queries = True
+
+    def __init__(
+        self,
+        max_pixels: int,
+        mode: QueryFn | None = None,
+        mode_options: dict[str, Any] | None = None,
+        clusters: Annotated[int, Rule(low=1)] = 32,
+        layer: Annotated[int | None, Rule(low=0)] = None,
+        facet: str = "token",
+        input_size: Annotated[int | None, Rule(low=1)] = None,
+        fit_descriptors: Annotated[int, Rule(low=1)] = 100,
+        fit_sample: Annotated[int, Rule(low=1)] = 1000,
+        fit_seed: int = 0,
+        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
+        whiten: Annotated[int | None, Rule(low=1)] = None,
+        whiten_sample: Annotated[int, Rule(low=2)] = 200,
+    ):
+        super().__init__(max_pixels, layer, facet, input_size, clusters, fit_descriptors, fit_sample, fit_seed, fit_images,
+                         whiten, whiten_sample)
+        self.mode = mode
+        self.mode_options = dict(mode_options or {})
+
+    def settings(self) -> dict[str, Any]:
+        # As for `global`, the query mode is part of each query's item key, not of the store's.
+        return {"representation": "vlad", **self.dense_settings(), **self.learnt_settings()}
+
+    def fit(self, inputs: FitInputs) -> VladState:
+        """The vocabulary of the sample's first part; the whitening of the held-out part's VLADs."""
+        words, held_out = self.split(inputs.items)
+        state = VladState(self.learn_vocabulary(inputs, words))
+        if self.whiten is None:
+            return state
+        unwhitened = VladRepresentation(self.max_pixels, clusters=self.clusters, layer=self.layer, facet=self.facet,
+                                        input_size=self.input_size, fit_descriptors=self.fit_descriptors).fitted(state)
+        return VladState(state.vocabulary, self.learn_whitening(np.asarray(inputs.rows(unwhitened, held_out).vectors)))
+
+    def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
+        return self.dense_images(items, model, mode=self.mode, mode_options=self.mode_options)
+
+    def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
+        if self.state is None:
+            raise RuntimeError("vlad embeds only once fitted (Representation.fitted)")
+        maps = self.maps(model, prepared, device, precision, batch_size)
+        return [Rows(vectors=self.whitened(vlad_map(feature_map, self.state.vocabulary)[None])) for feature_map in maps]
