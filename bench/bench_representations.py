@@ -41,8 +41,7 @@ from retrieval.errors import brief  # noqa: E402
 from retrieval.features.store import Store  # noqa: E402
 from retrieval.percent import percent_text  # noqa: E402
 from retrieval.plan import RunPlan  # noqa: E402
-from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds  # noqa: E402
-from retrieval.scenes.route import RouteSpec, build_route  # noqa: E402
+from retrieval.scenes import ComposeSpec, RouteSpec, build_route, compose, folder_objects, skimage_backgrounds  # noqa: E402
 from retrieval.stages import evaluate  # noqa: E402
 
 SETUPS = {
