@@ -149,7 +149,7 @@ def table(data: str, rows: dict[str, dict[str, Any]]) -> str:
     measured = [[setup, *(percent_text(row[key]) for key in METRICS[data]), seconds(row["extract_seconds"]),
                  ratio(row["extract_seconds"], whole), mib(row["peak_mib"], "*" if row["cached"] else "")]
                 for setup, row in rows.items() if "skipped" not in row]
-    skipped = [f"- {setup}: skipped ({row['skipped']})" for setup, row in rows.items() if "skipped" in row]
+    skipped = [f"- {setup}: skipped: {row['skipped']}" for setup, row in rows.items() if "skipped" in row]
     return "\n".join([f"### {TITLES[data]}", "", markdown_table(header, measured), *([""] + skipped if skipped else [])])
 
 

@@ -44,7 +44,7 @@ def test_table_gives_ratios_to_global_and_lists_skips() -> None:
     text = bench.table("eth80", rows)
     assert "| global | 50.00 | 10 | 1.0 | 900 |" in text
     assert "| grid_crop | 62.50 | 300 | 30.0 | 1200* |" in text
-    assert "- vlad: skipped (representation=vlad is not in this checkout)" in text
+    assert "- vlad: skipped: representation=vlad is not in this checkout" in text
 
 
 @pytest.mark.parametrize("value, expected", [("global,grid_crop", ["global", "grid_crop"]), ("rmac,", ["rmac"])])
