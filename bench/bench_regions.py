@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from dataclasses import replace
@@ -36,6 +35,7 @@ from hydra import initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without `pip install -e .`
 
+from bench.common import extraction_seconds, mib, peak_mib, ratio, seconds
 from bench.eth80 import add_data_option
 from retrieval import artifacts, pipeline
 from retrieval.scenes import ComposeSpec, compose, folder_objects, skimage_backgrounds
@@ -82,28 +82,6 @@ def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(e[:k]) - {-1}) / k for a, e in zip(approx, exact)]))
 
 
-def peak_mib() -> tuple[float, float]:
-    """Peak resident memory (MiB) of this process and of its largest finished child process
-    (ru_maxrss is in KiB on Linux)."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-
-
-def mib(value: float | None, mark: str = "") -> str:
-    return "-" if value is None else f"{value:.0f}{mark}"
-
-
-def extraction_seconds(store: Path, keys: list[str]) -> float | None:
-    """Wall time spent embedding the store's shards that hold any of `keys` (the run that built
-    them; a store shared with the queries also holds shards of query cut-outs, left out here)."""
-    wanted, total, found = set(keys), 0.0, False
-    for shard in store.glob("shard-*.npz"):
-        with np.load(shard, allow_pickle=False) as data:
-            if wanted.intersection(data["items"].tolist()):
-                total, found = total + float(data["seconds"]), True
-    return total if found else None
-
-
 def measure(name: str, overrides: list[str], root: Path, cache: Path, out: Path) -> dict[str, Any]:
     """One configuration: extraction + search (their peak memory taken right after), then its
     evaluation and the statistics of its gallery rows. Run it in a process of its own."""
@@ -143,14 +121,6 @@ def measure_apart(name: str, args: argparse.Namespace, root: Path) -> dict[str, 
                "--out", str(args.out), "--crop-size", str(args.crop_size)]
     subprocess.run(command, check=True)
     return artifacts.read_json(row_file)
-
-
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def ratio(value: float | None, whole: float | None) -> str:
-    return "-" if value is None or not whole else f"{value / whole:.1f}"
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""`python -m retrieval.datasets {list,compose,prepare} ...`: dataset tools.
+"""`python -m retrieval.datasets {list,compose,route,prepare} ...`: dataset tools.
 
 `list` names the presets users pass as `dataset=NAME` (conf/dataset/) and the formats (the
-adapters of this package); `compose` writes a composed set (`retrieval.scenes`) and `prepare`
-fetches a public one (`retrieval.download`), both read back by an adapter here."""
+adapters of this package); `compose` writes a composed set and `route` a place-recognition route
+(`retrieval.scenes`), and `prepare` fetches a public one (`retrieval.download`), all read back by
+an adapter here."""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,13 @@ import sys
 COMMANDS = {
     "list": "the dataset presets (dataset=NAME): format, where each reads its data, what it is; then the formats",
     "compose": "paste masked objects into scenes and write them as a set in the anns format (compose --help)",
+    "route": "cut a place-recognition route (dataset=vpr) from real photos, with viewpoint and lighting change (route --help)",
     "prepare": "download and lay out a public benchmark, or print how to get it (prepare --list names them)",
 }
 
 
 def parser() -> argparse.ArgumentParser:
-    """The commands; `compose` and `prepare` take their own options (their --help)."""
+    """The commands; `compose`, `route` and `prepare` take their own options (their --help)."""
     tools = argparse.ArgumentParser(
         prog="python -m retrieval.datasets",
         description="Dataset tools: which datasets the pipeline reads (python evaluate.py dataset=NAME), "
@@ -48,6 +50,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.command == "compose":
         from retrieval.scenes.cli import cli
+    elif args.command == "route":
+        from retrieval.scenes.cli import route_cli as cli
     else:
         from retrieval.download.cli import cli
     return cli(rest)

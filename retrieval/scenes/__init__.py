@@ -18,10 +18,14 @@ pure function of its parameters, and re-running with the same parameters does no
 Modules: `sources` (object cut-outs and backgrounds: scikit-image's photos or a folder), `plan`
 (the parameters, and which instances and views go where), `paste` (lighting, warps and
 placement with bounded occlusion: the scene and query images), `write` (the set written to
-disk: anns.pt, images, compose.json), `cli` (`python -m retrieval.datasets compose`).
+disk: anns.pt, images, compose.json), `cli` (`python -m retrieval.datasets compose` and `route`).
+
+`route` makes the other kind of set: a place-recognition route of overlapping crops cut from
+scikit-image's photos, with viewpoint and lighting change, read back by `dataset=vpr`.
 """
 from retrieval.scenes.write import ANNS, COMPOSE_JSON, compose
 from retrieval.scenes.plan import DEMO_SPEC, ComposeSpec
+from retrieval.scenes.route import ROUTE_JSON, RouteSpec, build_route
 from retrieval.scenes.sources import (
     BackgroundSource,
     Cutout,
@@ -33,6 +37,7 @@ from retrieval.scenes.sources import (
 )
 
 __all__ = [
-    "ANNS", "COMPOSE_JSON", "DEMO_SPEC", "BackgroundSource", "ComposeSpec", "Cutout", "ObjectSource", "compose",
-    "folder_backgrounds", "folder_objects", "skimage_backgrounds", "skimage_objects",
+    "ANNS", "COMPOSE_JSON", "DEMO_SPEC", "ROUTE_JSON", "BackgroundSource", "ComposeSpec", "Cutout", "ObjectSource",
+    "RouteSpec", "build_route", "compose", "folder_backgrounds", "folder_objects", "skimage_backgrounds",
+    "skimage_objects",
 ]

@@ -27,7 +27,7 @@ class Patch:
     scale: float
 
 
-def _light(rgb: np.ndarray, rng: np.random.Generator, strength: float,
+def relight(rgb: np.ndarray, rng: np.random.Generator, strength: float,
            colour: float | None = None) -> tuple[np.ndarray, dict]:
     """Brightness, contrast and per-channel colour jitter (+- `colour`, default half the
     strength); the identity when both are 0."""
@@ -111,7 +111,7 @@ def _background(backgrounds: BackgroundSource, size: tuple[int, int], strength: 
     x = int(rng.integers(image.shape[1] - crop_w + 1))
     y = int(rng.integers(image.shape[0] - crop_h + 1))
     crop = cv2.resize(image[y : y + crop_h, x : x + crop_w], size, interpolation=cv2.INTER_AREA)
-    lit, light = _light(crop, rng, strength, colour=0.3)
+    lit, light = relight(crop, rng, strength, colour=0.3)
     return lit, {"name": name, "crop": [x, y, crop_w, crop_h], **light}
 
 
@@ -165,7 +165,7 @@ def scene_image(
     dropped = []
     for paste in pastes:
         source = objects.read(paste.instance, paste.view)
-        rgb, light = _light(source.rgb, rng, spec.lighting)
+        rgb, light = relight(source.rgb, rng, spec.lighting)
         cut = Cutout(rgb, source.mask)
         angle = float(rng.uniform(-spec.rotation, spec.rotation))
         patch = _fit(cut, angle, np.zeros((4, 2)), spec.area, spec.scene_size, rng)
@@ -194,7 +194,7 @@ def query_image(objects: ObjectSource, backgrounds: BackgroundSource, instance: 
     else:
         canvas, background = _background(backgrounds, size, spec.lighting, rng)
     source = objects.read(instance, view)
-    rgb, light = _light(source.rgb, rng, spec.lighting)
+    rgb, light = relight(source.rgb, rng, spec.lighting)
     angle = float(rng.uniform(-spec.rotation, spec.rotation))
     jitter = rng.uniform(-spec.tilt, spec.tilt, size=(4, 2))
     quad = _quad(source.mask.shape[1], source.mask.shape[0], angle, jitter)

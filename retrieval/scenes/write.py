@@ -66,7 +66,7 @@ def set_params(objects: ObjectSource, backgrounds: BackgroundSource, spec: Compo
     return json.loads(json.dumps(params))
 
 
-def _save(image: np.ndarray, path: Path) -> None:
+def save_image(image: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".jpg":
         Image.fromarray(image).save(path, quality=90)
@@ -83,7 +83,7 @@ def _write_queries(objects: ObjectSource, backgrounds: BackgroundSource, spec: C
             rng = rng_for(spec, 2, ins, n)
             image, mask, info = query_image(objects, backgrounds, instance, view, spec, rng)
             key = f"queries/{instance}/{n:03d}.png"
-            _save(image, tmp / key)
+            save_image(image, tmp / key)
             anns[key] = {"bbox": inclusive_box(mask), "mask": builder_rle(mask), "ins": ins,
                          "set": spec.set_name, "is_query": True}
             records.append({"file": key, "instance": instance, "ins": ins, "view": view, **info})
@@ -109,7 +109,7 @@ def _write_scenes(objects: ObjectSource, backgrounds: BackgroundSource, spec: Co
     for n, pastes in enumerate(layout.scenes):
         image, placed, background, dropped = scene_image(objects, backgrounds, pastes, spec, rng_for(spec, 1, n))
         key = f"scenes/{n:06d}.{spec.scene_format}"
-        _save(image, tmp / key)
+        save_image(image, tmp / key)
         found = [_object_record(item, layout.ids[item.paste.instance], area) for item in placed]
         anns[key] = {
             "bbox": [tuple(o["box"]) for o in found],
@@ -126,7 +126,7 @@ def is_current(out: Path, params: dict[str, Any]) -> bool:
     return marker.exists() and (out / ANNS).exists() and read_json(marker).get("params") == params
 
 
-def _install(tmp: Path, out: Path) -> None:
+def install_folder(tmp: Path, out: Path) -> None:
     """Swap the finished folder into place; an older composed set there is replaced."""
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -159,7 +159,7 @@ def compose(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeS
         write_json(tmp / COMPOSE_JSON, _summary(objects, params, layout, queries, scenes))
         if is_current(out, params):  # another process finished the same set meanwhile
             return out
-        _install(tmp, out)
+        install_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
