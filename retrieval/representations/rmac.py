@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from retrieval.aggregation.dense import dense_maps
 from retrieval.aggregation.rmac import regional_vectors, rmac
@@ -39,17 +40,14 @@ from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder
 from retrieval.models.dense import FACETS, check_dense
 from retrieval.queries import QueryError, QueryFn
-from retrieval.regions.pooling import scene_pixels
 from retrieval.regions.proposals import IMAGE_SOURCE
 from retrieval.representations import Representation, Rows, register
 from retrieval.representations.fitting import FitInputs, Sample
 
 
-def scene_size(height: int, width: int, long_side: int, patch: int | None) -> tuple[int, int]:
-    """(h, w) of an image resized to `long_side` along its longer side, aspect kept; for a ViT
-    (`patch` pixels a patch) each side rounded to whole patches. A side of 0 patches means the
-    image is too thin to give a map."""
-    scale = long_side / max(height, width)
+def scene_size(height: int, width: int, scale: float, patch: int | None) -> tuple[int, int]:
+    """(h, w) of an image resized by `scale`; for a ViT (`patch` pixels a patch) each side
+    rounded to whole patches. A side of 0 patches means the image is too thin to give a map."""
     sides = (max(1, round(height * scale)), max(1, round(width * scale)))
     if patch is None:
         return sides
@@ -57,7 +55,9 @@ def scene_size(height: int, width: int, long_side: int, patch: int | None) -> tu
 
 
 class DenseScenes(torch.utils.data.Dataset):
-    """Item -> {"position", "error", "pixels": uint8 CHW scene, "size_hw": the image's (or cut-out's) size}."""
+    """Item -> {"position", "error", "pixels": uint8 CHW scene, "size_hw": the image's (or cut-out's) size}:
+    the image scaled to `long_side` pixels along its longer side, or a query's cut-out of it
+    scaled by the same factor."""
 
     def __init__(self, items: Sequence[Item], long_side: int, patch: int | None, max_pixels: int,
                  mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None):
@@ -74,24 +74,27 @@ class DenseScenes(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> dict[str, Any]:
         item = self.items[position]
         try:
-            image = load_rgb(item.path, max_pixels=self.max_pixels)
+            image = whole = load_rgb(item.path, max_pixels=self.max_pixels)
             if self.mode is not None:
                 image = self.mode(image, item.instance, **self.mode_options)
         except (ImageError, QueryError) as error:
             return {"position": position, "error": str(error)}
+        # A cut-out is scaled as its image is (to `long_side` along the image's longer side), so
+        # that the object has about the size it has in the gallery's scenes, as in the paper
+        # (whose queries are regions of full-resolution images).
+        scale = self.long_side / max(whole.shape[:2])
         height, width = image.shape[:2]
-        size = scene_size(height, width, self.long_side, self.patch)
+        size = scene_size(height, width, scale, self.patch)
         if min(size) == 0:
-            return {"position": position, "error": f"a {width}x{height} image resized to {self.long_side} px along its longer side "
+            return {"position": position, "error": f"a {width}x{height} image scaled by {scale:.3g} to {size[1]}x{size[0]} px "
                                                    f"is thinner than one {self.patch}-pixel patch: it gives no feature map"}
-        scene = np.asarray(scene_pixels(image, max(size))) if self.patch is None else _resized(image, size)
+        scene = _resized(image, size)
         return {"position": position, "error": "", "size_hw": (height, width),
                 "pixels": torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))}
 
 
 def _resized(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
+    """The image resized to `size_hw` (bicubic)."""
     return np.asarray(Image.fromarray(image).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
 
 
