@@ -2,22 +2,24 @@
 gallery images and query cut-outs alike, with the object found in each top result by AML.
 
 Encoding: the image resized to `input_size` pixels along its longer side (aspect kept; a ViT's
-sides rounded to whole patches), its dense map (`retrieval.models.dense`: a CNN's last
-convolution, a ViT's patch tokens of a chosen `layer` and `facet`), the MAC of every window of
-the R-MAC grid (`levels` scales, 40% overlap), each L2-normalised, PCA-whitened, summed and
-L2-normalised (`retrieval.aggregation.rmac`). The whitening is learnt by `fit` on the regional
-vectors of a seeded sample of the gallery (or of `fit_images`), kept and reused by every run
-with the same sample and settings (`retrieval.representations.fitting`).
+sides rounded to whole patches; a query's cut-out scaled as its image is, so that the object
+keeps about its size in the gallery, as the paper's queries are regions of full images), its
+dense map (`retrieval.models.dense`: a CNN's last convolution, a ViT's patch tokens of a chosen
+`layer` and `facet`), the MAC of every window of the R-MAC grid (`levels` scales, 40% overlap),
+each L2-normalised, PCA-whitened, summed and L2-normalised (`retrieval.aggregation.rmac`). The
+whitening is learnt by `fit` on the regional vectors of a seeded sample of the gallery (or of
+`fit_images`), kept and reused by every run with the same sample and settings
+(`retrieval.representations.fitting`).
 
 Localisation: a row is the whole image (its box), so the search ranks images exactly as their
 R-MAC vectors say; then, for each query's `localise_top` first results, the box of the object
 is found by approximate max-pooling localisation (`retrieval.aggregation.aml`) between the
-query's MAC and the result's map (`localise_results`, run by the search stage as its finishing
-step). The maps are recomputed there rather than stored: a map is h x w x C floats (at 512 px
-an EfficientNet map is ~1 MB, hundreds of times the R-MAC vector), so keeping the gallery's
-would make the store grow with the resolution, while the top results are few: each distinct
-image among every query's top results is embedded once, its queries localised on it, and
-dropped, which costs at most one more pass over the gallery and none at all beyond the top.
+query's MAC and the result's map (`retrieval.search.localise`, run by the search stage as its
+finishing step). The maps are recomputed there rather than stored: a map is h x w x C floats
+(at 512 px an EfficientNet map is ~1 MB, hundreds of times the R-MAC vector), so keeping the
+gallery's would make the store grow with the resolution, while the top results are few: each
+distinct image among every query's top results is embedded once, its queries localised on it,
+and dropped, which costs at most one more pass over the gallery and none at all beyond the top.
 Scores and order are not changed: the AML box only says where the object is.
 """
 from __future__ import annotations
