@@ -8,9 +8,12 @@ factory, whose index is saved with the gallery (`<cache>/indexes/`) and reused, 
 recall@K against exact search is measured and written into meta.json and the provenance.
 Text queries are searched the same way (their `queries` store holds text vectors).
 Composed queries add `texts`, the store of their words, and are ranked exactly by the
-configured combination of the two similarities (`retrieval.search.composed`). The ranking is
+configured combination of the two similarities (`retrieval.search.composed`). A gallery whose
+representation finds the object after search (`rmac`) has its top results' boxes set by AML as
+the search's last step (`retrieval.search.localise`), scores and order untouched. The ranking is
 cached under a key of everything it depends on, the content of the listed files included
-(through their item keys), and for composed queries the combination (lambda only where it is read).
+(through their item keys), for composed queries the combination (lambda only where it is read),
+and that localisation's settings.
 """
 from __future__ import annotations
 
