@@ -168,7 +168,7 @@ class RmacRepresentation(_DenseOptions):
         levels: Annotated[int, Rule(low=1, high=8)] = 3,
         layer: Annotated[int | None, Rule(low=0)] = None,
         facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
-        whiten: Annotated[int | None, Rule(low=1)] = None,
+        whiten: Annotated[int | None, Rule(low=1)] = 256,
         fit_sample: Annotated[int, Rule(low=2)] = 1000,
         fit_seed: int = 0,
         fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
@@ -176,7 +176,8 @@ class RmacRepresentation(_DenseOptions):
     ):
         super().__init__(max_pixels, input_size, levels, layer, facet, mode, mode_options)
         self.whiten = whiten
-        """Dimensions kept after PCA-whitening the regional vectors (None: all the sample gives)."""
+        """Dimensions kept after PCA-whitening the regional vectors (None: all the sample gives,
+        whose last, near-zero variances the whitening blows up into noise)."""
         self.sample = Sample(int(fit_sample), int(fit_seed), None if fit_images is None else Path(fit_images))
         self.localise_top = int(localise_top)
         """Results per query whose box AML finds (the rest keep the whole image's)."""
