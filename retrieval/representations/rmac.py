@@ -24,7 +24,7 @@ Scores and order are not changed: the AML box only says where the object is.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -82,8 +82,8 @@ class DenseScenes(torch.utils.data.Dataset):
         except (ImageError, QueryError) as error:
             return {"position": position, "error": str(error)}
         # A cut-out is scaled as its image is (to `long_side` along the image's longer side), so
-        # that the object has about the size it has in the gallery's scenes, as in the paper
-        # (whose queries are regions of full-resolution images).
+        # the object keeps its scale in that image, as in the paper (whose queries are regions
+        # of full-resolution images), rather than being blown up to fill `long_side`.
         scale = self.long_side / max(whole.shape[:2])
         height, width = image.shape[:2]
         size = scene_size(height, width, scale, self.patch)
@@ -101,7 +101,7 @@ def _resized(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def map_batches(model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int,
-                layer: int | None, facet: str):
+                layer: int | None, facet: str) -> Iterator[tuple[dict, torch.Tensor]]:
     """(prepared item, C x h x w map on `device`) pairs: items of one scene shape share passes of
     at most `batch_size` scenes."""
     groups: dict[tuple[int, ...], list[dict]] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ def _as_list(batch: list) -> list:
 
 
 def _maps(representation: RmacRepresentation, items: Sequence[Item], model: Embedder, device: torch.device,
-          precision: str, batch_size: int, workers: int):
+          precision: str, batch_size: int, workers: int) -> Iterator[tuple[int, tuple[int, int], torch.Tensor]]:
     """(position in `items`, size_hw, C x h x w map) of each readable item; unreadable ones are logged."""
     loader = torch.utils.data.DataLoader(
         representation.worker_dataset(items, model), batch_size=batch_size, collate_fn=_as_list,
