@@ -73,6 +73,11 @@ class DenseScenes(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @staticmethod
+    def resized(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+        """The image resized to `size_hw` (bicubic)."""
+        return np.asarray(Image.fromarray(image).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
+
     def __getitem__(self, position: int) -> dict[str, Any]:
         item = self.items[position]
         try:
@@ -90,14 +95,9 @@ class DenseScenes(torch.utils.data.Dataset):
         if min(size) == 0:
             return {"position": position, "error": f"a {width}x{height} image scaled by {scale:.3g} to {size[1]}x{size[0]} px "
                                                    f"is thinner than one {self.patch}-pixel patch: it gives no feature map"}
-        scene = _resized(image, size)
+        scene = self.resized(image, size)
         return {"position": position, "error": "", "size_hw": (height, width),
                 "pixels": torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))}
-
-
-def _resized(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """The image resized to `size_hw` (bicubic)."""
-    return np.asarray(Image.fromarray(image).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
 
 
 def map_batches(model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int,
