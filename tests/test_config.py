@@ -103,7 +103,7 @@ def test_every_rerank_step_passes_in_any_order() -> None:
         (["query=mask", "query.fill=blurr"], "query.fill=blurr is not valid: choose mean, blur or a number from 0 to 255"),
         (["query=mask", "query.fill=256"], "query.fill=256 is not valid: choose mean, blur or a number from 0 to 255"),
         (["regions=grid", "regions.pooling=roid"], "regions.pooling=roid is not valid: choose crop, roi, segvlad or null"),
-        (["regions=grid", "representation.name=roid"], "representation.name=roid is not valid: choose crop, global, roi, segvlad, text or vlad"),
+        (["regions=grid", "representation.name=roid"], "representation.name=roid is not valid: choose crop, global, rmac, roi, segvlad, text or vlad"),
         (["regions=grid", "representation.crop_size=0"], "representation.crop_size=0 is not valid: use an integer >= 1 or null"),
         (["regions=grid", "representation=roi", "representation.input_sizes=[640,10]"],
          "representation.input_sizes=[640, 10] is not valid: use a list of integers >= 32"),

@@ -16,6 +16,7 @@ from retrieval.datasets import load_dataset
 from retrieval.datasets.distractors import DistractorError, labelled, list_distractors, with_distractors
 from retrieval.errors import UserError
 from retrieval.leaderboard import read_rows
+from retrieval.plan import model as model_spec
 from retrieval.protocols import score
 from retrieval.protocols.localisation import add_localisation
 from retrieval.ranking import Ranking
@@ -292,7 +293,7 @@ def test_distractors_are_embedded_once_across_reruns_and_datasets(tmp_path, monk
         return stats
 
     monkeypatch.setattr(extract_stage, "fill_store", counted)
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: lite0)
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: lite0)
 
     def extracted(preset: str, *extra: str) -> list[tuple[str, int]]:
         embedded.clear()

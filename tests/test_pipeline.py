@@ -23,6 +23,7 @@ from retrieval import pipeline
 from retrieval.leaderboard import read_rows
 from retrieval.models import Embedder, create_model
 from retrieval.plan import MismatchError, RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.ranking import Ranking
 from retrieval.stages import evaluate
 from retrieval.stages import extract as extract_stage
@@ -64,7 +65,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Calls:
         record.searched += 1
         build_search(*args)
 
-    monkeypatch.setattr(extract_stage, "create_model", counted_model)
+    monkeypatch.setattr(model_spec, "create_model", counted_model)
     monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
     monkeypatch.setattr(search_stage, "_build", counted_search)
     monkeypatch.setattr(evaluate, "git_commit", lambda: "test")  # leave the developer's repository alone

@@ -14,10 +14,10 @@ from conftest import ComposeFn
 from retrieval import artifacts, pipeline
 from retrieval.models import Embedder, create_model
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.ranking import Ranking
 from retrieval.rerank import steps as rerank_steps
 from retrieval.stages import evaluate as evaluate_stage
-from retrieval.stages import extract as extract_stage
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def cfg_of(make_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch, lite0: Embedder
     def model(family: str, **options: Any) -> Embedder:
         return lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)
 
-    monkeypatch.setattr(extract_stage, "create_model", model)
+    monkeypatch.setattr(model_spec, "create_model", model)
     return lambda *overrides: make_cfg("query=full", *overrides)
 
 

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from conftest import ETH80, REPO, ComposeFn
 from retrieval import artifacts, pipeline
 from retrieval.models import Embedder, create_model
-from retrieval.stages import extract as extract_stage
+from retrieval.plan import model as model_spec
 from retrieval.errors import UserError
 from retrieval.features.keys import file_key
 from retrieval.images import load_rgb
@@ -146,7 +146,7 @@ def test_mutual_ratio_matches_as_defined() -> None:
 @pytest.fixture
 def demo_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> ComposeFn:
     """Configs on the built-in demo set (built under tmp_path), with the session's 64 px Lite0."""
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: (
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
 
     def make(*overrides: str):

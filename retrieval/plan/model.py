@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.models import resolve_preprocess, text_options, tokenizer_settings
-from retrieval.models.base import Preprocess
+from retrieval.models import create_model, create_text_model, resolve_preprocess, text_options, tokenizer_settings
+from retrieval.models.base import Embedder, Preprocess
 from retrieval.models.identity import weights_identity
 
 
@@ -41,6 +41,10 @@ class ModelSpec:
             preprocess=resolve_preprocess(family, **options),
             weights=weights_identity(family, **options),
         )
+
+    def create(self, text: bool = False) -> Embedder:
+        """The model itself (`text`: its text tower), with its weights loaded."""
+        return (create_text_model if text else create_model)(self.family, **self.options)
 
     def image_settings(self) -> dict[str, Any]:
         """What of the model determines the rows of an image: its settings, weights and

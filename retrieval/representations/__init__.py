@@ -60,6 +60,9 @@ class Representation:
 
     localises: bool = False
     """Whether rows carry boxes (and masks): rankings then say where the object is."""
+    localises_results: bool = False
+    """Whether the object is found in each query's top results after search (`rmac`'s AML):
+    the search stage's finishing step (`retrieval.search.localise`) then sets their boxes."""
     main_process: bool = False
     """Whether preparation must run in the main process (a proposer holding a CUDA model)."""
     embeds_words: bool = False

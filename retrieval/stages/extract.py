@@ -20,7 +20,6 @@ from retrieval.features import Features
 from retrieval.features.extract import fill_store
 from retrieval.features.keys import Item
 from retrieval.features.store import Store
-from retrieval.models import create_model, create_text_model
 from retrieval.models.base import Embedder
 from retrieval.plan import SPLITS, MismatchError, RunPlan
 from retrieval.representations import Representation
@@ -47,8 +46,7 @@ def main(plan: RunPlan, split: str) -> Path:
             f"of dataset {plan.dataset.name}; drop search.{split} to extract them (python extract.py)"
         )
     artifacts.writable(spec.folder)  # before the model: a read-only cache is one line, not a lost load
-    build = create_text_model if spec.representation.embeds_words else create_model
-    model = build(plan.model.family, **plan.model.options)
+    model = plan.model.create(text=spec.representation.embeds_words)
     representation, fit = spec.representation, spec.fit
     if fit is not None:
         inputs = FitInputs(fit.items, lambda helper, items=None: _sample_rows(plan, model, helper, fit.items if items is None else items))

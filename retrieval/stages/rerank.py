@@ -24,7 +24,6 @@ from retrieval import artifacts
 from retrieval.errors import UserError, brief, unreadable
 from retrieval.features import Features
 from retrieval.masks import decode, tight_box
-from retrieval.models import create_model
 from retrieval.plan import RunPlan
 from retrieval.plan.stores import store_settings
 from retrieval.queries import get_query_mode
@@ -99,7 +98,7 @@ def query_model(plan: RunPlan) -> QueryModel:
         representation = representation.fitted(fitted_state(spec.fit.folder, _not_fitted(spec.fit.folder),
                                                             representation.state_type.load))
     run = plan.extract
-    return QueryModel(create_model(plan.model.family, **plan.model.options), run.device, run.precision, run.dtype,
+    return QueryModel(plan.model.create(), run.device, run.precision, run.dtype,
                       run.max_pixels, store_settings(plan.model, spec.representation, run.dtype, spec.fit), representation)
 
 

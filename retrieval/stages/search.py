@@ -8,9 +8,12 @@ factory, whose index is saved with the gallery (`<cache>/indexes/`) and reused, 
 recall@K against exact search is measured and written into meta.json and the provenance.
 Text queries are searched the same way (their `queries` store holds text vectors).
 Composed queries add `texts`, the store of their words, and are ranked exactly by the
-configured combination of the two similarities (`retrieval.search.composed`). The ranking is
+configured combination of the two similarities (`retrieval.search.composed`). A gallery whose
+representation finds the object after search (`rmac`) has its top results' boxes set by AML as
+the search's last step (`retrieval.search.localise`), scores and order untouched. The ranking is
 cached under a key of everything it depends on, the content of the listed files included
-(through their item keys), and for composed queries the combination (lambda only where it is read).
+(through their item keys), for composed queries the combination (lambda only where it is read),
+and that localisation's settings.
 """
 from __future__ import annotations
 
@@ -27,10 +30,11 @@ from retrieval import artifacts
 from retrieval.errors import UserError
 from retrieval.features import Features
 from retrieval.plan import MismatchError, RunPlan
-from retrieval.ranking import RANKING_FILE
+from retrieval.ranking import RANKING_FILE, Ranking
 from retrieval.representations import SEGMENT_VOTES
 from retrieval.search.composed import combination_settings
 from retrieval.search.finish import finish_ranking
+from retrieval.search.localise import localise_results
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,15 @@ def settings(plan: RunPlan) -> dict[str, Any]:
         words = {"texts": plan.stores["texts"].identity(), **combination_settings(query.combine, query.weight)}
     if query.text:
         words["query_ids"] = hashlib.sha256("\n".join(plan.dataset.query_keys).encode()).hexdigest()[:16]
+    gallery = plan.stores["gallery"].representation
+    found = {"localise": gallery.localisation_settings()} if gallery.localises_results else {}
     return {
         "stage": "search",
         "queries": plan.stores["queries"].identity(),
         "gallery": plan.stores["gallery"].identity(),
         **words,
         **plan.search.settings(),
+        **found,
     }
 
 
@@ -119,7 +126,9 @@ def _build(plan: RunPlan, folder: Path) -> None:
          **({} if searched["exact"] else
             {"search_params": searched["params"], "recall_at_k": searched["recall_at_k"], "recall_k": searched["k"]})},
     ]
-    finish_ranking(hits, queries, gallery, search.k, provenance).save(folder / RANKING_FILE)
+    ranking = finish_ranking(hits, queries, gallery, search.k, provenance)
+    localised = _localise(plan, ranking) if gallery_store.representation.localises_results else {}
+    ranking.save(folder / RANKING_FILE)
     top1 = hits.rows[:, 0][hits.rows[:, 0] >= 0] if hits.rows.size else np.zeros(0, np.int64)
     artifacts.write_meta(
         folder,
@@ -136,7 +145,21 @@ def _build(plan: RunPlan, folder: Path) -> None:
         extraction_images_per_s={"queries": queries.images_per_s, "gallery": gallery.images_per_s},
         skipped_queries=skipped_list(queries),
         skipped_gallery=skipped_list(gallery),
+        **localised,
     )
+
+
+def _localise(plan: RunPlan, ranking: Ranking) -> dict[str, Any]:
+    """The boxes of the top results found after search (`retrieval.search.localise`), noted in
+    the ranking's provenance; what was done, for the meta."""
+    queries, gallery = plan.stores["queries"], plan.stores["gallery"]
+    top = gallery.representation.localise_top
+    run = plan.extract
+    model = plan.model.create()
+    done = localise_results(ranking, top, (queries.representation, queries.items), (gallery.representation, gallery.items),
+                            model, run.device, run.precision, run.batch_size, run.workers)
+    ranking.provenance.append({"step": "localise", **gallery.representation.localisation_settings()})
+    return done
 
 
 def skipped_list(features: Features) -> list[list[str]]:

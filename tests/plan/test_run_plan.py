@@ -15,10 +15,10 @@ from retrieval.config import ConfigError
 from retrieval.leaderboard import read_rows
 from retrieval.models import Embedder, create_model
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.plan import run as plan_run
 from retrieval.plan.search import EXACT
 from retrieval.stages import evaluate as evaluate_stage
-from retrieval.stages import extract as extract_stage
 
 GRID = ["regions=grid", "regions.proposals.grid.scales=[0.5]"]
 """A region-level run with few windows."""
@@ -27,7 +27,7 @@ GRID = ["regions=grid", "regions.proposals.grid.scales=[0.5]"]
 @pytest.fixture
 def lite0_only(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> None:
     """The session's 64 px Lite0 for every extraction; no leaderboard git lookup."""
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: (
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
     monkeypatch.setattr(evaluate_stage, "git_commit", lambda: "test")
 

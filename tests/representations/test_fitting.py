@@ -15,6 +15,7 @@ from retrieval import artifacts, pipeline
 from retrieval.errors import UserError
 from retrieval.models import Embedder, create_model
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.representations import whole
 from retrieval.aggregation.whitening import Whitening
 from retrieval.representations.fitting import STATE, sample_records
@@ -46,7 +47,7 @@ def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
 
     monkeypatch.setattr(whole, "fit_whitening", counted_learn)
     monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: (
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
     return counted
 

@@ -23,6 +23,7 @@ from retrieval.models import Embedder, create_model
 from retrieval.models.dense import DenseFeatureError
 from retrieval.models.transform import normalise
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.representations import vlad as vlad_module
 from retrieval.representations.fitting import STATE
 from retrieval.representations.vlad import DenseImages, SampledDescriptors, VladRepresentation, VladState
@@ -54,7 +55,7 @@ def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
 
     monkeypatch.setattr(vlad_module, "fit_vocabulary", counted_learn)
     monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
-    monkeypatch.setattr(extract_stage, "create_model", lambda family, **options: (
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
     return counted
 
