@@ -22,6 +22,7 @@ from retrieval.masks import decode, tight_box
 from retrieval.models import Embedder
 from retrieval.models.transform import normalise
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
 from retrieval.ranking import Ranking
 from retrieval.records import Dataset, Record
 from retrieval.regions.pooling import crop_pixels
@@ -133,8 +134,7 @@ def test_a_crop_vector_is_the_query_vector_of_the_same_cut_out(make_cfg, lite0: 
     cut out by that box, through the queries' representation and the state it learnt: crop
     scores and query vectors are one scale."""
     plan = RunPlan.from_config(make_cfg("query=box", *overrides))
-    monkeypatch.setattr(extract_stage, "create_model", lambda *_, **__: lite0)
-    monkeypatch.setattr(rerank_stage, "create_model", lambda *_, **__: lite0)
+    monkeypatch.setattr(model_spec, "create_model", lambda *_, **__: lite0)
     extract_stage.main(plan, "queries")
     queries = plan.stores["queries"].load().per_image()
     cutout = rerank_stage.query_cutouts(plan)[0]
@@ -243,8 +243,7 @@ def test_roi_then_refine_in_a_real_run(tmp_path: Path, lite0: Embedder, monkeypa
     spec = ComposeSpec(scenes=3, instances=3, queries_per_instance=1, scene_size=(200, 150), query_size=96,
                        scene_format="png", seed=3)
     root = compose(folder_objects(ETH80), skimage_backgrounds(), spec, tmp_path / "set")
-    monkeypatch.setattr(extract_stage, "create_model", lambda *_, **__: lite0)
-    monkeypatch.setattr(rerank_stage, "create_model", lambda *_, **__: lite0)
+    monkeypatch.setattr(model_spec, "create_model", lambda *_, **__: lite0)
     with initialize_config_dir(version_base=None, config_dir=str(REPO / "conf")):
         cfg = hydra_compose("config", overrides=[
             "dataset=anns", f"dataset.root={root}", f"paths.cache={tmp_path / 'cache'}", "extract.workers=0",

@@ -590,9 +590,10 @@ def make_verified_run(make_cfg: Callable[..., Any], monkeypatch: pytest.MonkeyPa
     query is also in the gallery, so verification confirms at least that image)."""
     from retrieval import pipeline
     from retrieval.models import create_model
-    from retrieval.stages import evaluate, extract
+    from retrieval.plan import model as model_spec
+    from retrieval.stages import evaluate
 
-    monkeypatch.setattr(extract, "create_model", lambda family, **options: (
+    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
         lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
     monkeypatch.setattr(evaluate, "git_commit", lambda: "test")
     cfg = make_cfg("query=box", "rerank=[verify]", "rerank.verify.resize=320", "rerank.verify.query_resize=320",

@@ -24,9 +24,9 @@ from retrieval.leaderboard import read_rows
 from retrieval.models import create_model, create_text_model, tokenizer_settings
 from retrieval.queries.files import NO_IMAGE, QueryFileError, with_query_file
 from retrieval.ranking import Ranking
-from retrieval.stages import evaluate as evaluate_stage
-from retrieval.stages import extract as extract_stage
 from retrieval.plan import RunPlan
+from retrieval.plan import model as model_spec
+from retrieval.stages import evaluate as evaluate_stage
 from retrieval.plan import run as plan_run
 from retrieval.plan.dataset import run_dataset
 from retrieval.queries.spec import query_spec
@@ -183,8 +183,8 @@ def test_model_without_text_tower_is_refused_up_front(make_cfg: ComposeFn, monke
     def no_dataset(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the dataset was listed")
 
-    monkeypatch.setattr(extract_stage, "create_model", no_model)
-    monkeypatch.setattr(extract_stage, "create_text_model", no_model)
+    monkeypatch.setattr(model_spec, "create_model", no_model)
+    monkeypatch.setattr(model_spec, "create_text_model", no_model)
     monkeypatch.setattr(plan_run, "run_dataset", no_dataset)
     csv_path, _ = write_query_files(tmp_path)
     with pytest.raises(ConfigError) as caught:
@@ -296,8 +296,8 @@ def test_text_queries_end_to_end(make_cfg: ComposeFn, source: tuple[torch.nn.Mod
 
     # the same queries from the JSON file rank the same, reusing every vector
     again = make_cfg("query=text", f"query.file={json_path}", *clip_overrides(checkpoint))
-    monkeypatch.setattr(extract_stage, "create_text_model", lambda *a, **k: pytest.fail("texts embedded again"))
-    monkeypatch.setattr(extract_stage, "create_model", lambda *a, **k: pytest.fail("images embedded again"))
+    monkeypatch.setattr(model_spec, "create_text_model", lambda *a, **k: pytest.fail("texts embedded again"))
+    monkeypatch.setattr(model_spec, "create_model", lambda *a, **k: pytest.fail("images embedded again"))
     assert pipeline.ranking(again) == pipeline.ranking(cfg)
     renamed = tmp_path / "renamed.csv"
     renamed.write_text(csv_path.read_text().replace("q1,", "first,"))
