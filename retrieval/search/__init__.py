@@ -9,6 +9,7 @@
     votes.py        queries of several rows (segments) voting for images (SegVLAD), exactly
     rank.py         the search a run asks for: exact, or through an approximate index
     finish.py       hits to a ranking: depth, skipped queries, boxes and masks
+    localise.py     boxes of each query's top results found after search (AML, for rmac)
 
 Kept free of imports here: the report reads `approximate.recall.describe` without faiss.
 """
