@@ -50,7 +50,7 @@ def test_the_region_presets_choose_crop_and_the_command_line_wins(make_cfg: Comp
          "regions=grid proposes regions, which representation=global does not describe: "
          "choose representation=crop, roi or segvlad, or regions=none"),
         (["representation=text"],
-         "representation=text embeds the words of queries, not images: the gallery needs representation=crop, global, roi, segvlad or vlad"),
+         "representation=text embeds the words of queries, not images: the gallery needs representation=crop, global, rmac, roi, segvlad or vlad"),
         (["query=text", "model=clip_vit_b32", "representation.whiten=64"],
          "query=text searches with the text tower's vectors, and representation.whiten=64 learns a transform of the "
          "image vectors they cannot follow: drop it for queries with words"),
