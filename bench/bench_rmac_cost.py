@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without `pip install -e .`
 
@@ -26,7 +27,7 @@ from retrieval.aggregation.rmac import rmac
 from retrieval.images import load_rgb
 from retrieval.models import create_model
 from retrieval.models.transform import normalise, prepare
-from retrieval.representations.rmac import DenseScenes, scene_size
+from retrieval.representations.dense import scene_size
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
             whole += time.perf_counter() - started
             started = time.perf_counter()
             size = scene_size(*image.shape[:2], args.input_size / max(image.shape[:2]), model.patch_size)
-            scene = DenseScenes.resized(image, size)
+            scene = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BICUBIC))  # as DenseImages resizes
             rmac(dense_maps(model, torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))[None])[0])
             aggregated += time.perf_counter() - started
     print(f"{len(paths)} images: global {whole:.2f} s, rmac {aggregated:.2f} s: {aggregated / whole:.2f}x")

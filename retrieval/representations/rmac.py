@@ -24,119 +24,46 @@ Scores and order are not changed: the AML box only says where the object is.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from retrieval.aggregation.dense import dense_maps
 from retrieval.aggregation.rmac import regional_vectors, rmac
 from retrieval.aggregation.whitening import Whitening, fit_whitening
 from retrieval.config.rules import Rule
 from retrieval.errors import UserError
 from retrieval.features.keys import Item
-from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder
-from retrieval.models.dense import FACETS, check_dense
-from retrieval.queries import QueryError, QueryFn
+from retrieval.models.dense import FACETS
+from retrieval.queries import QueryFn
 from retrieval.regions.proposals import IMAGE_SOURCE
-from retrieval.representations import Representation, Rows, register
+from retrieval.representations import Rows, register
+from retrieval.representations.dense import DenseRepresentation
 from retrieval.representations.fitting import FitInputs, Sample
 
 
-def scene_size(height: int, width: int, scale: float, patch: int | None) -> tuple[int, int]:
-    """(h, w) of an image resized by `scale`; for a ViT (`patch` pixels a patch) each side
-    rounded to whole patches. A side of 0 patches means the image is too thin to give a map."""
-    sides = (max(1, round(height * scale)), max(1, round(width * scale)))
-    if patch is None:
-        return sides
-    return tuple(round(side / patch) * patch for side in sides)  # type: ignore[return-value]
-
-
-class DenseScenes(torch.utils.data.Dataset):
-    """Item -> {"position", "error", "pixels": uint8 CHW scene, "size_hw": the image's (or cut-out's) size}:
-    the image scaled to `long_side` pixels along its longer side, or a query's cut-out of it
-    scaled by the same factor."""
-
-    def __init__(self, items: Sequence[Item], long_side: int, patch: int | None, max_pixels: int,
-                 mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None):
-        self.items = items
-        self.long_side = long_side
-        self.patch = patch
-        self.max_pixels = max_pixels
-        self.mode = mode
-        self.mode_options = dict(mode_options or {})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @staticmethod
-    def resized(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-        """The image resized to `size_hw` (bicubic)."""
-        return np.asarray(Image.fromarray(image).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
-
-    def __getitem__(self, position: int) -> dict[str, Any]:
-        item = self.items[position]
-        try:
-            image = whole = load_rgb(item.path, max_pixels=self.max_pixels)
-            if self.mode is not None:
-                image = self.mode(image, item.instance, **self.mode_options)
-        except (ImageError, QueryError) as error:
-            return {"position": position, "error": str(error)}
-        # A cut-out is scaled as its image is (to `long_side` along the image's longer side), so
-        # the object keeps its scale in that image, as in the paper (whose queries are regions
-        # of full-resolution images), rather than being blown up to fill `long_side`.
-        scale = self.long_side / max(whole.shape[:2])
-        height, width = image.shape[:2]
-        size = scene_size(height, width, scale, self.patch)
-        if min(size) == 0:
-            return {"position": position, "error": f"a {width}x{height} image scaled by {scale:.3g} to {size[1]}x{size[0]} px "
-                                                   f"is thinner than one {self.patch}-pixel patch: it gives no feature map"}
-        scene = self.resized(image, size)
-        return {"position": position, "error": "", "size_hw": (height, width),
-                "pixels": torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))}
-
-
-def map_batches(model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int,
-                layer: int | None, facet: str) -> Iterator[tuple[dict, torch.Tensor]]:
-    """(prepared item, C x h x w map on `device`) pairs: items of one scene shape share passes of
-    at most `batch_size` scenes."""
-    groups: dict[tuple[int, ...], list[dict]] = {}
-    for p in prepared:
-        groups.setdefault(tuple(p["pixels"].shape), []).append(p)
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            pixels = torch.stack([p["pixels"] for p in chunk]).to(device, non_blocking=True)
-            yield from zip(chunk, dense_maps(model, pixels, layer, facet, precision))
-
-
-class _DenseOptions(Representation):
-    """What the R-MAC representations share: scenes of `input_size` px, the map of `layer` and `facet`."""
+class _RmacOptions(DenseRepresentation):
+    """What the R-MAC representations share: scenes of `input_size` px (a query's cut-out scaled
+    as its image), the map of `layer` and `facet`, the grid's `levels`."""
 
     def __init__(self, max_pixels: int, input_size: int, levels: int, layer: int | None, facet: str,
                  mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None):
-        self.max_pixels = int(max_pixels)
-        self.input_size = int(input_size)
+        super().__init__(max_pixels, layer, facet, int(input_size))
         self.levels = int(levels)
-        self.layer = layer
-        self.facet = facet
         self.mode = mode
         self.mode_options = dict(mode_options or {})
 
     def dense_settings(self) -> dict[str, Any]:
-        return {"max_pixels": self.max_pixels, "input_size": self.input_size, "levels": self.levels,
-                "layer": self.layer, "facet": self.facet}
+        return {**super().dense_settings(), "levels": self.levels}
 
     def worker_dataset(self, items: Sequence[Item], model: Embedder) -> torch.utils.data.Dataset:
-        check_dense(model, self.layer, self.facet)  # a model without a dense map: one line, before any image
-        return DenseScenes(items, self.input_size, model.patch_size, self.max_pixels, self.mode, self.mode_options)
+        return self.dense_images(items, model, mode=self.mode, mode_options=self.mode_options, scale_with_image=True)
 
 
-class RegionalMacs(_DenseOptions):
+class RegionalMacs(_RmacOptions):
     """The L2-normalised regional MACs of each image, one row per R-MAC window: what the
     whitening of `rmac` is learnt on (kept in a store of their own, so a refit reuses them)."""
 
@@ -144,13 +71,12 @@ class RegionalMacs(_DenseOptions):
         return {"representation": "rmac-regions", **self.dense_settings()}
 
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
-        made = {p["position"]: regional_vectors(fmap, self.levels) for p, fmap in
-                map_batches(model, prepared, device, precision, batch_size, self.layer, self.facet)}
-        return [Rows(vectors=made[p["position"]]) for p in prepared]
+        return [Rows(vectors=regional_vectors(feature_map, self.levels))
+                for feature_map in self.maps(model, prepared, device, precision, batch_size)]
 
 
 @register("rmac")
-class RmacRepresentation(_DenseOptions):
+class RmacRepresentation(_RmacOptions):
     """R-MAC of the backbone's dense map, PCA-whitened per region; the object in each top result found by AML."""
 
     encodes_queries = True
@@ -210,9 +136,8 @@ class RmacRepresentation(_DenseOptions):
     def embed(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str, batch_size: int) -> list[Rows]:
         if self.state is None:
             raise RuntimeError("rmac embeds only once fitted (Representation.fitted)")
-        made = {p["position"]: rmac(fmap, self.state, self.levels) for p, fmap in
-                map_batches(model, prepared, device, precision, batch_size, self.layer, self.facet)}
-        return [self._rows(p, made[p["position"]]) for p in prepared]
+        return [self._rows(p, rmac(feature_map, self.state, self.levels))
+                for p, feature_map in zip(prepared, self.maps(model, prepared, device, precision, batch_size))]
 
     @staticmethod
     def _rows(prepared: dict, vector: torch.Tensor) -> Rows:

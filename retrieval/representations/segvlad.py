@@ -27,12 +27,14 @@ from retrieval.config.rules import Rule
 from retrieval.features.keys import Item
 from retrieval.masks import encode, tight_box
 from retrieval.models.base import Embedder
+from retrieval.models.dense import FACETS
 from retrieval.queries import QueryFn
 from retrieval.regions.learned import needs_main_process
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, full_mask, propose
 from retrieval.representations import SEGMENT_VOTES, Rows, register
 from retrieval.representations.fitting import FitInputs
-from retrieval.representations.vlad import DenseImages, LearntAggregation, VladState
+from retrieval.representations.dense import DenseImages
+from retrieval.representations.vlad import LearntAggregation, VladState
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class SegVladRepresentation(LearntAggregation):
         graph: Annotated[str, Rule(choices=lambda: GRAPHS)] = "delaunay",
         clusters: Annotated[int, Rule(low=1)] = 32,
         layer: Annotated[int | None, Rule(low=0)] = None,
-        facet: str = "token",
+        facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
         input_size: Annotated[int | None, Rule(low=1)] = None,
         fit_descriptors: Annotated[int, Rule(low=1)] = 100,
         fit_sample: Annotated[int, Rule(low=1)] = 1000,

@@ -18,20 +18,19 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from retrieval.aggregation.dense import dense_maps, local_descriptors
+from retrieval.aggregation.dense import local_descriptors
 from retrieval.aggregation.state import load_state, save_state
 from retrieval.aggregation.vlad import Vocabulary, fit_vocabulary, vlad_map
 from retrieval.aggregation.whitening import Whitening, fit_whitening, whiten
 from retrieval.config.rules import ConfigError, Rule
 from retrieval.errors import UserError
 from retrieval.features.keys import Item
-from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder
-from retrieval.models.dense import FACETS, check_dense
-from retrieval.queries import QueryError, QueryFn
-from retrieval.representations import Representation, Rows, register
+from retrieval.models.dense import FACETS
+from retrieval.queries import QueryFn
+from retrieval.representations import Rows, register
+from retrieval.representations.dense import DenseRepresentation
 from retrieval.representations.fitting import FitInputs, Sample
 
 KIND = "vlad-state"
@@ -65,93 +64,6 @@ class VladState:
             return cls(vocabulary)
         _, _, more = load_state(path, KIND, ("mean", "projection", "eigenvalues"))
         return cls(vocabulary, Whitening(**more, eps=settings["eps"], digest=settings["whitening"]))
-
-
-def scene_size(height: int, width: int, long_side: int, patch: int | None) -> tuple[int, int]:
-    """(height, width) of an image resized whole to a longer side of `long_side`, aspect kept;
-    for a ViT (`patch` pixels a cell) each side rounded to a whole number of patches (a side
-    that rounds to none stays below one patch: `DenseImages` skips such images)."""
-    scale = long_side / max(height, width)
-    size = [max(1, round(height * scale)), max(1, round(width * scale))]
-    if patch:
-        size = [side if side < patch else round(side / patch) * patch for side in size]
-    return size[0], size[1]
-
-
-class DenseImages(torch.utils.data.Dataset):
-    """Item -> {"position", "error", "key", "pixels": uint8 CHW, the whole image (or query
-    cut-out) resized by `scene_size`, "size_hw": the image's own size}."""
-
-    def __init__(self, items: Sequence[Item], long_side: int, patch: int | None, max_pixels: int,
-                 mode: QueryFn | None = None, mode_options: dict[str, Any] | None = None, keep_image: bool = False):
-        self.items = items
-        self.long_side = long_side
-        self.patch = patch
-        self.max_pixels = max_pixels
-        self.mode = mode
-        self.mode_options = dict(mode_options or {})
-        self.keep_image = keep_image
-        """Also return the image itself (uint8 HWC), for what is computed on it (segments)."""
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, position: int) -> dict[str, Any]:
-        item = self.items[position]
-        try:
-            image = load_rgb(item.path, max_pixels=self.max_pixels)
-            if self.mode is not None:
-                image = self.mode(image, item.instance, **self.mode_options)
-        except (ImageError, QueryError) as error:
-            return {"position": position, "error": str(error)}
-        height, width = image.shape[:2]
-        scene_hw = scene_size(height, width, self.long_side, self.patch)
-        if min(scene_hw) < (self.patch or 1):
-            return {"position": position, "error": (
-                f"its {width}x{height} pixels resized to a longer side of {self.long_side} are {scene_hw[1]}x{scene_hw[0]}: "
-                f"less than one {self.patch}-pixel patch across (representation.input_size)")}
-        scene = np.asarray(Image.fromarray(image).resize((scene_hw[1], scene_hw[0]), Image.BICUBIC))
-        prepared = {"position": position, "error": "", "key": item.key, "size_hw": (height, width),
-                    "pixels": torch.from_numpy(np.ascontiguousarray(scene.transpose(2, 0, 1)))}
-        if self.keep_image:
-            prepared["image"] = image
-        return prepared
-
-
-class DenseRepresentation(Representation):
-    """What the representations over dense local features share: how an image becomes a map."""
-
-    def __init__(self, max_pixels: int, layer: int | None, facet: str, input_size: int | None):
-        self.max_pixels = int(max_pixels)
-        self.layer = layer
-        """The ViT block whose tokens are read (None: the model's own feature map)."""
-        self.facet = facet
-        self.input_size = input_size
-        """Longer side the whole image is resized to (None: the model's input size)."""
-
-    def dense_settings(self) -> dict[str, Any]:
-        return {"max_pixels": self.max_pixels, "layer": self.layer, "facet": self.facet, "input_size": self.input_size}
-
-    def dense_images(self, items: Sequence[Item], model: Embedder, **options: Any) -> DenseImages:
-        """The items' pixels, once the model is known to give the features asked for (a
-        one-line DenseFeatureError, before any image is embedded, if not)."""
-        check_dense(model, self.layer, self.facet)
-        return DenseImages(items, self.input_size or model.preprocess.input_size, model.patch_size, self.max_pixels, **options)
-
-    def maps(self, model: Embedder, prepared: list[dict], device: torch.device, precision: str,
-             batch_size: int) -> list[torch.Tensor]:
-        """Each prepared image's C x h x w map; images of one size share a backbone pass."""
-        out: list[torch.Tensor | None] = [None] * len(prepared)
-        shapes: dict[tuple[int, ...], list[int]] = {}
-        for position, p in enumerate(prepared):
-            shapes.setdefault(tuple(p["pixels"].shape), []).append(position)
-        for members in shapes.values():
-            for start in range(0, len(members), batch_size):
-                chosen = members[start : start + batch_size]
-                pixels = torch.stack([prepared[i]["pixels"] for i in chosen]).to(device, non_blocking=True)
-                for position, feature_map in zip(chosen, dense_maps(model, pixels, self.layer, self.facet, precision)):
-                    out[position] = feature_map
-        return out  # type: ignore[return-value]
 
 
 class SampledDescriptors(DenseRepresentation):
@@ -192,8 +104,6 @@ class LearntAggregation(DenseRepresentation):
                  fit_descriptors: int, fit_sample: int, fit_seed: int, fit_images: Path | None,
                  whiten: int | None, whiten_sample: int):
         super().__init__(max_pixels, layer, facet, input_size)
-        if facet not in FACETS:
-            raise ConfigError(f"representation.facet={facet} is not a facet: use one of {', '.join(FACETS)}")
         self.clusters = int(clusters)
         self.fit_descriptors = int(fit_descriptors)
         if self.clusters > int(fit_sample) * self.fit_descriptors:
@@ -261,7 +171,7 @@ class VladRepresentation(LearntAggregation):
         mode_options: dict[str, Any] | None = None,
         clusters: Annotated[int, Rule(low=1)] = 32,
         layer: Annotated[int | None, Rule(low=0)] = None,
-        facet: str = "token",
+        facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
         input_size: Annotated[int | None, Rule(low=1)] = None,
         fit_descriptors: Annotated[int, Rule(low=1)] = 100,
         fit_sample: Annotated[int, Rule(low=1)] = 1000,

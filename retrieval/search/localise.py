@@ -22,7 +22,7 @@ from retrieval.aggregation.aml import localise
 from retrieval.features.keys import Item
 from retrieval.models.base import Embedder
 from retrieval.ranking import Ranking
-from retrieval.representations.rmac import RmacRepresentation, map_batches
+from retrieval.representations.rmac import RmacRepresentation
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def _maps(representation: RmacRepresentation, items: Sequence[Item], model: Embe
             if prepared["error"]:
                 log.warning("not localised in %s: %s", items[prepared["position"]].path, prepared["error"])
         good = [prepared for prepared in batch if not prepared["error"]]
-        for prepared, fmap in map_batches(model, good, device, precision, batch_size, representation.layer, representation.facet):
-            yield prepared["position"], prepared["size_hw"], fmap
+        for prepared, feature_map in zip(good, representation.maps(model, good, device, precision, batch_size)):
+            yield prepared["position"], prepared["size_hw"], feature_map
 
 
 @torch.inference_mode()

@@ -28,6 +28,7 @@ from retrieval.plan import RunPlan
 from retrieval.plan import model as model_spec
 from retrieval.ranking import Ranking
 from retrieval.representations import rmac as rmac_module
+from retrieval.representations.dense import DenseRepresentation
 from retrieval.representations.fitting import STATE
 
 RMAC = ["representation=rmac", "representation.input_size=96", "representation.whiten=16"]
@@ -114,7 +115,7 @@ def test_a_whitening_wider_than_the_sample_is_refused(make_cfg: ComposeFn, fits:
 
 def test_a_model_without_a_dense_map_is_refused_before_any_image(make_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch) -> None:
     embedded: list[int] = []
-    monkeypatch.setattr(rmac_module, "map_batches", lambda *args, **kwargs: embedded.append(1) or iter(()))
+    monkeypatch.setattr(DenseRepresentation, "maps", lambda *args, **kwargs: embedded.append(1) or [])
     cfg = make_cfg("query=full", "representation=rmac", "model=clip_vit_b32", "model.pretrained=null")
     with pytest.raises(DenseFeatureError, match=r"^ClipImageTower has no dense feature map to aggregate .*use a timm or effnet_lite model$"):
         pipeline.features(cfg)

@@ -26,7 +26,8 @@ from retrieval.plan import RunPlan
 from retrieval.plan import model as model_spec
 from retrieval.representations import vlad as vlad_module
 from retrieval.representations.fitting import STATE
-from retrieval.representations.vlad import DenseImages, SampledDescriptors, VladRepresentation, VladState
+from retrieval.representations.dense import DenseImages
+from retrieval.representations.vlad import SampledDescriptors, VladRepresentation, VladState
 from retrieval.stages import extract as extract_stage
 
 VLAD = ["representation=vlad", "representation.clusters=4", "representation.input_size=128", "representation.fit_descriptors=8"]
@@ -195,8 +196,8 @@ def test_an_image_narrower_than_a_patch_is_a_counted_skip(tmp_path: Path) -> Non
     items = [Item(key=name, path=tmp_path / name) for name in ("strip.png", "square.png")]
     images = DenseImages(items, 224, 14, 10**8)
     strip, square = images[0], images[1]
-    assert strip["error"] == ("its 600x6 pixels resized to a longer side of 224 are 224x2: less than one 14-pixel patch "
-                              "across (representation.input_size)")
+    assert strip["error"] == ("its 600x6 pixels resized by 0.373 (a longer side of 224 for its image) are 224x2: "
+                              "thinner than one 14-pixel patch (representation.input_size)")
     assert square["error"] == "" and tuple(square["pixels"].shape) == (3, 224, 224)
 
 
