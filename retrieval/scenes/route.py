@@ -27,8 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ import numpy as np
 from retrieval.artifacts import read_json, write_json
 from retrieval.scenes.paste import relight
 from retrieval.scenes.sources import _rgb, _skimage_image
-from retrieval.scenes.write import install_folder, save_image
+from retrieval.scenes.write import save_image, write_set
 
 GENERATOR_VERSION = 1
 """Bump when the same parameters would produce different files, so old sets are rebuilt."""
@@ -238,19 +236,11 @@ def is_current(out: Path, params: dict[str, Any]) -> bool:
 
 
 def build_route(spec: RouteSpec, out: Path) -> Path:
-    """Write the route set to `out` (database/, queries/, route.json) and return `out`.
-
-    Built in a temporary sibling folder and renamed into place, so `out` is either the old set
-    or the complete new one; a no-op when `out/route.json` has the same parameters."""
-    out = Path(out).expanduser().resolve()
+    """Write the route set to `out` (database/, queries/, route.json) and return `out`
+    (`write_set`: atomic, a no-op when `out/route.json` has the same parameters)."""
     params = route_params(spec)
-    if is_current(out, params):
-        return out
-    if out.exists() and not (out / ROUTE_JSON).exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not a route set; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         database, queries = [], []
         for index, name in enumerate(spec.photos):
             photo = read_photo(name, spec.photo_height)
@@ -264,9 +254,5 @@ def build_route(spec: RouteSpec, out: Path) -> Path:
                 queries.append(_write(QUERIES, index, n, centre, image, spec, tmp, view))
         counts = {"database": len(database), "queries": len(queries), "photos": len(spec.photos)}
         write_json(tmp / ROUTE_JSON, {"params": params, "counts": counts, "database": database, "queries": queries})
-        if is_current(out, params):  # another process finished the same set meanwhile
-            return out
-        install_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return write_set(out, "a route set", lambda folder: is_current(folder, params), ROUTE_JSON, build)

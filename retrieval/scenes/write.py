@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -137,32 +138,41 @@ def install_folder(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def compose(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec, out: Path) -> Path:
-    """Write a composed set to `out` (anns.pt, images, compose.json) and return `out`.
-
-    Built in a temporary sibling folder and renamed into place, so `out` is either the old
-    set or the complete new one; a no-op when `out/compose.json` has the same parameters."""
+def write_set(out: Path, what: str, current: Callable[[Path], bool], marker: str, build: Callable[[Path], None]) -> Path:
+    """Write a generated set to `out` with `build(folder)`, and return `out`: built in a temporary
+    sibling folder and renamed into place, so `out` is either the old set or the complete new
+    one; a no-op when `current(out)` (its `marker` file holds the same parameters). A folder
+    that is not such a set (no `marker`, not empty) is refused, never replaced."""
     out = Path(out).expanduser().resolve()
-    params = set_params(objects, backgrounds, spec)
-    if is_current(out, params):
+    if current(out):
         return out
-    if out.exists() and not (out / COMPOSE_JSON).exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not a composed set; refusing to replace it")
+    if out.exists() and not (out / marker).exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not {what}; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        build(tmp)
+        if not current(out):  # else another process finished the same set meanwhile
+            install_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def compose(objects: ObjectSource, backgrounds: BackgroundSource, spec: ComposeSpec, out: Path) -> Path:
+    """Write a composed set to `out` (anns.pt, images, compose.json) and return `out`
+    (`write_set`: atomic, a no-op when `out` holds the same set)."""
+    params = set_params(objects, backgrounds, spec)
+
+    def build(tmp: Path) -> None:
         layout = plan(objects, spec)
         anns: dict[str, dict] = {}
         queries = _write_queries(objects, backgrounds, spec, layout, tmp, anns)
         scenes = _write_scenes(objects, backgrounds, spec, layout, tmp, anns)
         torch.save(anns, tmp / ANNS)
         write_json(tmp / COMPOSE_JSON, _summary(objects, params, layout, queries, scenes))
-        if is_current(out, params):  # another process finished the same set meanwhile
-            return out
-        install_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return write_set(out, "a composed set", lambda folder: is_current(folder, params), COMPOSE_JSON, build)
 
 
 def _summary(objects: ObjectSource, params: dict, layout: Plan, queries: list, scenes: list) -> dict:
