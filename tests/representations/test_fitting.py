@@ -5,51 +5,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import ComposeFn, copy_eth80
+from fit_counts import Counts, counting
 from retrieval import artifacts, pipeline
 from retrieval.errors import UserError
-from retrieval.models import Embedder, create_model
+from retrieval.models import Embedder
 from retrieval.plan import RunPlan
-from retrieval.plan import model as model_spec
 from retrieval.representations import whole
 from retrieval.aggregation.whitening import Whitening
 from retrieval.representations.fitting import STATE, sample_records
-from retrieval.stages import extract as extract_stage
 
 WHITEN = ["representation.whiten=4", "representation.fit_sample=6"]
 
 
-class Counts:
-    def __init__(self) -> None:
-        self.fits = 0
-        self.extracted: list[tuple[str, int]] = []
-
-
 @pytest.fixture
 def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
-    """Fits and extractions counted; the session's 64 px Lite0 for every model build."""
-    counted = Counts()
-    learn, fill = whole.fit_whitening, extract_stage.fill_store
-
-    def counted_learn(vectors: np.ndarray, dims: int) -> Whitening:
-        counted.fits += 1
-        return learn(vectors, dims)
-
-    def counted_fill(*args: Any, desc: str, **options: Any) -> dict:
-        stats = fill(*args, desc=desc, **options)
-        counted.extracted.append((desc, stats["embedded"]))
-        return stats
-
-    monkeypatch.setattr(whole, "fit_whitening", counted_learn)
-    monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
-    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
-        lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
-    return counted
+    return counting(monkeypatch, lite0, whole, "fit_whitening")
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

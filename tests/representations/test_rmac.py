@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from PIL import Image
 
 from aggregation_reference import unit, whiten_loop
 from conftest import REPO, ComposeFn
+from fit_counts import counting
 from hydra import compose, initialize_config_dir
 from retrieval import pipeline
 from retrieval.aggregation.dense import dense_maps
@@ -22,10 +22,9 @@ from retrieval.aggregation.rmac import rmac_regions
 from retrieval.aggregation.whitening import Whitening
 from retrieval.errors import UserError
 from retrieval.images import load_rgb
-from retrieval.models import Embedder, create_model
+from retrieval.models import Embedder
 from retrieval.models.dense import DenseFeatureError
 from retrieval.plan import RunPlan
-from retrieval.plan import model as model_spec
 from retrieval.ranking import Ranking
 from retrieval.representations import rmac as rmac_module
 from retrieval.representations.dense import DenseRepresentation
@@ -36,21 +35,8 @@ RMAC = ["representation=rmac", "representation.input_size=96", "representation.w
 
 @pytest.fixture
 def fits(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> list[int]:
-    """The number of sample vectors of each whitening fitted; the session's 64 px Lite0 for every
-    model build (extraction and the search's localisation)."""
-    fitted: list[int] = []
-    learn = rmac_module.fit_whitening
-
-    def counted(vectors: np.ndarray, dims: int | None) -> Whitening:
-        fitted.append(len(vectors))
-        return learn(vectors, dims)
-
-    def build(family: str, **options: Any) -> Embedder:
-        return lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)
-
-    monkeypatch.setattr(rmac_module, "fit_whitening", counted)
-    monkeypatch.setattr(model_spec, "create_model", build)
-    return fitted
+    """The number of sample vectors of each whitening fitted."""
+    return counting(monkeypatch, lite0, rmac_module, "fit_whitening").samples
 
 
 def scene(path: Path, long_side: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from aggregation_reference import bfs_within, patches_of, unit, vlad_loop
 
 from conftest import REPO, ComposeFn
+from fit_counts import Counts, counting
 from retrieval import pipeline
 from retrieval.aggregation.supersegments import centroids, delaunay_graph
 from retrieval.aggregation.vlad import Vocabulary
@@ -28,9 +29,9 @@ from retrieval.plan import RunPlan
 from retrieval.ranking import Ranking
 from retrieval.representations.fitting import STATE
 from retrieval.representations.segvlad import SegVladRepresentation
+from retrieval.representations import vlad as vlad_module
 from retrieval.representations.vlad import VladState
 
-from test_vlad import Counts, counts  # noqa: F401  (the fixture)
 
 SEGVLAD = ["representation=segvlad", "representation.clusters=4", "representation.input_size=128",
            "representation.fit_descriptors=8", "representation.fit_sample=8", "representation.whiten_sample=4",
@@ -39,6 +40,11 @@ SEGVLAD = ["representation=segvlad", "representation.clusters=4", "representatio
 
 def prepared_of(representation: SegVladRepresentation, model: Embedder, item) -> dict:
     return representation.worker_dataset([item], model)[0]
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
+    return counting(monkeypatch, lite0, vlad_module, "fit_vocabulary")
 
 
 def test_rows_are_the_supersegments_vlad_of_the_models_map_whitened(make_cfg: ComposeFn, counts: Counts, lite0: Embedder) -> None:

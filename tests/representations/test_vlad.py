@@ -8,57 +8,32 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import REPO, ComposeFn
+from fit_counts import Counts, counting
 from retrieval import pipeline
 from retrieval.errors import UserError
 from retrieval.features.keys import Item
 from retrieval.features.store import Store
-from retrieval.models import Embedder, create_model
+from retrieval.models import Embedder
 from retrieval.models.dense import DenseFeatureError
 from retrieval.models.transform import normalise
 from retrieval.plan import RunPlan
-from retrieval.plan import model as model_spec
 from retrieval.representations import vlad as vlad_module
-from retrieval.representations.fitting import STATE
 from retrieval.representations.dense import DenseImages
+from retrieval.representations.fitting import STATE
 from retrieval.representations.vlad import SampledDescriptors, VladRepresentation, VladState
-from retrieval.stages import extract as extract_stage
 
 VLAD = ["representation=vlad", "representation.clusters=4", "representation.input_size=128", "representation.fit_descriptors=8"]
 
 
-class Counts:
-    def __init__(self) -> None:
-        self.fits = 0
-        self.extracted: list[tuple[str, int]] = []
-
-
 @pytest.fixture
 def counts(monkeypatch: pytest.MonkeyPatch, lite0: Embedder) -> Counts:
-    """Vocabulary fits and extractions counted; the session's 64 px Lite0 for every model build."""
-    counted = Counts()
-    learn, fill = vlad_module.fit_vocabulary, extract_stage.fill_store
-
-    def counted_learn(*args: Any, **options: Any) -> Any:
-        counted.fits += 1
-        return learn(*args, **options)
-
-    def counted_fill(*args: Any, desc: str, **options: Any) -> dict:
-        stats = fill(*args, desc=desc, **options)
-        counted.extracted.append((desc, stats["embedded"]))
-        return stats
-
-    monkeypatch.setattr(vlad_module, "fit_vocabulary", counted_learn)
-    monkeypatch.setattr(extract_stage, "fill_store", counted_fill)
-    monkeypatch.setattr(model_spec, "create_model", lambda family, **options: (
-        lite0 if family == "effnet_lite" and options.get("input_size") == 64 else create_model(family, **options)))
-    return counted
+    return counting(monkeypatch, lite0, vlad_module, "fit_vocabulary")
 
 
 def model_map(model: Embedder, item: Item, long_side: int) -> np.ndarray:
