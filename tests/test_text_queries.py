@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, ComposeFn
 from retrieval import artifacts, pipeline
 from retrieval.config import ConfigError
+from retrieval.errors import UserError
 from retrieval.features.keys import text_key
 from retrieval.leaderboard import read_rows
 from retrieval.models import create_model, create_text_model, tokenizer_settings
@@ -207,6 +208,19 @@ def test_entry_point_prints_the_refusal(tmp_path: Path) -> None:
         "error: query=text needs a model with a text tower, and model=dinov2_vits14 (family timm) has none: "
         "use model=clip_vit_b16, clip_vit_b32 or clip_vit_l14"
     )
+
+
+@pytest.mark.parametrize("steps", ["[verify]", "[aqe,refine]"])
+def test_steps_that_compare_pixels_are_refused_for_words_before_any_model(
+        make_cfg: ComposeFn, source: tuple[torch.nn.Module, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        steps: str) -> None:
+    monkeypatch.setattr(model_spec, "create_model", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(model_spec, "create_text_model", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+    csv_path, _ = write_query_files(tmp_path)
+    pixel_steps = steps.strip("[]").split(",")[-1]
+    with pytest.raises(UserError, match=rf"^rerank=\[{pixel_steps}\] compares the queries' pixels, and query=text has none: "
+                                        r"drop it, or use an image query mode \(query=box, mask, full or composed\)$"):
+        RunPlan.from_config(make_cfg("query=text", f"query.file={csv_path}", f"rerank={steps}", *clip_overrides(source[1])))
 
 
 def test_text_query_needs_words(make_cfg: ComposeFn, source: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:

@@ -58,6 +58,18 @@ def check_votes(name: str, factory: str, query: QuerySpec, steps: tuple[tuple[st
                         f"drop rerank=[{','.join(step for step, _ in steps)}]")
 
 
+PIXEL_NEEDS = frozenset({"query_cutouts", "query_model"})
+"""What a re-rank step asks for when it cuts out and embeds the queries' pixels (verify, refine)."""
+
+
+def check_pixel_steps(query: QuerySpec, steps: tuple[tuple[str, Step], ...]) -> None:
+    """Steps that compare the queries' pixels need queries that have some: refused for words alone."""
+    pixel_steps = [name for name, step in steps if PIXEL_NEEDS & set(step.needs)]
+    if query.image_mode is None and pixel_steps:
+        raise UserError(f"rerank=[{','.join(pixel_steps)}] compares the queries' pixels, and query={query.name} has none: "
+                        "drop it, or use an image query mode (query=box, mask, full or composed)")
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """A run, read from its checked config: the dataset, what embeds each split and where its
@@ -101,6 +113,7 @@ class RunPlan:
         k = len(dataset.gallery) if tree["dataset"].get("k") is None else min(int(tree["dataset"]["k"]), len(dataset.gallery))
         aggregate = regions.get("aggregate") if regional else None
         steps = tuple((name, create_step(name, **dict(options or {}))) for name, options in (tree.get("rerank") or {}).items())
+        check_pixel_steps(query, steps)
         if REPRESENTATIONS.get(gallery["name"]).image_scores == SEGMENT_VOTES:
             check_votes(gallery["name"], tree["index"]["factory"], query, steps)
             aggregate = SEGMENT_VOTES
