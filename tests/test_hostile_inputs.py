@@ -622,10 +622,10 @@ def test_anns_without_a_usable_entry_fails_before_the_model_loads(tmp_path: Path
 
 
 def test_read_only_cache_is_one_line_naming_the_folder(tmp_path: Path, folder_root: Path) -> None:
-    with read_only(tmp_path / "shared") as shared:
-        done = evaluate_py(tmp_path, "dataset=folder", f"dataset.root={folder_root}", cache=shared / "cache")
+    with read_only(tmp_path / "locked") as locked:
+        done = evaluate_py(tmp_path, "dataset=folder", f"dataset.root={folder_root}", cache=locked / "cache")
     line = error_line(done)
-    assert re.fullmatch(rf"error: paths\.cache: cannot write in {re.escape(str(shared))} \((Permission denied|Operation not "
+    assert re.fullmatch(rf"error: paths\.cache: cannot write in {re.escape(str(locked))} \((Permission denied|Operation not "
                         r"permitted)\); make it writable, or point paths\.cache somewhere you can write", line), line
     assert "GlobalRepresentation with" not in done.stdout + done.stderr
     assert not (tmp_path / "leaderboard.csv").exists()

@@ -51,7 +51,7 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-BESIDE = PROJECT.parent / "shared" / "data"
+BESIDE = PROJECT.parent / "sibling" / "files"
 ELSEWHERE = Path(os.environ["ELSEWHERE"])
 
 
@@ -87,7 +87,7 @@ def test_stays_inside_the_project_its_tmp_path_and_python(tmp_path):
 IMPORT_TEST = '''
 from pathlib import Path
 
-TEXT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "import.txt").read_text()
+TEXT = (Path(__file__).resolve().parents[2] / "sibling" / "files" / "import.txt").read_text()
 
 
 def test_text():
@@ -96,7 +96,7 @@ def test_text():
 
 
 def test_a_test_touching_a_path_beside_the_project_or_elsewhere_fails_naming_it(tmp_path: Path) -> None:
-    project, beside = tmp_path / "work" / "project", tmp_path / "work" / "shared" / "data"
+    project, beside = tmp_path / "work" / "project", tmp_path / "work" / "sibling" / "files"
     (project / "tests").mkdir(parents=True)
     beside.mkdir(parents=True)
     for name in ("eth80.txt", "fixture.txt", "import.txt"):
@@ -128,7 +128,7 @@ def test_a_test_touching_a_path_beside_the_project_or_elsewhere_fails_naming_it(
 def test_the_most_specific_folder_decides_so_siblings_stay_refused_inside_allowed_folders() -> None:
     guard = Guard(Path("/usr/src/project"))
     assert guard.allows("/usr/src/project/tests/data/x.png") and guard.allows("/usr/lib/libc.so.6")
-    assert not guard.allows("/usr/src/shared/data/x.png") and not guard.allows("/usr/src")
+    assert not guard.allows("/usr/src/sibling/x.png") and not guard.allows("/usr/src")
     assert not guard.allows("/usr/src/project-old/x.png"), "a name that merely starts like the project's"
     guard.allow("/usr/src/venv")
     assert guard.allows("/usr/src/venv/lib/site.py") and not guard.allows("/usr/src/venvs/x")
