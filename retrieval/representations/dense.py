@@ -4,19 +4,25 @@ patches), and the maps of a batch of scenes, one backbone pass per scene shape."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from retrieval.aggregation.dense import dense_maps
+from retrieval.config.rules import Rule
 from retrieval.features.keys import Item
 from retrieval.images import ImageError, load_rgb
 from retrieval.models.base import Embedder
-from retrieval.models.dense import check_dense
+from retrieval.models.dense import FACETS, check_dense
 from retrieval.queries import QueryError, QueryFn
 from retrieval.representations import Representation
+
+Layer = Annotated[int | None, Rule(low=0)]
+"""`representation.layer`: the ViT block whose tokens are read (None: the model's own map)."""
+Facet = Annotated[str, Rule(choices=lambda: FACETS)]
+"""`representation.facet`: which of that block's outputs (tokens, or its attention's query, key, value)."""
 
 
 def scene_size(height: int, width: int, scale: float, patch: int | None) -> tuple[int, int]:

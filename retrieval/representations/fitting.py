@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import numpy as np
 
 from retrieval import artifacts
+from retrieval.config.rules import Rule
 from retrieval.datasets.listing import IMAGE_SUFFIXES, image_files
 from retrieval.errors import UserError
 from retrieval.features import Features
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE = "state.npz"
+
+Whiten = Annotated[int | None, Rule(low=1)]
+"""`representation.whiten`: dimensions kept after the learnt PCA-whitening (None: none)."""
+FitImages = Annotated[Path | None, Rule(path=True, exists="folder")]
+"""`representation.fit_images`: a folder of training images to sample instead of the gallery."""
 
 
 class State(Protocol):
@@ -56,6 +62,11 @@ class Sample:
     size: int
     seed: int
     images: Path | None = None
+
+    @classmethod
+    def of(cls, size: int, seed: int, images: str | Path | None) -> "Sample":
+        """The sample a representation's options name (`fit_sample`, `fit_seed`, `fit_images`)."""
+        return cls(int(size), int(seed), None if images is None else Path(images))
 
 
 @dataclass

@@ -25,7 +25,6 @@ Scores and order are not changed: the AML box only says where the object is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,12 +36,11 @@ from retrieval.config.rules import Rule
 from retrieval.errors import UserError
 from retrieval.features.keys import Item
 from retrieval.models.base import Embedder
-from retrieval.models.dense import FACETS
 from retrieval.queries import QueryFn
 from retrieval.regions.proposals import IMAGE_SOURCE
 from retrieval.representations import Rows, register
-from retrieval.representations.dense import DenseRepresentation
-from retrieval.representations.fitting import FitInputs, Sample
+from retrieval.representations.dense import DenseRepresentation, Facet, Layer
+from retrieval.representations.fitting import FitImages, FitInputs, Sample, Whiten
 
 
 class _RmacOptions(DenseRepresentation):
@@ -92,19 +90,19 @@ class RmacRepresentation(_RmacOptions):
         mode_options: dict[str, Any] | None = None,
         input_size: Annotated[int, Rule(low=32)] = 512,
         levels: Annotated[int, Rule(low=1, high=8)] = 3,
-        layer: Annotated[int | None, Rule(low=0)] = None,
-        facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
-        whiten: Annotated[int | None, Rule(low=1)] = 256,
+        layer: Layer = None,
+        facet: Facet = "token",
+        whiten: Whiten = 256,
         fit_sample: Annotated[int, Rule(low=2)] = 1000,
         fit_seed: int = 0,
-        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
+        fit_images: FitImages = None,
         localise_top: Annotated[int, Rule(low=0)] = 100,
     ):
         super().__init__(max_pixels, input_size, levels, layer, facet, mode, mode_options)
         self.whiten = whiten
         """Dimensions kept after PCA-whitening the regional vectors (None: all the sample gives,
         whose last, near-zero variances the whitening blows up into noise)."""
-        self.sample = Sample(int(fit_sample), int(fit_seed), None if fit_images is None else Path(fit_images))
+        self.sample = Sample.of(fit_sample, fit_seed, fit_images)
         self.localise_top = int(localise_top)
         """Results per query whose box AML finds (the rest keep the whole image's)."""
 

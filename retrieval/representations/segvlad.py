@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -26,14 +25,13 @@ from retrieval.aggregation.vlad import vlad
 from retrieval.config.rules import Rule
 from retrieval.features.keys import Item
 from retrieval.masks import encode, tight_box
-from retrieval.models.base import Embedder
-from retrieval.models.dense import FACETS
+from retrieval.models.base import Embedder, InputSize
 from retrieval.queries import QueryFn
 from retrieval.regions.learned import needs_main_process
 from retrieval.regions.proposals import IMAGE_SOURCE, PROPOSERS, full_mask, propose
 from retrieval.representations import SEGMENT_VOTES, Rows, register
-from retrieval.representations.fitting import FitInputs
-from retrieval.representations.dense import DenseImages
+from retrieval.representations.dense import DenseImages, Facet, Layer
+from retrieval.representations.fitting import FitImages, FitInputs, Whiten
 from retrieval.representations.vlad import LearntAggregation, VladState
 
 log = logging.getLogger(__name__)
@@ -88,14 +86,14 @@ class SegVladRepresentation(LearntAggregation):
         order: Annotated[int, Rule(low=0)] = 3,
         graph: Annotated[str, Rule(choices=lambda: GRAPHS)] = "delaunay",
         clusters: Annotated[int, Rule(low=1)] = 32,
-        layer: Annotated[int | None, Rule(low=0)] = None,
-        facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
-        input_size: Annotated[int | None, Rule(low=1)] = None,
+        layer: Layer = None,
+        facet: Facet = "token",
+        input_size: InputSize = None,
         fit_descriptors: Annotated[int, Rule(low=1)] = 100,
         fit_sample: Annotated[int, Rule(low=1)] = 1000,
         fit_seed: int = 0,
-        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
-        whiten: Annotated[int | None, Rule(low=1)] = 256,
+        fit_images: FitImages = None,
+        whiten: Whiten = 256,
         whiten_sample: Annotated[int, Rule(low=2)] = 20,
         locate: Annotated[str, Rule(choices=lambda: LOCATIONS)] = "segment",
     ):

@@ -26,12 +26,11 @@ from retrieval.aggregation.whitening import Whitening, fit_whitening, whiten
 from retrieval.config.rules import ConfigError, Rule
 from retrieval.errors import UserError
 from retrieval.features.keys import Item
-from retrieval.models.base import Embedder
-from retrieval.models.dense import FACETS
+from retrieval.models.base import Embedder, InputSize
 from retrieval.queries import QueryFn
 from retrieval.representations import Rows, register
-from retrieval.representations.dense import DenseRepresentation
-from retrieval.representations.fitting import FitInputs, Sample
+from retrieval.representations.dense import DenseRepresentation, Facet, Layer
+from retrieval.representations.fitting import FitImages, FitInputs, Sample, Whiten
 
 KIND = "vlad-state"
 
@@ -115,7 +114,7 @@ class LearntAggregation(DenseRepresentation):
         self.whiten_sample = int(whiten_sample)
         self.fit_seed = int(fit_seed)
         held_out = self.whiten_sample if whiten is not None else 0
-        self.sample = Sample(int(fit_sample) + held_out, self.fit_seed, None if fit_images is None else Path(fit_images))
+        self.sample = Sample.of(int(fit_sample) + held_out, self.fit_seed, fit_images)
 
     def learnt_settings(self) -> dict[str, Any]:
         """The options the rows depend on through the state (the sample is keyed by the fit),
@@ -170,14 +169,14 @@ class VladRepresentation(LearntAggregation):
         mode: QueryFn | None = None,
         mode_options: dict[str, Any] | None = None,
         clusters: Annotated[int, Rule(low=1)] = 32,
-        layer: Annotated[int | None, Rule(low=0)] = None,
-        facet: Annotated[str, Rule(choices=lambda: FACETS)] = "token",
-        input_size: Annotated[int | None, Rule(low=1)] = None,
+        layer: Layer = None,
+        facet: Facet = "token",
+        input_size: InputSize = None,
         fit_descriptors: Annotated[int, Rule(low=1)] = 100,
         fit_sample: Annotated[int, Rule(low=1)] = 1000,
         fit_seed: int = 0,
-        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
-        whiten: Annotated[int | None, Rule(low=1)] = None,
+        fit_images: FitImages = None,
+        whiten: Whiten = None,
         whiten_sample: Annotated[int, Rule(low=2)] = 200,
     ):
         super().__init__(max_pixels, layer, facet, input_size, clusters, fit_descriptors, fit_sample, fit_seed, fit_images,

@@ -4,7 +4,6 @@ optionally PCA-whitened (`whiten`), the whitening learnt once on a seeded sample
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from retrieval.models.base import Embedder, Preprocess
 from retrieval.models.transform import normalise, prepare
 from retrieval.queries import QueryError, QueryFn
 from retrieval.representations import Representation, Rows, register
-from retrieval.representations.fitting import FitInputs, Sample
+from retrieval.representations.fitting import FitImages, FitInputs, Sample, Whiten
 
 
 class WholeImages(torch.utils.data.Dataset):
@@ -61,17 +60,17 @@ class GlobalRepresentation(Representation):
         max_pixels: int,
         mode: QueryFn | None = None,
         mode_options: dict[str, Any] | None = None,
-        whiten: Annotated[int | None, Rule(low=1)] = None,
+        whiten: Whiten = None,
         fit_sample: Annotated[int, Rule(low=2)] = 1000,
         fit_seed: int = 0,
-        fit_images: Annotated[Path | None, Rule(path=True, exists="folder")] = None,
+        fit_images: FitImages = None,
     ):
         self.max_pixels = int(max_pixels)
         self.mode = mode
         self.mode_options = dict(mode_options or {})
         self.whiten = whiten
         """Dimensions kept after PCA-whitening (None: the model's vectors as they are)."""
-        self.sample = Sample(int(fit_sample), int(fit_seed), None if fit_images is None else Path(fit_images))
+        self.sample = Sample.of(fit_sample, fit_seed, fit_images)
 
     def settings(self) -> dict[str, Any]:
         # The query mode is not here: it is part of each query's item key, so whole-image
