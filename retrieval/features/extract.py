@@ -40,6 +40,20 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+def prepared_batches(representation: Representation, items: Sequence[Item], model: Embedder, batch_size: int,
+                     workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """Batches (lists) of `items` as the representation's worker half prepares them, in
+    DataLoader workers (in this process for a representation that must prepare here)."""
+    workers = 0 if representation.main_process else workers
+    return torch.utils.data.DataLoader(
+        representation.worker_dataset(items, model),
+        batch_size=representation.images_per_batch(batch_size),
+        collate_fn=_as_list,
+        num_workers=min(workers, len(items)),
+        pin_memory=device.type == "cuda",
+    )
+
+
 @dataclass(frozen=True)
 class Embedding:
     """How the shards of one `fill_store` call are embedded: all of it but the device (which
@@ -64,14 +78,7 @@ def embed_shard(items: Sequence[Item], embedding: Embedding, device: torch.devic
     started = time.perf_counter()
     representation = embedding.representation
     model = embedding.model.to(device).eval()
-    workers = 0 if representation.main_process else embedding.workers
-    loader = torch.utils.data.DataLoader(
-        representation.worker_dataset(items, model),
-        batch_size=representation.images_per_batch(embedding.batch_size),
-        collate_fn=_as_list,
-        num_workers=min(workers, len(items)),
-        pin_memory=device.type == "cuda",
-    )
+    loader = prepared_batches(representation, items, model, embedding.batch_size, embedding.workers, device)
     rows: list[Rows | None] = [None] * len(items)
     errors: dict[str, str] = {}
     for batch in loader:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from retrieval.aggregation.aml import localise
+from retrieval.features.extract import prepared_batches
 from retrieval.features.keys import Item
 from retrieval.models.base import Embedder
 from retrieval.ranking import Ranking
@@ -27,18 +28,10 @@ from retrieval.representations.rmac import RmacRepresentation
 log = logging.getLogger(__name__)
 
 
-def _as_list(batch: list) -> list:
-    return batch
-
-
 def _maps(representation: RmacRepresentation, items: Sequence[Item], model: Embedder, device: torch.device,
           precision: str, batch_size: int, workers: int) -> Iterator[tuple[int, tuple[int, int], torch.Tensor]]:
     """(position in `items`, size_hw, C x h x w map) of each readable item; unreadable ones are logged."""
-    loader = torch.utils.data.DataLoader(
-        representation.worker_dataset(items, model), batch_size=batch_size, collate_fn=_as_list,
-        num_workers=min(workers, len(items)), pin_memory=device.type == "cuda",
-    )
-    for batch in loader:
+    for batch in prepared_batches(representation, items, model, batch_size, workers, device):
         for prepared in batch:
             if prepared["error"]:
                 log.warning("not localised in %s: %s", items[prepared["position"]].path, prepared["error"])
